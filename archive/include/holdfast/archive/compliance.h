@@ -1,0 +1,101 @@
+// Cases, legal holds, disclosure requests, approvals, officers and the audit
+// trail. Every state change appends an audit event in the same transaction.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "holdfast/archive/database.h"
+#include "holdfast/base/bytes.h"
+#include "holdfast/base/status.h"
+
+namespace holdfast::archive {
+
+struct Officer {
+  std::string name;
+  std::string role;          // compliance_officer, legal_counsel, auditor, ...
+};
+
+struct CaseRecord {
+  int64_t case_id = 0;
+  std::string title;
+  std::string legal_reference;
+  std::string opened_by;
+  std::string state;         // open | closed
+};
+
+struct HoldRecord {
+  int64_t hold_id = 0;
+  int64_t case_id = 0;
+  std::string custodian;
+  int64_t from_ms = 0;
+  int64_t to_ms = 0;
+  std::string state;         // active | released
+};
+
+struct DisclosureRecord {
+  int64_t request_id = 0;
+  int64_t case_id = 0;
+  std::string purpose;       // legal_hold_export, lawful_request, ...
+  std::vector<std::string> custodians;
+  int64_t from_ms = 0;
+  int64_t to_ms = 0;
+  std::string legal_reference;
+  std::string requester;
+  std::string state;         // pending | approved | denied | exported
+  std::string decision_rule;
+  std::string policy_version;
+};
+
+struct ApprovalRecord {
+  std::string officer;
+  std::string role;
+  int64_t at_ms = 0;
+};
+
+struct AuditEvent {
+  int64_t seq = 0;
+  int64_t at_ms = 0;
+  std::string actor;
+  std::string action;
+  std::string detail;        // JSON
+  Bytes prev_hash;
+  Bytes hash;                // SHA-256(prev_hash || canonical event)
+};
+
+class Compliance {
+ public:
+  explicit Compliance(Connection& conn) : conn_(conn) {}
+
+  Status AddOfficer(const Officer& officer, const std::string& actor);
+  Result<Officer> GetOfficer(const std::string& name);
+
+  Result<int64_t> CreateCase(const std::string& title, const std::string& legal_reference,
+                             const std::string& actor);
+  Result<CaseRecord> GetCase(int64_t case_id);
+  Result<int64_t> AddHold(int64_t case_id, const std::string& custodian, int64_t from_ms,
+                          int64_t to_ms, const std::string& actor);
+  Result<std::vector<HoldRecord>> HoldsOfCase(int64_t case_id);
+
+  Result<int64_t> FileDisclosure(const DisclosureRecord& request);
+  Result<DisclosureRecord> GetDisclosure(int64_t request_id);
+  Status RecordApproval(int64_t request_id, const ApprovalRecord& approval);
+  Result<std::vector<ApprovalRecord>> ApprovalsOf(int64_t request_id);
+  Status SetDisclosureState(int64_t request_id, const std::string& state,
+                            const std::string& decision_rule, const std::string& policy_version,
+                            const std::string& actor);
+
+  // Appends an event to the hash-chained audit trail.
+  Status Audit(const std::string& actor, const std::string& action, const std::string& detail_json);
+  Result<std::vector<AuditEvent>> AuditTrail();
+  // Recomputes the chain; kCorruption-like kFailedPrecondition naming the
+  // first bad sequence number if any event was changed or removed.
+  Status VerifyAuditChain();
+
+ private:
+  Connection& conn_;
+};
+
+}  // namespace holdfast::archive

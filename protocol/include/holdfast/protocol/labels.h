@@ -1,0 +1,34 @@
+// Every label, info string and fixed context of the Holdfast v1 protocol.
+// docs/protocol.md quotes these; change one and you change the wire format.
+#pragma once
+
+#include <string_view>
+
+namespace holdfast::protocol::labels {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+
+// Ed25519 signature over an envelope: Sign(kEnvelopeSig || content).
+inline constexpr std::string_view kEnvelopeSig = "holdfast/v1 envelope";
+// Ed25519 signature over a prekey: Sign(kPrekeySig || public_key || created_at_ms as 8-byte big-endian).
+inline constexpr std::string_view kPrekeySig = "holdfast/v1 prekey";
+// Ed25519 signature proving possession of a device key at login:
+// Sign(kAuthSig || nonce || device_id).
+inline constexpr std::string_view kAuthSig = "holdfast/v1 auth";
+// ECDSA P-256 SHA-256 by the org root over kEpochCertSig || body.
+inline constexpr std::string_view kEpochCertSig = "holdfast/v1 epoch-cert";
+// ECDSA P-256 SHA-256 by the org root over kManifestSig || manifest bytes.
+inline constexpr std::string_view kManifestSig = "holdfast/v1 export-manifest";
+// device_id = SHA-256(kDeviceId || identity_key)[0..16).
+inline constexpr std::string_view kDeviceId = "holdfast/v1 device-id";
+// body_key = HKDF-SHA256(salt = "", ikm = CEK, info = kBodyKey, L = 32).
+inline constexpr std::string_view kBodyKey = "holdfast/v1 body-key";
+// HPKE info for a device capsule.
+inline constexpr std::string_view kDeviceCapsuleInfo = "holdfast/v1 device-capsule";
+// HPKE info for the archive capsule: kArchiveCapsuleInfo || epoch_id (4-byte big-endian).
+inline constexpr std::string_view kArchiveCapsuleInfo = "holdfast/v1 archive-capsule";
+// ikmE = HKDF-SHA256(salt = message_id, ikm = CEK, info = kArchiveEphemeral, L = 32);
+// (skE, pkE) = DeriveKeyPair(ikmE) of DHKEM(P-256, HKDF-SHA256).
+inline constexpr std::string_view kArchiveEphemeral = "holdfast/v1 archive-ephemeral";
+
+}  // namespace holdfast::protocol::labels

@@ -1,0 +1,52 @@
+// Thin, misuse-resistant wrappers over OpenSSL 3 EVP for the primitives the
+// protocol uses. Pure functions; no I/O besides the system RNG.
+#pragma once
+
+#include <cstdint>
+
+#include "holdfast/base/bytes.h"
+#include "holdfast/base/status.h"
+
+namespace holdfast::protocol {
+
+// Fills `out` from the OpenSSL DRBG.
+Status RandomBytes(std::span<uint8_t> out);
+Bytes RandomBytes(size_t n);
+
+Bytes Sha256(ByteView data);
+
+// RFC 5869.
+SecretBytes HkdfExtract(ByteView salt, ByteView ikm);
+Result<SecretBytes> HkdfExpand(ByteView prk, ByteView info, size_t length);
+Result<SecretBytes> Hkdf(ByteView salt, ByteView ikm, ByteView info, size_t length);
+
+enum class Aead { kAes128Gcm, kAes256Gcm, kChaCha20Poly1305 };
+size_t AeadKeySize(Aead aead);
+inline constexpr size_t kAeadNonceSize = 12;
+inline constexpr size_t kAeadTagSize = 16;
+
+// Returns ciphertext || tag.
+Result<Bytes> AeadSeal(Aead aead, ByteView key, ByteView nonce, ByteView aad, ByteView plaintext);
+// Returns the plaintext, or kCryptoFailure if the tag does not verify.
+Result<SecretBytes> AeadOpen(Aead aead, ByteView key, ByteView nonce, ByteView aad,
+                             ByteView ciphertext_and_tag);
+
+// Ed25519 (RFC 8032). Private keys are the 32-byte seed.
+struct Ed25519KeyPair {
+  SecretBytes private_key;
+  Bytes public_key;
+};
+Result<Ed25519KeyPair> Ed25519Generate();
+Result<Ed25519KeyPair> Ed25519FromSeed(ByteView seed);
+Result<Bytes> Ed25519Sign(ByteView private_key, ByteView message);
+// kCryptoFailure if the signature does not verify, kInvalidArgument if malformed.
+Status Ed25519Verify(ByteView public_key, ByteView message, ByteView signature);
+
+// ECDSA P-256 with SHA-256. Signatures are IEEE P1363 (64-byte r||s);
+// public keys are 65-byte uncompressed SEC1 points.
+Status EcdsaP256Verify(ByteView public_key, ByteView message, ByteView signature_p1363);
+// Converts a P1363 signature to DER and back (OpenSSL speaks DER).
+Result<Bytes> EcdsaP1363ToDer(ByteView p1363);
+Result<Bytes> EcdsaDerToP1363(ByteView der);
+
+}  // namespace holdfast::protocol
