@@ -14,8 +14,12 @@ void SecureWipe(void* data, size_t size) {
 
 bool ConstantTimeEqual(ByteView a, ByteView b) {
   if (a.size() != b.size()) return false;
-  volatile uint8_t diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i];
+  uint8_t diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= a[i] ^ b[i];
+    // Stops the compiler from turning the loop into an early-exit compare.
+    asm volatile("" : "+r"(diff));
+  }
   return diff == 0;
 }
 

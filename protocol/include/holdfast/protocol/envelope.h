@@ -21,6 +21,11 @@ inline constexpr size_t kDeviceIdSize = 16;
 inline constexpr size_t kMessageIdSize = 16;
 inline constexpr size_t kCekSize = 32;
 
+// Structural limits ParseEnvelope enforces on untrusted input.
+inline constexpr size_t kMaxEnvelopeSize = 1 << 20;
+inline constexpr size_t kMaxDeviceCapsules = 1024;
+inline constexpr size_t kMaxNameSize = 256;  // user names and conversation ids, in bytes
+
 // device_id = SHA-256(labels::kDeviceId || identity_key)[0..16).
 Bytes DeviceIdFor(ByteView identity_public_key);
 
@@ -42,7 +47,8 @@ Bytes AuthTranscript(ByteView nonce, ByteView device_id);
 // The exact bytes the org root signs for an epoch certificate body.
 Bytes EpochCertificateSigningInput(ByteView body);
 // Verifies the signature with the pinned org root key and, when now_ms is not
-// zero, that now_ms lies in the validity window. Returns the parsed body.
+// zero, that now_ms lies in the validity window (not_before_ms <= now_ms <
+// not_after_ms; kFailedPrecondition otherwise). Returns the parsed body.
 Result<wire::EpochCertificateBody> VerifyEpochCertificate(const wire::EpochCertificate& cert,
                                                           ByteView org_root_public,
                                                           int64_t now_ms);
@@ -59,7 +65,7 @@ struct SealRequest {
   Bytes message_id;  // 16 bytes; drawn at random when empty
   std::string conversation_id;
   std::string sender_user;
-  Bytes sender_device;
+  Bytes sender_device;  // DeviceIdFor(sender identity); filled in when empty
   int64_t sent_at_ms = 0;
   uint32_t epoch_id = 0;
   Bytes archive_public;  // P-256 epoch public key, from a verified certificate
@@ -90,6 +96,8 @@ struct ParsedEnvelope {
 Result<ParsedEnvelope> ParseEnvelope(ByteView serialized);
 Result<ParsedEnvelope> ParseEnvelope(const wire::Envelope& envelope);
 
+// Checks the Ed25519 signature and that the header's sender_device is
+// DeviceIdFor(sender_identity_public). kCryptoFailure on either mismatch.
 Status VerifyEnvelopeSignature(const ParsedEnvelope& parsed, ByteView sender_identity_public);
 
 // ----------------------------------------------------------------- opening

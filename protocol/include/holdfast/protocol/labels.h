@@ -2,6 +2,7 @@
 // docs/protocol.md quotes these; change one and you change the wire format.
 #pragma once
 
+#include <cstdint>
 #include <string_view>
 
 namespace holdfast::protocol::labels {

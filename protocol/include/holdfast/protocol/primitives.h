@@ -42,6 +42,15 @@ Result<Bytes> Ed25519Sign(ByteView private_key, ByteView message);
 // kCryptoFailure if the signature does not verify, kInvalidArgument if malformed.
 Status Ed25519Verify(ByteView public_key, ByteView message, ByteView signature);
 
+// X25519 (RFC 7748) on 32-byte keys. kCryptoFailure when the output is all
+// zero (a small-order peer key), as RFC 9180 section 7.1.4 requires.
+Result<SecretBytes> X25519(ByteView private_key, ByteView peer_public);
+
+// P-256 ECDH. The private key is a 32-byte big-endian scalar in [1, n-1]; the
+// peer key a 65-byte uncompressed point, rejected (kInvalidArgument) unless it
+// is on the curve. Returns the 32-byte x-coordinate of the shared point.
+Result<SecretBytes> EcdhP256(ByteView private_key, ByteView peer_public);
+
 // ECDSA P-256 with SHA-256. Signatures are IEEE P1363 (64-byte r||s);
 // public keys are 65-byte uncompressed SEC1 points.
 Status EcdsaP256Verify(ByteView public_key, ByteView message, ByteView signature_p1363);
