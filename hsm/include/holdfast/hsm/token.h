@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "holdfast/base/bytes.h"
@@ -37,7 +38,8 @@ Result<SecretBytes> ReadPinFile(const std::string& path);
 
 struct KeyInfo {
   std::string label;
-  Bytes public_key;          // 65-byte uncompressed P-256 point
+  Bytes public_key;          // 65-byte uncompressed P-256 point; empty if the
+                             // token holds no matching public key object
   bool sensitive = false;
   bool extractable = true;
   bool can_sign = false;
@@ -47,15 +49,22 @@ struct KeyInfo {
 class Token {
  public:
   // Loads the module, initialises it, finds the token by label, opens a
-  // session and logs in. kUnavailable when any step fails.
+  // session and logs in. kUnavailable when any step fails; the message names
+  // the PKCS#11 function and the CKR_ value.
+  // WARNING: PKCS#11 login state is per process and token. If another Token
+  // of this process is logged in to the same token, the PIN is not checked
+  // again.
   static Result<std::unique_ptr<Token>> Open(const TokenConfig& config);
   virtual ~Token() = default;
 
-  // Key generation. kAlreadyExists if a key with that label exists.
+  // Key generation. kAlreadyExists if a private key with that label exists.
+  // Returns the 65-byte uncompressed public point.
   virtual Result<Bytes> GenerateOrgRoot() = 0;
   virtual Result<Bytes> GenerateEpochKey(uint32_t epoch_id) = 0;
 
-  // The public key of a key pair, by label; kNotFound if absent.
+  // The public key of a key pair, by label; kNotFound if absent. Describe
+  // fails with kNotFound only if the private key is absent. ListKeys returns
+  // the private keys labelled "holdfast-*", sorted by label.
   virtual Result<Bytes> PublicKey(std::string_view label) = 0;
   virtual Result<KeyInfo> Describe(std::string_view label) = 0;
   virtual Result<std::vector<KeyInfo>> ListKeys() = 0;
@@ -67,7 +76,12 @@ class Token {
 
   // ECDH inside the token with the epoch key and a peer P-256 point
   // (65 bytes uncompressed). Returns the raw shared x-coordinate; the
-  // derived secret object is destroyed before returning.
+  // derived secret object is destroyed before returning. kInvalidArgument if
+  // the point is malformed or not on P-256, kNotFound if the epoch key is
+  // absent.
+  // WARNING: the shared secret leaves the token (SoftHSM2 has no HKDF
+  // mechanism), so the caller runs HKDF in software and must wipe it; the
+  // epoch private key itself never leaves.
   virtual Result<SecretBytes> DeriveEcdh(uint32_t epoch_id, ByteView peer_public) = 0;
 
   // Checks that the session is alive and logged in.

@@ -1,0 +1,61 @@
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "holdfast/hsm/token.h"
+
+namespace holdfast::hsm {
+namespace {
+
+// Longer than any PIN a token accepts; a larger file is not a PIN file.
+constexpr size_t kMaxPinFileSize = 256;
+
+class Fd final {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+Result<SecretBytes> ReadPinFile(const std::string& path) {
+  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) {
+    int error = errno;
+    std::string message = "PIN file " + path + ": " + std::strerror(error);
+    return error == ENOENT ? Status::NotFound(std::move(message))
+                           : Status::Unavailable(std::move(message));
+  }
+  // Read straight into the secret buffer so no unwiped copy of the PIN remains.
+  SecretBytes pin(kMaxPinFileSize + 1);
+  size_t size = 0;
+  while (size < pin.size()) {
+    ssize_t n = read(fd.get(), pin.data() + size, pin.size() - size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      return Status::Unavailable("PIN file " + path + ": " + std::strerror(errno));
+    }
+    if (n == 0) break;
+    size += static_cast<size_t>(n);
+  }
+  if (size > kMaxPinFileSize) {
+    return Status::InvalidArgument("PIN file " + path + " is larger than " +
+                                   std::to_string(kMaxPinFileSize) + " bytes");
+  }
+  if (size > 0 && pin.data()[size - 1] == '\n') --size;
+  if (size == 0) return Status::InvalidArgument("PIN file " + path + " is empty");
+  pin.resize(size);
+  return pin;
+}
+
+}  // namespace holdfast::hsm
