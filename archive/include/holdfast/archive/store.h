@@ -73,6 +73,9 @@ struct StoredEnvelope {
   Bytes envelope;
 };
 
+// Setting under which `holdfast-admin init` records the org root public key.
+inline constexpr std::string_view kOrgRootPublicKeySetting = "org_root_public_key";
+
 class Store {
  public:
   explicit Store(Connection& conn) : conn_(conn) {}
@@ -101,6 +104,8 @@ class Store {
   // The epoch whose validity window contains now_ms, latest first.
   Result<EpochRecord> CurrentEpoch(int64_t now_ms);
   Result<EpochRecord> GetEpoch(uint32_t epoch_id);
+  // Every epoch, by id ascending.
+  Result<std::vector<EpochRecord>> ListEpochs();
 
   // ---- ingest and delivery
   // Stores every item and its delivery rows in one transaction, then
@@ -112,6 +117,10 @@ class Store {
   // Marks deliveries done; ids not belonging to the device are ignored.
   Status AckDeliveries(ByteView device_id, const std::vector<int64_t>& delivery_ids);
   Result<uint64_t> CountEnvelopes();
+
+  // ---- settings: small named values written by key ceremonies
+  Status PutSetting(const std::string& name, ByteView value);
+  Result<Bytes> GetSetting(const std::string& name);
 
   // ---- compliance
   // Envelopes sent by or delivered to `user`, with sent_at in

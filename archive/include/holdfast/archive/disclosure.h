@@ -1,0 +1,63 @@
+// Disclosure: deciding a request against the policy, and running an allowed
+// export into a signed package.
+//
+// An export package is a directory holding
+//   messages.jsonl  one JSON object per message, in storage order;
+//   manifest.json   what was exported, why, under which policy, and the
+//                   SHA-256 and size of every other file;
+//   manifest.sig    hex of the org root's ECDSA P-256 P1363 signature over
+//                   labels::kManifestSig || manifest.json bytes.
+// It contains plaintext: it is created with mode 0700.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "holdfast/archive/database.h"
+#include "holdfast/base/bytes.h"
+#include "holdfast/base/status.h"
+#include "holdfast/policy/policy.h"
+
+namespace holdfast::hsm {
+class Token;
+}
+
+namespace holdfast::archive {
+
+// The facts the policy decides on, read from the request, its case, the
+// case's active holds, the officers and their approvals. A custodian is
+// under hold when one active hold of the request's case covers the whole
+// time range. Approvals carry each officer's current role.
+Result<policy::DisclosureFacts> DisclosureFactsOf(Connection& conn, int64_t request_id);
+
+// Evaluates the request; records nothing.
+Result<policy::Decision> Decide(Connection& conn, const policy::Policy& policy,
+                                int64_t request_id);
+
+struct ExportSummary {
+  int64_t request_id = 0;
+  std::string out_dir;
+  uint64_t message_count = 0;
+  uint64_t signature_failures = 0;  // messages whose signature did not verify
+  uint64_t open_failures = 0;       // messages that could not be decrypted
+  std::string manifest_sha256;      // hex
+  Bytes manifest_signature;         // P1363 r||s
+  policy::Decision decision;
+};
+
+// Re-decides the request and, only if the policy allows it, exports every
+// envelope sent by or to each custodian in the time range into `out_dir`,
+// which must not exist yet (its parent must). The package is written to a
+// temporary sibling directory and renamed into place, so on any failure
+// nothing is left at `out_dir`. On success the request moves to "exported"
+// and the export is audited (message count, manifest SHA-256) in one
+// transaction.
+//
+// kFailedPrecondition with the policy's reasons when the decision is not
+// allow, or when the request was already exported or denied; then nothing
+// is written to the filesystem (the refusal is audited).
+Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const policy::Policy& policy,
+                                int64_t request_id, const std::string& out_dir,
+                                const std::string& actor);
+
+}  // namespace holdfast::archive

@@ -1,0 +1,469 @@
+#include "holdfast/archive/disclosure.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <string_view>
+
+#include "audit.h"
+#include "holdfast/archive/compliance.h"
+#include "holdfast/archive/store.h"
+#include "holdfast/hsm/token.h"
+#include "holdfast/protocol/envelope.h"
+#include "holdfast/protocol/labels.h"
+#include "json.h"
+#include "pg.h"
+#include "sha256.h"
+
+namespace holdfast::archive {
+
+using internal::Exec;
+using internal::JsonObject;
+using internal::Params;
+using internal::Transaction;
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view kFormat = "holdfast-export/1";
+constexpr std::string_view kMessagesFile = "messages.jsonl";
+constexpr std::string_view kManifestFile = "manifest.json";
+constexpr std::string_view kSignatureFile = "manifest.sig";
+
+// ISO-8601 UTC with milliseconds, e.g. 2026-01-01T10:00:00.123Z.
+std::string IsoTime(int64_t ms) {
+  int64_t secs = ms / 1000;
+  int64_t frac = ms % 1000;
+  if (frac < 0) {
+    frac += 1000;
+    --secs;
+  }
+  std::time_t t = static_cast<std::time_t>(secs);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  char out[48];
+  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(frac));
+  return out;
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string ErrnoMessage(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+// A file written and fsynced through a raw descriptor, hashed as it goes.
+class PackageFile {
+ public:
+  static Result<PackageFile> Create(const fs::path& path) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return Status::Internal(ErrnoMessage("creating " + path.string()));
+    return PackageFile(fd);
+  }
+  PackageFile(PackageFile&& other) noexcept : fd_(other.fd_), bytes_(other.bytes_) {
+    other.fd_ = -1;
+    hasher_.swap(other.hasher_);
+  }
+  PackageFile(const PackageFile&) = delete;
+  PackageFile& operator=(const PackageFile&) = delete;
+  PackageFile& operator=(PackageFile&&) = delete;
+  ~PackageFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  Status Write(std::string_view data) {
+    hasher_->Update(AsBytes(data));
+    bytes_ += data.size();
+    while (!data.empty()) {
+      ssize_t n = ::write(fd_, data.data(), data.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Status::Internal(ErrnoMessage("writing the export"));
+      }
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return Status::Ok();
+  }
+
+  // Flushes to disk and closes.
+  Status Close() {
+    int fd = fd_;
+    fd_ = -1;
+    if (::fsync(fd) != 0) {
+      Status s = Status::Internal(ErrnoMessage("fsync of the export"));
+      ::close(fd);
+      return s;
+    }
+    if (::close(fd) != 0) return Status::Internal(ErrnoMessage("closing the export"));
+    return Status::Ok();
+  }
+
+  Bytes Digest() { return hasher_->Finish(); }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  explicit PackageFile(int fd) : fd_(fd), hasher_(std::make_unique<internal::Sha256Hasher>()) {}
+  int fd_;
+  std::unique_ptr<internal::Sha256Hasher> hasher_;
+  uint64_t bytes_ = 0;
+};
+
+Status SyncDirectory(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::Internal(ErrnoMessage("opening " + dir.string()));
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Status::Internal(ErrnoMessage("fsync of " + dir.string()));
+  return Status::Ok();
+}
+
+// Removes a temporary package directory unless released.
+class TempDirGuard {
+ public:
+  explicit TempDirGuard(fs::path path) : path_(std::move(path)) {}
+  TempDirGuard(const TempDirGuard&) = delete;
+  TempDirGuard& operator=(const TempDirGuard&) = delete;
+  ~TempDirGuard() {
+    if (!path_.empty()) {
+      std::error_code ec;
+      fs::remove_all(path_, ec);
+    }
+  }
+  const fs::path& path() const { return path_; }
+  void Release() { path_.clear(); }
+
+ private:
+  fs::path path_;
+};
+
+std::string JoinReasons(const policy::Decision& d) {
+  std::string out;
+  for (const std::string& r : d.reasons) out += (out.empty() ? "" : "; ") + r;
+  return out;
+}
+
+std::string ReasonsJson(const policy::Decision& d) { return internal::JsonStringArray(d.reasons); }
+
+// One line of messages.jsonl; opening failures are recorded in the line
+// rather than dropped, so the package accounts for every stored envelope.
+struct MessageLine {
+  std::string json;
+  bool signature_valid = false;
+  bool opened = false;
+};
+
+class Exporter {
+ public:
+  Exporter(Store& store, hsm::Token& token) : store_(store), token_(token) {}
+
+  MessageLine Export(const StoredEnvelope& stored) {
+    MessageLine line;
+    JsonObject obj;
+    obj.Int("envelope_id", stored.envelope_id);
+    auto parsed = protocol::ParseEnvelope(stored.envelope);
+    if (!parsed.ok()) {
+      obj.String("message_id", ToHex(stored.message_id))
+          .String("conversation_id", stored.conversation_id)
+          .String("sender_user", stored.sender_user)
+          .String("sender_device", ToHex(stored.sender_device))
+          .String("sent_at", IsoTime(stored.sent_at_ms))
+          .Int("epoch_id", stored.epoch_id)
+          .Bool("signature_valid", false)
+          .Raw("text", "null")
+          .String("error", "unparseable envelope: " + parsed.status().message());
+      line.json = obj.str();
+      return line;
+    }
+    const protocol::wire::MessageHeader& h = parsed->header;
+    obj.String("message_id", ToHex(AsBytes(h.message_id())))
+        .String("conversation_id", h.conversation_id())
+        .String("sender_user", h.sender_user())
+        .String("sender_device", ToHex(AsBytes(h.sender_device())))
+        .String("sent_at", IsoTime(h.sent_at_ms()))
+        .Int("epoch_id", h.epoch_id());
+
+    std::string problem;
+    auto device = store_.GetDevice(AsBytes(h.sender_device()));
+    if (device.ok()) {
+      line.signature_valid = protocol::VerifyEnvelopeSignature(*parsed, device->identity_key).ok();
+    } else {
+      problem = "sender device unknown: " + device.status().message();
+    }
+    obj.Bool("signature_valid", line.signature_valid);
+
+    auto opened = Open(*parsed);
+    if (opened.ok()) {
+      line.opened = true;
+      obj.String("text", *opened);
+    } else {
+      obj.Raw("text", "null");
+      problem += (problem.empty() ? "" : "; ") + opened.status().message();
+    }
+    if (!problem.empty()) obj.String("error", problem);
+    line.json = obj.str();
+    return line;
+  }
+
+ private:
+  Result<std::string> Open(const protocol::ParsedEnvelope& parsed) {
+    uint32_t epoch_id = parsed.content.archive().epoch_id();
+    auto cached = epochs_.find(epoch_id);
+    if (cached == epochs_.end()) {
+      HF_ASSIGN_OR_RETURN(EpochRecord epoch, store_.GetEpoch(epoch_id));
+      cached = epochs_.emplace(epoch_id, std::move(epoch.public_key)).first;
+    }
+    HF_ASSIGN_OR_RETURN(SecretBytes dh,
+                        token_.DeriveEcdh(epoch_id, AsBytes(parsed.content.archive().enc())));
+    HF_ASSIGN_OR_RETURN(protocol::OpenedMessage message,
+                        protocol::OpenWithArchiveDh(parsed, dh.view(), cached->second));
+    return std::move(message.text);
+  }
+
+  Store& store_;
+  hsm::Token& token_;
+  std::map<uint32_t, Bytes> epochs_;
+};
+
+Status AuditRefusal(Connection& conn, int64_t request_id, const std::string& actor,
+                    const policy::Decision& d) {
+  Connection::Impl& c = conn.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  HF_RETURN_IF_ERROR(internal::AppendAudit(c, actor, "disclosure.export_refused",
+                                           JsonObject()
+                                               .Int("request_id", request_id)
+                                               .String("verdict", policy::VerdictName(d.verdict))
+                                               .String("rule", d.rule)
+                                               .String("policy_version", d.policy_version)
+                                               .Raw("reasons", ReasonsJson(d))
+                                               .str()));
+  return tx.Commit();
+}
+
+}  // namespace
+
+Result<policy::DisclosureFacts> DisclosureFactsOf(Connection& conn, int64_t request_id) {
+  Compliance compliance(conn);
+  HF_ASSIGN_OR_RETURN(DisclosureRecord request, compliance.GetDisclosure(request_id));
+  policy::DisclosureFacts facts;
+  facts.purpose = request.purpose;
+  facts.custodians = request.custodians;
+  facts.from_ms = request.from_ms;
+  facts.to_ms = request.to_ms;
+  facts.legal_reference = request.legal_reference;
+  facts.requester = request.requester;
+
+  Connection::Impl& c = conn.impl();
+  HF_ASSIGN_OR_RETURN(auto role, Exec(c, "SELECT role FROM officers WHERE name = $1",
+                                      Params().Text(request.requester)));
+  if (role.rows() > 0) facts.requester_role = role.Text(0, 0);
+
+  if (request.case_id != 0) {
+    HF_ASSIGN_OR_RETURN(auto kase, Exec(c, "SELECT state FROM cases WHERE case_id = $1",
+                                        Params().Int8(request.case_id)));
+    facts.case_open = kase.rows() == 1 && kase.Text(0, 0) == "open";
+    HF_ASSIGN_OR_RETURN(auto held, Exec(c,
+                                        "SELECT DISTINCT custodian FROM holds"
+                                        " WHERE case_id = $1 AND state = 'active'"
+                                        " AND custodian = ANY($2)"
+                                        " AND from_at <= hf_ts($3) AND to_at >= hf_ts($4)"
+                                        " ORDER BY custodian",
+                                        Params()
+                                            .Int8(request.case_id)
+                                            .TextArray(request.custodians)
+                                            .Int8(request.from_ms)
+                                            .Int8(request.to_ms)));
+    for (int i = 0; i < held.rows(); ++i) facts.custodians_under_hold.push_back(held.Text(i, 0));
+  }
+
+  HF_ASSIGN_OR_RETURN(auto approvals, Exec(c,
+                                           "SELECT a.officer, o.role FROM approvals a"
+                                           " JOIN officers o ON o.name = a.officer"
+                                           " WHERE a.request_id = $1"
+                                           " ORDER BY a.approved_at, a.officer",
+                                           Params().Int8(request_id)));
+  for (int i = 0; i < approvals.rows(); ++i) {
+    facts.approvals.push_back(policy::Approval{approvals.Text(i, 0), approvals.Text(i, 1)});
+  }
+  return facts;
+}
+
+Result<policy::Decision> Decide(Connection& conn, const policy::Policy& policy,
+                                int64_t request_id) {
+  HF_ASSIGN_OR_RETURN(policy::DisclosureFacts facts, DisclosureFactsOf(conn, request_id));
+  return policy.Decide(facts);
+}
+
+Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const policy::Policy& policy,
+                                int64_t request_id, const std::string& out_dir,
+                                const std::string& actor) {
+  if (out_dir.empty()) return Status::InvalidArgument("no output directory");
+  Compliance compliance(conn);
+  HF_ASSIGN_OR_RETURN(DisclosureRecord request, compliance.GetDisclosure(request_id));
+  if (request.state == "exported" || request.state == "denied") {
+    return Status::FailedPrecondition("disclosure request " + std::to_string(request_id) +
+                                      " is " + request.state);
+  }
+  HF_ASSIGN_OR_RETURN(policy::DisclosureFacts facts, DisclosureFactsOf(conn, request_id));
+  policy::Decision decision = policy.Decide(facts);
+  if (decision.verdict != policy::Verdict::kAllow) {
+    HF_RETURN_IF_ERROR(AuditRefusal(conn, request_id, actor, decision));
+    return Status::FailedPrecondition("export of request " + std::to_string(request_id) +
+                                      " refused (" + std::string(policy::VerdictName(decision.verdict)) +
+                                      ", " + decision.rule + "): " + JoinReasons(decision));
+  }
+
+  const fs::path target = fs::absolute(out_dir).lexically_normal();
+  const fs::path parent = target.parent_path();
+  std::error_code ec;
+  if (fs::exists(target, ec)) return Status::AlreadyExists(target.string() + " already exists");
+  if (!fs::is_directory(parent, ec)) {
+    return Status::NotFound("directory " + parent.string() + " does not exist");
+  }
+  std::string tmpl = (parent / ("." + target.filename().string() + ".partial-XXXXXX")).string();
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    return Status::Internal(ErrnoMessage("creating a directory in " + parent.string()));
+  }
+  TempDirGuard temp{fs::path(tmpl)};  // mkdtemp made it 0700
+
+  // Envelopes of every custodian, each once, in storage order.
+  Store store(conn);
+  std::map<int64_t, StoredEnvelope> envelopes;
+  for (const std::string& custodian : request.custodians) {
+    HF_ASSIGN_OR_RETURN(auto found,
+                        store.EnvelopesOfCustodian(custodian, request.from_ms, request.to_ms));
+    for (StoredEnvelope& e : found) envelopes.emplace(e.envelope_id, std::move(e));
+  }
+
+  ExportSummary summary;
+  summary.request_id = request_id;
+  summary.out_dir = target.string();
+  summary.decision = decision;
+
+  HF_ASSIGN_OR_RETURN(PackageFile messages, PackageFile::Create(temp.path() / kMessagesFile));
+  Exporter exporter(store, token);
+  for (const auto& [id, stored] : envelopes) {
+    MessageLine line = exporter.Export(stored);
+    HF_RETURN_IF_ERROR(messages.Write(line.json));
+    HF_RETURN_IF_ERROR(messages.Write("\n"));
+    ++summary.message_count;
+    if (!line.signature_valid) ++summary.signature_failures;
+    if (!line.opened) ++summary.open_failures;
+  }
+  HF_RETURN_IF_ERROR(messages.Close());
+  std::string messages_sha256 = ToHex(messages.Digest());
+
+  HF_ASSIGN_OR_RETURN(auto approvals, compliance.ApprovalsOf(request_id));
+  std::string approvals_json = "[";
+  for (size_t i = 0; i < approvals.size(); ++i) {
+    if (i > 0) approvals_json += ",";
+    approvals_json += JsonObject()
+                          .String("officer", approvals[i].officer)
+                          .String("role", approvals[i].role)
+                          .String("at", IsoTime(approvals[i].at_ms))
+                          .str();
+  }
+  approvals_json += "]";
+  HF_ASSIGN_OR_RETURN(Bytes org_root, token.PublicKey(hsm::kOrgRootLabel));
+
+  std::string manifest =
+      JsonObject()
+          .String("format", kFormat)
+          .Int("request_id", request_id)
+          .Int("case_id", request.case_id)
+          .String("purpose", request.purpose)
+          .Raw("custodians", internal::JsonStringArray(request.custodians))
+          .String("from", IsoTime(request.from_ms))
+          .String("to", IsoTime(request.to_ms))
+          .String("legal_reference", request.legal_reference)
+          .String("requester", request.requester)
+          .String("policy_version", decision.policy_version)
+          .String("decision_rule", decision.rule)
+          .Raw("decision_reasons", ReasonsJson(decision))
+          .Raw("approvals", approvals_json)
+          .String("created_at", IsoTime(NowMs()))
+          .String("created_by", actor)
+          .Int("message_count", static_cast<int64_t>(summary.message_count))
+          .Int("signature_failures", static_cast<int64_t>(summary.signature_failures))
+          .Int("open_failures", static_cast<int64_t>(summary.open_failures))
+          .Raw("files", "[" +
+                            JsonObject()
+                                .String("name", kMessagesFile)
+                                .String("sha256", messages_sha256)
+                                .Int("bytes", static_cast<int64_t>(messages.bytes()))
+                                .str() +
+                            "]")
+          .String("org_root_public_key", ToHex(org_root))
+          .str() +
+      "\n";
+  HF_ASSIGN_OR_RETURN(PackageFile manifest_file, PackageFile::Create(temp.path() / kManifestFile));
+  HF_RETURN_IF_ERROR(manifest_file.Write(manifest));
+  HF_RETURN_IF_ERROR(manifest_file.Close());
+  summary.manifest_sha256 = ToHex(manifest_file.Digest());
+
+  HF_ASSIGN_OR_RETURN(summary.manifest_signature,
+                      token.SignWithOrgRoot(Concat({AsBytes(protocol::labels::kManifestSig),
+                                                    AsBytes(manifest)})));
+  HF_ASSIGN_OR_RETURN(PackageFile sig_file, PackageFile::Create(temp.path() / kSignatureFile));
+  HF_RETURN_IF_ERROR(sig_file.Write(ToHex(summary.manifest_signature) + "\n"));
+  HF_RETURN_IF_ERROR(sig_file.Close());
+  HF_RETURN_IF_ERROR(SyncDirectory(temp.path()));
+
+  // Record the export and move the package into place; the transaction
+  // commits only once the package is there, and the package is taken back
+  // if the commit fails.
+  Connection::Impl& c = conn.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  HF_ASSIGN_OR_RETURN(auto state, Exec(c,
+                                       "SELECT state FROM disclosure_requests"
+                                       " WHERE request_id = $1 FOR UPDATE",
+                                       Params().Int8(request_id)));
+  if (state.rows() == 0 || (state.Text(0, 0) != "pending" && state.Text(0, 0) != "approved")) {
+    return Status::FailedPrecondition("disclosure request " + std::to_string(request_id) +
+                                      " changed state during the export");
+  }
+  HF_RETURN_IF_ERROR(Exec(c,
+                          "UPDATE disclosure_requests SET state = 'exported', decision_rule = $2,"
+                          " policy_version = $3, updated_at = now() WHERE request_id = $1",
+                          Params().Int8(request_id).Text(decision.rule).Text(
+                              decision.policy_version))
+                         .status());
+  HF_RETURN_IF_ERROR(internal::AppendAudit(
+      c, actor, "disclosure.export",
+      JsonObject()
+          .Int("request_id", request_id)
+          .String("from", state.Text(0, 0))
+          .String("rule", decision.rule)
+          .String("policy_version", decision.policy_version)
+          .Int("message_count", static_cast<int64_t>(summary.message_count))
+          .Int("signature_failures", static_cast<int64_t>(summary.signature_failures))
+          .Int("open_failures", static_cast<int64_t>(summary.open_failures))
+          .String("manifest_sha256", summary.manifest_sha256)
+          .str()));
+  if (::renameat2(AT_FDCWD, temp.path().c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE) != 0) {
+    if (errno == EEXIST) return Status::AlreadyExists(target.string() + " already exists");
+    return Status::Internal(ErrnoMessage("moving the package to " + target.string()));
+  }
+  Status committed = tx.Commit();
+  if (!committed.ok()) {
+    fs::rename(target, temp.path(), ec);
+    return committed.WithContext("recording the export");
+  }
+  temp.Release();
+  (void)SyncDirectory(parent);
+  return summary;
+}
+
+}  // namespace holdfast::archive

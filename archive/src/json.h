@@ -1,0 +1,31 @@
+// Minimal JSON writing for audit details and export files.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace holdfast::archive::internal {
+
+// `s` as a quoted JSON string. Invalid UTF-8 bytes become U+FFFD, so the
+// output is always valid JSON.
+std::string JsonString(std::string_view s);
+std::string JsonStringArray(const std::vector<std::string>& items);
+
+// Builds one JSON object, members in insertion order.
+class JsonObject {
+ public:
+  JsonObject& String(std::string_view key, std::string_view value);
+  JsonObject& Int(std::string_view key, int64_t value);
+  JsonObject& Bool(std::string_view key, bool value);
+  // `json` must already be valid JSON (an array or object built elsewhere).
+  JsonObject& Raw(std::string_view key, std::string_view json);
+  std::string str() const { return body_ + "}"; }
+
+ private:
+  void Key(std::string_view key);
+  std::string body_ = "{";
+};
+
+}  // namespace holdfast::archive::internal

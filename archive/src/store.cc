@@ -1,0 +1,466 @@
+#include "holdfast/archive/store.h"
+
+#include <algorithm>
+#include <set>
+
+#include "pg.h"
+#include "random.h"
+#include "sha256.h"
+
+namespace holdfast::archive {
+
+using internal::Exec;
+using internal::Params;
+using internal::PgResult;
+using internal::Pipeline;
+using internal::Transaction;
+
+namespace {
+
+// Unambiguous to read aloud and to type: no 0/O, no 1/I.
+constexpr std::string_view kCodeAlphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+constexpr size_t kCodeLength = 20;
+constexpr size_t kCodeGroup = 5;
+
+// Uppercases and drops separators, so "abcde-fghjk ..." matches.
+std::string NormaliseCode(std::string_view code) {
+  std::string out;
+  for (char c : code) {
+    if (c == '-' || c == ' ') continue;
+    out.push_back((c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c);
+  }
+  return out;
+}
+
+Bytes CodeHash(std::string_view code) { return internal::Sha256(AsBytes(NormaliseCode(code))); }
+
+void AppendBe32(Bytes& out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
+}
+
+// SHA-256 over the sorted members, each prefixed by its length.
+Bytes MemberSetHash(const std::vector<std::string>& sorted_members) {
+  Bytes encoded;
+  for (const std::string& m : sorted_members) {
+    AppendBe32(encoded, static_cast<uint32_t>(m.size()));
+    encoded.insert(encoded.end(), m.begin(), m.end());
+  }
+  return internal::Sha256(encoded);
+}
+
+DeviceRecord DeviceFromRow(const PgResult& r, int row) {
+  DeviceRecord d;
+  d.user = r.Text(row, 0);
+  d.device_id = r.Bytea(row, 1);
+  d.identity_key = r.Bytea(row, 2);
+  d.signed_prekey = r.Bytea(row, 3);
+  d.registered_at_ms = r.Int(row, 4);
+  return d;
+}
+
+constexpr std::string_view kDeviceColumns =
+    "user_name, device_id, identity_key, signed_prekey, hf_ms(registered_at)";
+
+EpochRecord EpochFromRow(const PgResult& r, int row) {
+  EpochRecord e;
+  e.epoch_id = static_cast<uint32_t>(r.Int(row, 0));
+  e.certificate = r.Bytea(row, 1);
+  e.public_key = r.Bytea(row, 2);
+  e.not_before_ms = r.Int(row, 3);
+  e.not_after_ms = r.Int(row, 4);
+  return e;
+}
+
+constexpr std::string_view kEpochColumns =
+    "epoch_id, certificate, public_key, hf_ms(not_before), hf_ms(not_after)";
+
+std::string Sql(std::string_view a, std::string_view b, std::string_view c = {}) {
+  std::string s(a);
+  s += b;
+  s += c;
+  return s;
+}
+
+// One statement per item: store the envelope unless its message id is
+// known, add its deliveries only if it was new, and report either the new
+// rows or the stored envelope.
+constexpr std::string_view kIngestSql = R"sql(
+WITH ins AS (
+  INSERT INTO envelopes (message_id, conversation_id, sender_user, sender_device, epoch_id,
+                         sent_at, envelope)
+  VALUES ($1, $2, $3, $4, $5, hf_ts($6), $7)
+  ON CONFLICT (message_id) DO NOTHING
+  RETURNING envelope_id, stored_at),
+dl AS (
+  INSERT INTO deliveries (envelope_id, device_id, created_at)
+  SELECT ins.envelope_id, r.device_id, ins.stored_at
+  FROM ins, unnest($8::bytea[]) WITH ORDINALITY AS r(device_id, ord)
+  ORDER BY r.ord
+  RETURNING delivery_id, device_id)
+SELECT ins.envelope_id, hf_ms(ins.stored_at), false, dl.device_id, dl.delivery_id
+FROM ins LEFT JOIN dl ON true
+UNION ALL
+SELECT e.envelope_id, hf_ms(e.stored_at), true, NULL::bytea, NULL::bigint
+FROM envelopes e
+WHERE e.message_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)
+)sql";
+
+}  // namespace
+
+// ------------------------------------------------------------ users, devices
+
+Status Store::CreateUser(const std::string& user, const std::string& display_name) {
+  return Exec(conn_.impl(), "INSERT INTO users (user_name, display_name) VALUES ($1, $2)",
+              Params().Text(user).Text(display_name))
+      .status();
+}
+
+Result<bool> Store::UserExists(const std::string& user) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), "SELECT 1 FROM users WHERE user_name = $1",
+                                   Params().Text(user)));
+  return r.rows() > 0;
+}
+
+Result<std::string> Store::IssueEnrollmentCode(const std::string& user, int64_t ttl_ms) {
+  if (ttl_ms <= 0) return Status::InvalidArgument("enrollment code lifetime must be positive");
+  static_assert(256 % kCodeAlphabet.size() == 0, "uniform choice needs a power-of-two alphabet");
+  HF_ASSIGN_OR_RETURN(Bytes random, internal::RandomBytes(kCodeLength));
+  std::string code;
+  for (size_t i = 0; i < kCodeLength; ++i) {
+    if (i > 0 && i % kCodeGroup == 0) code.push_back('-');
+    code.push_back(kCodeAlphabet[random[i] % kCodeAlphabet.size()]);
+  }
+  SecureWipe(random.data(), random.size());
+  auto inserted = Exec(conn_.impl(),
+                       "INSERT INTO enrollment_codes (code_sha256, user_name, expires_at)"
+                       " VALUES ($1, $2, now() + $3 * interval '1 millisecond')",
+                       Params().Bytea(CodeHash(code)).Text(user).Int8(ttl_ms));
+  if (!inserted.ok()) {
+    if (inserted.status().code() == Code::kNotFound) {
+      return Status::NotFound("no user " + user);
+    }
+    return inserted.status();
+  }
+  return code;
+}
+
+Status Store::RegisterDevice(const std::string& user, const std::string& enrollment_code,
+                             const DeviceRecord& device) {
+  if (!device.user.empty() && device.user != user) {
+    return Status::InvalidArgument("device record names user " + device.user + ", not " + user);
+  }
+  if (device.device_id.empty() || device.identity_key.empty()) {
+    return Status::InvalidArgument("device id and identity key are required");
+  }
+  Connection::Impl& c = conn_.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  HF_ASSIGN_OR_RETURN(auto used,
+                      Exec(c,
+                           "UPDATE enrollment_codes SET used_at = now(), device_id = $3"
+                           " WHERE code_sha256 = $1 AND user_name = $2"
+                           " AND used_at IS NULL AND expires_at > now()",
+                           Params().Bytea(CodeHash(enrollment_code)).Text(user)
+                               .Bytea(device.device_id)));
+  if (used.affected() != 1) {
+    return Status::PermissionDenied("enrollment code is wrong, used or expired");
+  }
+  Params p;
+  p.Bytea(device.device_id).Text(user).Bytea(device.identity_key).Bytea(device.signed_prekey);
+  if (device.registered_at_ms != 0) {
+    p.Int8(device.registered_at_ms);
+  } else {
+    p.Null(internal::kInt8Oid);
+  }
+  HF_RETURN_IF_ERROR(Exec(c,
+                          "INSERT INTO devices (device_id, user_name, identity_key,"
+                          " signed_prekey, registered_at)"
+                          " VALUES ($1, $2, $3, $4, coalesce(hf_ts($5), now()))",
+                          p)
+                         .status());
+  return tx.Commit();
+}
+
+Result<DeviceRecord> Store::GetDevice(ByteView device_id) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   Sql("SELECT ", kDeviceColumns,
+                                       " FROM devices WHERE device_id = $1"),
+                                   Params().Bytea(device_id)));
+  if (r.rows() == 0) return Status::NotFound("no device " + ToHex(device_id));
+  return DeviceFromRow(r, 0);
+}
+
+Result<std::vector<DeviceRecord>> Store::DevicesOfUsers(const std::vector<std::string>& users) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   Sql("SELECT ", kDeviceColumns,
+                                       " FROM devices WHERE user_name = ANY($1)"
+                                       " AND revoked_at IS NULL"
+                                       " ORDER BY user_name, registered_at, device_id"),
+                                   Params().TextArray(users)));
+  std::vector<DeviceRecord> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) out.push_back(DeviceFromRow(r, i));
+  return out;
+}
+
+// ------------------------------------------------------------ conversations
+
+Result<ConversationRecord> Store::OpenConversation(std::vector<std::string> members) {
+  std::sort(members.begin(), members.end());
+  members.erase(std::unique(members.begin(), members.end()), members.end());
+  if (members.empty()) return Status::InvalidArgument("a conversation needs members");
+  Bytes member_set = MemberSetHash(members);
+  HF_ASSIGN_OR_RETURN(Bytes random, internal::RandomBytes(8));
+  std::string new_id = "c_" + ToHex(random);
+
+  Connection::Impl& c = conn_.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  HF_ASSIGN_OR_RETURN(auto ins,
+                      Exec(c,
+                           "INSERT INTO conversations (conversation_id, members, member_set_sha256)"
+                           " VALUES ($1, $2, $3) ON CONFLICT (member_set_sha256) DO NOTHING"
+                           " RETURNING conversation_id",
+                           Params().Text(new_id).TextArray(members).Bytea(member_set)));
+  ConversationRecord out;
+  if (ins.rows() == 1) {
+    auto added = Exec(c,
+                      "INSERT INTO conversation_members (conversation_id, user_name)"
+                      " SELECT $1, unnest($2::text[])",
+                      Params().Text(new_id).TextArray(members));
+    if (!added.ok()) {
+      if (added.status().code() == Code::kNotFound) {
+        return Status::NotFound("a member of the conversation is not a user");
+      }
+      return added.status();
+    }
+    out.conversation_id = new_id;
+    out.members = std::move(members);
+  } else {
+    // Created by someone else, possibly a moment ago by a concurrent
+    // transaction: this statement's fresh snapshot sees it.
+    HF_ASSIGN_OR_RETURN(auto found,
+                        Exec(c,
+                             "SELECT conversation_id, members FROM conversations"
+                             " WHERE member_set_sha256 = $1",
+                             Params().Bytea(member_set)));
+    if (found.rows() != 1) return Status::Internal("conversation vanished while opening it");
+    out.conversation_id = found.Text(0, 0);
+    out.members = found.TextArray(0, 1);
+  }
+  HF_RETURN_IF_ERROR(tx.Commit());
+  return out;
+}
+
+Result<ConversationRecord> Store::GetConversation(const std::string& conversation_id) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT conversation_id, members FROM conversations"
+                                   " WHERE conversation_id = $1",
+                                   Params().Text(conversation_id)));
+  if (r.rows() == 0) return Status::NotFound("no conversation " + conversation_id);
+  return ConversationRecord{r.Text(0, 0), r.TextArray(0, 1)};
+}
+
+// ------------------------------------------------------------------- epochs
+
+Status Store::PutEpoch(const EpochRecord& epoch) {
+  return Exec(conn_.impl(),
+              "INSERT INTO epochs (epoch_id, certificate, public_key, not_before, not_after)"
+              " VALUES ($1, $2, $3, hf_ts($4), hf_ts($5))",
+              Params()
+                  .Int8(epoch.epoch_id)
+                  .Bytea(epoch.certificate)
+                  .Bytea(epoch.public_key)
+                  .Int8(epoch.not_before_ms)
+                  .Int8(epoch.not_after_ms))
+      .status();
+}
+
+Result<EpochRecord> Store::CurrentEpoch(int64_t now_ms) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   Sql("SELECT ", kEpochColumns,
+                                       " FROM epochs WHERE not_before <= hf_ts($1)"
+                                       " AND hf_ts($1) < not_after"
+                                       " ORDER BY not_before DESC, epoch_id DESC LIMIT 1"),
+                                   Params().Int8(now_ms)));
+  if (r.rows() == 0) return Status::NotFound("no archive epoch is valid now");
+  return EpochFromRow(r, 0);
+}
+
+Result<EpochRecord> Store::GetEpoch(uint32_t epoch_id) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   Sql("SELECT ", kEpochColumns, " FROM epochs WHERE epoch_id = $1"),
+                                   Params().Int8(epoch_id)));
+  if (r.rows() == 0) return Status::NotFound("no epoch " + std::to_string(epoch_id));
+  return EpochFromRow(r, 0);
+}
+
+Result<std::vector<EpochRecord>> Store::ListEpochs() {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   Sql("SELECT ", kEpochColumns, " FROM epochs ORDER BY epoch_id")));
+  std::vector<EpochRecord> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) out.push_back(EpochFromRow(r, i));
+  return out;
+}
+
+// ------------------------------------------------------- ingest and delivery
+
+Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestItem>& items) {
+  std::vector<IngestOutcome> outcomes(items.size());
+  if (items.empty()) return outcomes;
+  Connection::Impl& c = conn_.impl();
+  if (c.in_transaction) return Status::Internal("IngestBatch inside a transaction");
+
+  // BEGIN, one statement per item and COMMIT travel in one round trip.
+  Pipeline pipe(c);
+  HF_RETURN_IF_ERROR(pipe.Send("BEGIN"));
+  for (const IngestItem& item : items) {
+    std::vector<Bytes> recipients;
+    std::set<Bytes> seen;
+    for (const Bytes& d : item.recipient_devices) {
+      if (seen.insert(d).second) recipients.push_back(d);
+    }
+    HF_RETURN_IF_ERROR(pipe.Send(kIngestSql, Params()
+                                                 .Bytea(item.message_id)
+                                                 .Text(item.conversation_id)
+                                                 .Text(item.sender_user)
+                                                 .Bytea(item.sender_device)
+                                                 .Int8(item.epoch_id)
+                                                 .Int8(item.sent_at_ms)
+                                                 .Bytea(item.envelope)
+                                                 .ByteaArray(recipients)));
+  }
+  HF_RETURN_IF_ERROR(pipe.Send("COMMIT"));
+  HF_ASSIGN_OR_RETURN(std::vector<PgResult> results, pipe.Finish());
+  if (results.size() != items.size() + 2) return Status::Internal("pipeline lost results");
+  if (std::string_view(PQcmdStatus(const_cast<PGresult*>(results.back().get()))) != "COMMIT") {
+    return Status::Internal("ingest transaction was rolled back");
+  }
+
+  for (size_t i = 0; i < items.size(); ++i) {
+    const PgResult& r = results[i + 1];
+    IngestOutcome& out = outcomes[i];
+    if (r.rows() == 0) {
+      // The message id was committed by a concurrent transaction after this
+      // statement's snapshot was taken; it is stored, so read it back.
+      HF_ASSIGN_OR_RETURN(auto found,
+                          Exec(c,
+                               "SELECT envelope_id, hf_ms(stored_at) FROM envelopes"
+                               " WHERE message_id = $1",
+                               Params().Bytea(items[i].message_id)));
+      if (found.rows() != 1) return Status::Internal("stored envelope not found");
+      out.envelope_id = found.Int(0, 0);
+      out.stored_at_ms = found.Int(0, 1);
+      out.duplicate = true;
+      continue;
+    }
+    out.envelope_id = r.Int(0, 0);
+    out.stored_at_ms = r.Int(0, 1);
+    out.duplicate = r.Bool(0, 2);
+    for (int row = 0; row < r.rows(); ++row) {
+      if (!r.IsNull(row, 3)) out.deliveries.emplace_back(r.Bytea(row, 3), r.Int(row, 4));
+    }
+    std::sort(out.deliveries.begin(), out.deliveries.end(),
+              [](const auto& a, const auto& b) { return a.second < b.second; });
+  }
+  return outcomes;
+}
+
+Result<std::vector<PendingDelivery>> Store::PendingDeliveries(ByteView device_id, int limit) {
+  if (limit <= 0) return Status::InvalidArgument("limit must be positive");
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT d.delivery_id, e.envelope, e.sender_device"
+                                   " FROM deliveries d JOIN envelopes e USING (envelope_id)"
+                                   " WHERE d.device_id = $1 AND d.delivered_at IS NULL"
+                                   " ORDER BY d.delivery_id LIMIT $2",
+                                   Params().Bytea(device_id).Int8(limit)));
+  std::vector<PendingDelivery> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) {
+    out.push_back(PendingDelivery{r.Int(i, 0), r.Bytea(i, 1), r.Bytea(i, 2)});
+  }
+  return out;
+}
+
+Result<uint64_t> Store::CountPendingDeliveries(ByteView device_id) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT count(*) FROM deliveries"
+                                   " WHERE device_id = $1 AND delivered_at IS NULL",
+                                   Params().Bytea(device_id)));
+  return static_cast<uint64_t>(r.Int(0, 0));
+}
+
+Status Store::AckDeliveries(ByteView device_id, const std::vector<int64_t>& delivery_ids) {
+  if (delivery_ids.empty()) return Status::Ok();
+  return Exec(conn_.impl(),
+              "UPDATE deliveries SET delivered_at = now()"
+              " WHERE device_id = $1 AND delivery_id = ANY($2) AND delivered_at IS NULL",
+              Params().Bytea(device_id).Int8Array(delivery_ids))
+      .status();
+}
+
+Result<uint64_t> Store::CountEnvelopes() {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), "SELECT count(*) FROM envelopes"));
+  return static_cast<uint64_t>(r.Int(0, 0));
+}
+
+// ----------------------------------------------------------------- settings
+
+Status Store::PutSetting(const std::string& name, ByteView value) {
+  return Exec(conn_.impl(),
+              "INSERT INTO settings (name, value) VALUES ($1, $2)"
+              " ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = now()",
+              Params().Text(name).Bytea(value))
+      .status();
+}
+
+Result<Bytes> Store::GetSetting(const std::string& name) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), "SELECT value FROM settings WHERE name = $1",
+                                   Params().Text(name)));
+  if (r.rows() == 0) return Status::NotFound("no setting " + name);
+  return r.Bytea(0, 0);
+}
+
+// --------------------------------------------------------------- compliance
+
+Result<std::vector<StoredEnvelope>> Store::EnvelopesOfCustodian(const std::string& user,
+                                                                int64_t from_ms, int64_t to_ms) {
+  // Sent by the user, addressed to a conversation the user is a member of,
+  // or queued for one of the user's devices.
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), R"sql(
+SELECT e.envelope_id, e.message_id, e.conversation_id, e.sender_user, e.sender_device,
+       e.epoch_id, hf_ms(e.sent_at), hf_ms(e.stored_at), e.envelope
+FROM envelopes e
+WHERE e.envelope_id IN (
+  SELECT envelope_id FROM envelopes
+  WHERE sender_user = $1 AND sent_at >= hf_ts($2) AND sent_at < hf_ts($3)
+  UNION
+  SELECT x.envelope_id FROM conversation_members m
+  JOIN envelopes x ON x.conversation_id = m.conversation_id
+  WHERE m.user_name = $1 AND x.sent_at >= hf_ts($2) AND x.sent_at < hf_ts($3)
+  UNION
+  SELECT d.envelope_id FROM devices v
+  JOIN deliveries d ON d.device_id = v.device_id
+  JOIN envelopes y ON y.envelope_id = d.envelope_id
+  WHERE v.user_name = $1 AND y.sent_at >= hf_ts($2) AND y.sent_at < hf_ts($3))
+ORDER BY e.envelope_id
+)sql",
+                                   Params().Text(user).Int8(from_ms).Int8(to_ms)));
+  std::vector<StoredEnvelope> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) {
+    StoredEnvelope e;
+    e.envelope_id = r.Int(i, 0);
+    e.message_id = r.Bytea(i, 1);
+    e.conversation_id = r.Text(i, 2);
+    e.sender_user = r.Text(i, 3);
+    e.sender_device = r.Bytea(i, 4);
+    e.epoch_id = static_cast<uint32_t>(r.Int(i, 5));
+    e.sent_at_ms = r.Int(i, 6);
+    e.stored_at_ms = r.Int(i, 7);
+    e.envelope = r.Bytea(i, 8);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace holdfast::archive

@@ -1,0 +1,462 @@
+// Disclosure decisions and exports against real PostgreSQL and SoftHSM2.
+#include "holdfast/archive/disclosure.h"
+
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "archive_fixture.h"
+#include "holdfast/archive/compliance.h"
+#include "holdfast/archive/store.h"
+#include "holdfast/hsm/token.h"
+#include "holdfast/protocol/envelope.h"
+#include "holdfast/protocol/hpke.h"
+#include "holdfast/protocol/labels.h"
+#include "holdfast/protocol/primitives.h"
+#include "holdfast/testing/softhsm.h"
+
+namespace holdfast::archive {
+namespace {
+
+namespace fs = std::filesystem;
+using policy::Verdict;
+
+constexpr int64_t kHour = 3'600'000;
+constexpr int64_t kJan = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
+constexpr int64_t kFeb = 1'769'904'000'000;  // 2026-02-01T00:00:00Z
+constexpr uint32_t kEpoch = 1;
+
+constexpr std::string_view kPolicy = R"(version: 1
+disclosure:
+  legal_hold_export:
+    require_open_case: true
+    require_hold_covering_scope: true
+    require_legal_reference: true
+    max_custodians: 25
+    requester_may_approve: false
+    approvals:
+      - role: compliance_officer
+        count: 2
+)";
+
+struct Person {
+  std::string user;
+  protocol::Ed25519KeyPair identity;
+  protocol::hpke::KeyPair prekey;
+  Bytes device_id;
+};
+
+Bytes ToBytes(std::string_view s) {
+  ByteView v = AsBytes(s);
+  return Bytes(v.begin(), v.end());
+}
+
+// Delegates to a real token but cannot sign.
+class SignlessToken final : public hsm::Token {
+ public:
+  explicit SignlessToken(hsm::Token& real) : real_(real) {}
+  Result<Bytes> GenerateOrgRoot() override { return real_.GenerateOrgRoot(); }
+  Result<Bytes> GenerateEpochKey(uint32_t id) override { return real_.GenerateEpochKey(id); }
+  Result<Bytes> PublicKey(std::string_view label) override { return real_.PublicKey(label); }
+  Result<hsm::KeyInfo> Describe(std::string_view label) override { return real_.Describe(label); }
+  Result<std::vector<hsm::KeyInfo>> ListKeys() override { return real_.ListKeys(); }
+  Result<Bytes> SignWithOrgRoot(ByteView) override {
+    return Status::Unavailable("token removed");
+  }
+  Result<SecretBytes> DeriveEcdh(uint32_t id, ByteView peer) override {
+    return real_.DeriveEcdh(id, peer);
+  }
+  Status Ping() override { return real_.Ping(); }
+
+ private:
+  hsm::Token& real_;
+};
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+std::vector<Poco::JSON::Object::Ptr> ReadJsonLines(const fs::path& path) {
+  std::vector<Poco::JSON::Object::Ptr> out;
+  std::istringstream in(ReadFile(path));
+  for (std::string line; std::getline(in, line);) {
+    Poco::JSON::Parser parser;
+    out.push_back(parser.parse(line).extract<Poco::JSON::Object::Ptr>());
+  }
+  return out;
+}
+
+class DisclosureTest : public ArchiveTest {
+ protected:
+  static void SetUpTestSuite() {
+    ArchiveTest::SetUpTestSuite();
+    auto hsm = testing::TempSoftHsm::Create();
+    ASSERT_TRUE(hsm.ok()) << hsm.status().ToString();
+    hsm_ = std::move(hsm).value().release();
+    auto token = hsm::Token::Open(
+        {hsm_->module_path(), hsm_->token_label(), SecretBytes(AsBytes(hsm_->user_pin()))});
+    ASSERT_TRUE(token.ok()) << token.status().ToString();
+    token_ = std::move(token).value().release();
+    auto root = token_->GenerateOrgRoot();
+    ASSERT_TRUE(root.ok()) << root.status().ToString();
+    org_root_ = new Bytes(*root);
+    auto epoch = token_->GenerateEpochKey(kEpoch);
+    ASSERT_TRUE(epoch.ok()) << epoch.status().ToString();
+    epoch_public_ = new Bytes(*epoch);
+  }
+
+  static void TearDownTestSuite() {
+    delete token_;
+    delete hsm_;
+    delete org_root_;
+    delete epoch_public_;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(token_, nullptr);
+    ArchiveTest::SetUp();
+    if (HasFatalFailure()) return;
+    store_.emplace(conn());
+    compliance_.emplace(conn());
+    auto policy = policy::Policy::Parse(kPolicy, "test-policy.yaml");
+    ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+    policy_.emplace(std::move(policy).value());
+
+    ASSERT_TRUE(store_->PutEpoch({kEpoch, Bytes{}, *epoch_public_, kJan - 24 * kHour,
+                                  kFeb + 24 * kHour})
+                    .ok());
+    for (const char* name : {"alice", "bob"}) AddPerson(name);
+    auto conversation = store_->OpenConversation({"alice", "bob"});
+    ASSERT_TRUE(conversation.ok());
+    conversation_ = conversation->conversation_id;
+
+    for (const char* officer : {"olga", "oscar"}) {
+      ASSERT_TRUE(compliance_->AddOfficer({officer, "compliance_officer"}, "admin").ok());
+    }
+    ASSERT_TRUE(compliance_->AddOfficer({"lena", "legal_counsel"}, "admin").ok());
+    auto case_id = compliance_->CreateCase("Acme v. Widget", "SDNY 26-cv-1", "lena");
+    ASSERT_TRUE(case_id.ok());
+    case_id_ = *case_id;
+    ASSERT_TRUE(compliance_->AddHold(case_id_, "alice", kJan, kFeb, "lena").ok());
+    DisclosureRecord request;
+    request.case_id = case_id_;
+    request.purpose = "legal_hold_export";
+    request.custodians = {"alice"};
+    request.from_ms = kJan;
+    request.to_ms = kFeb;
+    request.legal_reference = "SDNY 26-cv-1";
+    request.requester = "lena";
+    auto id = compliance_->FileDisclosure(request);
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    request_id_ = *id;
+
+    char tmpl[] = "/tmp/holdfast-export-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    work_ = tmpl;
+  }
+
+  void TearDown() override {
+    std::error_code ec;
+    if (!work_.empty()) fs::remove_all(work_, ec);
+  }
+
+  void AddPerson(const std::string& user) {
+    Person p;
+    p.user = user;
+    auto identity = protocol::Ed25519Generate();
+    ASSERT_TRUE(identity.ok());
+    p.identity = std::move(identity).value();
+    auto prekey = protocol::hpke::GenerateKeyPair(protocol::hpke::KemId::kX25519HkdfSha256);
+    ASSERT_TRUE(prekey.ok());
+    p.prekey = std::move(prekey).value();
+    p.device_id = protocol::DeviceIdFor(p.identity.public_key);
+    auto signed_prekey =
+        protocol::SignPrekey(p.identity.private_key.view(), p.prekey.public_key, kJan);
+    ASSERT_TRUE(signed_prekey.ok());
+
+    ASSERT_TRUE(store_->CreateUser(user, user).ok());
+    auto code = store_->IssueEnrollmentCode(user, kHour);
+    ASSERT_TRUE(code.ok());
+    DeviceRecord device;
+    device.device_id = p.device_id;
+    device.identity_key = p.identity.public_key;
+    device.signed_prekey = ToBytes(signed_prekey->SerializeAsString());
+    ASSERT_TRUE(store_->RegisterDevice(user, *code, device).ok());
+    people_.emplace(user, std::move(p));
+  }
+
+  // Seals a message from `from` to the other person and ingests it.
+  protocol::wire::Envelope Send(const std::string& from, const std::string& to,
+                                const std::string& text, int64_t sent_at_ms,
+                                bool corrupt_signature = false) {
+    const Person& sender = people_.at(from);
+    const Person& recipient = people_.at(to);
+    protocol::SealRequest req;
+    req.conversation_id = conversation_;
+    req.sender_user = from;
+    req.sender_device = sender.device_id;
+    req.sent_at_ms = sent_at_ms;
+    req.epoch_id = kEpoch;
+    req.archive_public = *epoch_public_;
+    req.recipients = {{to, recipient.device_id, recipient.prekey.public_key}};
+    req.text = text;
+    auto envelope = protocol::SealMessage(req, sender.identity.private_key.view());
+    EXPECT_TRUE(envelope.ok()) << envelope.status().ToString();
+    if (corrupt_signature) {
+      std::string sig = envelope->signature();
+      sig[0] = static_cast<char>(sig[0] ^ 1);
+      envelope->set_signature(sig);
+    }
+    auto parsed = protocol::ParseEnvelope(*envelope);
+    EXPECT_TRUE(parsed.ok()) << parsed.status().ToString();
+    IngestItem item;
+    item.message_id = ToBytes(parsed->header.message_id());
+    item.conversation_id = conversation_;
+    item.sender_user = from;
+    item.sender_device = sender.device_id;
+    item.epoch_id = kEpoch;
+    item.sent_at_ms = sent_at_ms;
+    item.envelope = ToBytes(envelope->SerializeAsString());
+    item.recipient_devices = {recipient.device_id};
+    auto stored = store_->IngestBatch({item});
+    EXPECT_TRUE(stored.ok()) << stored.status().ToString();
+    return *envelope;
+  }
+
+  void Approve(const std::string& officer) {
+    Status s = compliance_->RecordApproval(request_id_, {officer, "", 0});
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+
+  std::vector<std::string> Actions() {
+    auto trail = compliance_->AuditTrail();
+    EXPECT_TRUE(trail.ok());
+    std::vector<std::string> out;
+    for (const auto& e : *trail) out.push_back(e.action);
+    return out;
+  }
+
+  static testing::TempSoftHsm* hsm_;
+  static hsm::Token* token_;
+  static Bytes* org_root_;
+  static Bytes* epoch_public_;
+
+  std::optional<Store> store_;
+  std::optional<Compliance> compliance_;
+  std::optional<policy::Policy> policy_;
+  std::map<std::string, Person> people_;
+  std::string conversation_;
+  int64_t case_id_ = 0;
+  int64_t request_id_ = 0;
+  fs::path work_;
+};
+
+testing::TempSoftHsm* DisclosureTest::hsm_ = nullptr;
+hsm::Token* DisclosureTest::token_ = nullptr;
+Bytes* DisclosureTest::org_root_ = nullptr;
+Bytes* DisclosureTest::epoch_public_ = nullptr;
+
+TEST_F(DisclosureTest, FactsComeFromTheDatabase) {
+  Approve("olga");
+  Approve("lena");  // the requester's own approval is recorded but not counted
+  auto facts = DisclosureFactsOf(conn(), request_id_);
+  ASSERT_TRUE(facts.ok()) << facts.status().ToString();
+  EXPECT_EQ(facts->purpose, "legal_hold_export");
+  EXPECT_EQ(facts->custodians, (std::vector<std::string>{"alice"}));
+  EXPECT_EQ(facts->requester, "lena");
+  EXPECT_EQ(facts->requester_role, "legal_counsel");
+  EXPECT_TRUE(facts->case_open);
+  EXPECT_EQ(facts->custodians_under_hold, (std::vector<std::string>{"alice"}));
+  ASSERT_EQ(facts->approvals.size(), 2u);
+  EXPECT_EQ(facts->approvals[0].officer, "olga");
+  EXPECT_EQ(facts->approvals[0].role, "compliance_officer");
+
+  auto decision = Decide(conn(), *policy_, request_id_);
+  ASSERT_TRUE(decision.ok());
+  EXPECT_EQ(decision->verdict, Verdict::kNeedsApproval);
+  EXPECT_EQ(decision->policy_version, policy_->version());
+  EXPECT_EQ(Decide(conn(), *policy_, request_id_ + 100).status().code(), Code::kNotFound);
+}
+
+TEST_F(DisclosureTest, HoldMustCoverTheWholeRange) {
+  Sql("UPDATE holds SET from_at = from_at + interval '1 day'");
+  Approve("olga");
+  Approve("oscar");
+  auto decision = Decide(conn(), *policy_, request_id_);
+  ASSERT_TRUE(decision.ok());
+  EXPECT_EQ(decision->verdict, Verdict::kDeny);
+  ASSERT_EQ(decision->reasons.size(), 1u);
+  EXPECT_EQ(decision->reasons[0],
+            "custodian alice has no active legal hold covering 2026-01-01..2026-02-01");
+
+  Sql("UPDATE holds SET from_at = from_at - interval '1 day', state = 'released'");
+  EXPECT_EQ(Decide(conn(), *policy_, request_id_)->verdict, Verdict::kDeny);
+  Sql("UPDATE holds SET state = 'active'; UPDATE cases SET state = 'closed'");
+  decision = Decide(conn(), *policy_, request_id_);
+  EXPECT_EQ(decision->verdict, Verdict::kDeny);
+  EXPECT_EQ(decision->reasons, (std::vector<std::string>{"the case is not open"}));
+}
+
+TEST_F(DisclosureTest, RefusedExportWritesNothing) {
+  Send("alice", "bob", "hello", kJan + kHour);
+  Approve("olga");
+  fs::path out = work_ / "package";
+  auto summary = RunExport(conn(), *token_, *policy_, request_id_, out.string(), "lena");
+  ASSERT_FALSE(summary.ok());
+  EXPECT_EQ(summary.status().code(), Code::kFailedPrecondition);
+  EXPECT_NE(summary.status().message().find("1 of 2 approvals from role compliance_officer"),
+            std::string::npos)
+      << summary.status().message();
+  EXPECT_TRUE(fs::is_empty(work_));
+  EXPECT_EQ(compliance_->GetDisclosure(request_id_)->state, "pending");
+  EXPECT_EQ(Actions().back(), "disclosure.export_refused");
+  EXPECT_TRUE(compliance_->VerifyAuditChain().ok());
+}
+
+TEST_F(DisclosureTest, ExportsASignedPackage) {
+  Send("alice", "bob", "hello bob", kJan + kHour);
+  Send("bob", "alice", "hi \"alice\"\n\tüñí ✓", kJan + 2 * kHour + 7);
+  Send("alice", "bob", "after the range", kFeb + kHour);
+  Approve("olga");
+  Approve("oscar");
+
+  fs::path out = work_ / "package";
+  auto summary = RunExport(conn(), *token_, *policy_, request_id_, out.string(), "lena");
+  ASSERT_TRUE(summary.ok()) << summary.status().ToString();
+  EXPECT_EQ(summary->message_count, 2u);
+  EXPECT_EQ(summary->signature_failures, 0u);
+  EXPECT_EQ(summary->open_failures, 0u);
+  EXPECT_EQ(summary->decision.verdict, Verdict::kAllow);
+
+  // Only the package is left, with nothing else beside it.
+  std::vector<std::string> entries;
+  for (const auto& e : fs::directory_iterator(work_)) entries.push_back(e.path().filename());
+  EXPECT_EQ(entries, (std::vector<std::string>{"package"}));
+  EXPECT_EQ(fs::status(out).permissions() & fs::perms::all, fs::perms::owner_all);
+
+  auto lines = ReadJsonLines(out / "messages.jsonl");
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]->getValue<std::string>("text"), "hello bob");
+  EXPECT_EQ(lines[0]->getValue<std::string>("sender_user"), "alice");
+  EXPECT_EQ(lines[0]->getValue<std::string>("sender_device"), ToHex(people_.at("alice").device_id));
+  EXPECT_EQ(lines[0]->getValue<std::string>("conversation_id"), conversation_);
+  EXPECT_EQ(lines[0]->getValue<std::string>("sent_at"), "2026-01-01T01:00:00.000Z");
+  EXPECT_EQ(lines[0]->getValue<int>("epoch_id"), 1);
+  EXPECT_TRUE(lines[0]->getValue<bool>("signature_valid"));
+  EXPECT_EQ(lines[0]->getValue<std::string>("message_id").size(), 32u);
+  EXPECT_EQ(lines[1]->getValue<std::string>("text"), "hi \"alice\"\n\tüñí ✓");
+  EXPECT_EQ(lines[1]->getValue<std::string>("sent_at"), "2026-01-01T02:00:00.007Z");
+
+  std::string manifest_text = ReadFile(out / "manifest.json");
+  Poco::JSON::Parser parser;
+  auto manifest = parser.parse(manifest_text).extract<Poco::JSON::Object::Ptr>();
+  EXPECT_EQ(manifest->getValue<int64_t>("request_id"), request_id_);
+  EXPECT_EQ(manifest->getValue<int64_t>("case_id"), case_id_);
+  EXPECT_EQ(manifest->getValue<std::string>("purpose"), "legal_hold_export");
+  EXPECT_EQ(manifest->getValue<std::string>("policy_version"), policy_->version());
+  EXPECT_EQ(manifest->getValue<std::string>("decision_rule"), "disclosure.legal_hold_export");
+  EXPECT_EQ(manifest->getValue<int>("message_count"), 2);
+  EXPECT_EQ(manifest->getArray("approvals")->size(), 2u);
+  auto file = manifest->getArray("files")->getObject(0);
+  std::string messages = ReadFile(out / "messages.jsonl");
+  EXPECT_EQ(file->getValue<std::string>("name"), "messages.jsonl");
+  EXPECT_EQ(file->getValue<std::string>("sha256"), ToHex(protocol::Sha256(AsBytes(messages))));
+  EXPECT_EQ(file->getValue<uint64_t>("bytes"), messages.size());
+  EXPECT_EQ(summary->manifest_sha256, ToHex(protocol::Sha256(AsBytes(manifest_text))));
+
+  std::string sig_hex = ReadFile(out / "manifest.sig");
+  ASSERT_FALSE(sig_hex.empty());
+  sig_hex.pop_back();
+  auto sig = FromHex(sig_hex);
+  ASSERT_TRUE(sig.has_value());
+  EXPECT_EQ(*sig, summary->manifest_signature);
+  Bytes signed_bytes =
+      Concat({AsBytes(protocol::labels::kManifestSig), AsBytes(manifest_text)});
+  EXPECT_TRUE(protocol::EcdsaP256Verify(*org_root_, signed_bytes, *sig).ok());
+  manifest_text[10] ^= 1;
+  EXPECT_FALSE(protocol::EcdsaP256Verify(
+                   *org_root_, Concat({AsBytes(protocol::labels::kManifestSig),
+                                       AsBytes(manifest_text)}), *sig)
+                   .ok());
+
+  auto request = compliance_->GetDisclosure(request_id_);
+  EXPECT_EQ(request->state, "exported");
+  EXPECT_EQ(request->policy_version, policy_->version());
+  auto trail = compliance_->AuditTrail();
+  EXPECT_EQ(trail->back().action, "disclosure.export");
+  EXPECT_NE(trail->back().detail.find(summary->manifest_sha256), std::string::npos);
+  EXPECT_NE(trail->back().detail.find("\"message_count\":2"), std::string::npos);
+  EXPECT_TRUE(compliance_->VerifyAuditChain().ok());
+
+  // An exported request does not export again.
+  auto again = RunExport(conn(), *token_, *policy_, request_id_, (work_ / "again").string(), "lena");
+  EXPECT_EQ(again.status().code(), Code::kFailedPrecondition);
+  EXPECT_FALSE(fs::exists(work_ / "again"));
+}
+
+TEST_F(DisclosureTest, BadSignatureIsReportedNotHidden) {
+  Send("alice", "bob", "genuine", kJan + kHour);
+  Send("alice", "bob", "forged", kJan + 2 * kHour, /*corrupt_signature=*/true);
+  Approve("olga");
+  Approve("oscar");
+  fs::path out = work_ / "package";
+  auto summary = RunExport(conn(), *token_, *policy_, request_id_, out.string(), "lena");
+  ASSERT_TRUE(summary.ok()) << summary.status().ToString();
+  EXPECT_EQ(summary->message_count, 2u);
+  EXPECT_EQ(summary->signature_failures, 1u);
+  auto lines = ReadJsonLines(out / "messages.jsonl");
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_TRUE(lines[0]->getValue<bool>("signature_valid"));
+  EXPECT_FALSE(lines[1]->getValue<bool>("signature_valid"));
+  EXPECT_EQ(lines[1]->getValue<std::string>("text"), "forged");
+}
+
+TEST_F(DisclosureTest, ExistingOutputIsNotOverwritten) {
+  Send("alice", "bob", "hello", kJan + kHour);
+  Approve("olga");
+  Approve("oscar");
+  fs::path out = work_ / "package";
+  fs::create_directory(out);
+  auto summary = RunExport(conn(), *token_, *policy_, request_id_, out.string(), "lena");
+  EXPECT_EQ(summary.status().code(), Code::kAlreadyExists);
+  EXPECT_TRUE(fs::is_empty(out));
+  EXPECT_EQ(compliance_->GetDisclosure(request_id_)->state, "pending");
+  auto missing_parent =
+      RunExport(conn(), *token_, *policy_, request_id_, (work_ / "a" / "b").string(), "lena");
+  EXPECT_EQ(missing_parent.status().code(), Code::kNotFound);
+}
+
+TEST_F(DisclosureTest, DeniedRequestIsNotExported) {
+  Send("alice", "bob", "hello", kJan + kHour);
+  Approve("olga");
+  Approve("oscar");
+  Sql("UPDATE disclosure_requests SET state = 'denied'");
+  auto summary =
+      RunExport(conn(), *token_, *policy_, request_id_, (work_ / "package").string(), "lena");
+  EXPECT_EQ(summary.status().code(), Code::kFailedPrecondition);
+  EXPECT_TRUE(fs::is_empty(work_));
+}
+
+TEST_F(DisclosureTest, FailureMidwayLeavesNoPackage) {
+  Send("alice", "bob", "hello", kJan + kHour);
+  Approve("olga");
+  Approve("oscar");
+  // Messages and manifest are written before signing fails.
+  SignlessToken token(*token_);
+  auto summary =
+      RunExport(conn(), token, *policy_, request_id_, (work_ / "package").string(), "lena");
+  EXPECT_EQ(summary.status().code(), Code::kUnavailable) << summary.status().ToString();
+  EXPECT_TRUE(fs::is_empty(work_));
+  EXPECT_EQ(compliance_->GetDisclosure(request_id_)->state, "pending");
+  EXPECT_NE(Actions().back(), "disclosure.export");
+}
+
+}  // namespace
+}  // namespace holdfast::archive
