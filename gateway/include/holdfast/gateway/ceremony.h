@@ -1,0 +1,40 @@
+// Key ceremonies run by holdfast-admin: the org root key and archive epoch
+// keys are generated inside the HSM, epoch certificates are signed there by
+// the org root, and every step is written to the audit trail.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "holdfast/archive/database.h"
+#include "holdfast/archive/store.h"
+#include "holdfast/base/status.h"
+#include "holdfast/gateway/config.h"
+#include "holdfast/hsm/token.h"
+
+namespace holdfast::gateway {
+
+// Opens the token named by the configuration (PIN from hsm.pin_file;
+// exports SOFTHSM2_CONF first when hsm.softhsm2_conf is set).
+Result<std::unique_ptr<hsm::Token>> OpenToken(const Config& config);
+
+struct InitReport {
+  bool created_root = false;
+  Bytes root_public;
+  bool created_epoch = false;
+  archive::EpochRecord epoch;
+};
+
+// Idempotent: creates the org root key if the token has none, records its
+// public key, and creates a first epoch if none is valid at now_ms.
+Result<InitReport> InitializeKeys(hsm::Token& token, archive::Connection& conn, const Config& config,
+                                  const std::string& actor, int64_t now_ms);
+
+// Generates the next epoch key in the HSM and stores its certificate, valid
+// from not_before_ms for config.keys.epoch_days days.
+Result<archive::EpochRecord> CreateEpoch(hsm::Token& token, archive::Connection& conn,
+                                         const Config& config, const std::string& actor,
+                                         int64_t not_before_ms);
+
+}  // namespace holdfast::gateway

@@ -1,0 +1,68 @@
+// The one YAML configuration file shared by holdfast-gateway and
+// holdfast-admin. Every key has a default; deploy/holdfast.yaml documents
+// them all.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "holdfast/base/status.h"
+
+namespace holdfast::gateway {
+
+struct Endpoint {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;  // 0 picks a free port; see ports_file
+};
+
+struct Config {
+  std::string org = "Holdfast Demo Org";
+  std::string state_dir = "/var/lib/holdfast";
+
+  struct {
+    std::string conninfo = "host=127.0.0.1 port=55432 dbname=holdfast user=holdfast";
+    int workers = 2;            // connections for request handling
+    int ingest_batch_max = 512; // envelopes per group commit
+  } database;
+
+  struct {
+    std::string module = "/usr/lib/softhsm/libsofthsm2.so";
+    std::string token_label = "holdfast";
+    std::string pin_file;       // default: <state_dir>/hsm/user.pin
+    std::string softhsm2_conf;  // exported as SOFTHSM2_CONF when set
+  } hsm;
+
+  struct {
+    Endpoint listen{"127.0.0.1", 8443};
+    std::string tls_cert;       // default: <state_dir>/tls/gateway.pem
+    std::string tls_key;        // default: <state_dir>/tls/gateway.key
+    uint32_t max_frame_bytes = 1 << 20;
+    std::string archive_notice =
+        "Messages in this conversation are end-to-end encrypted to its members and to the "
+        "organisation's archive. The archive can only be opened under the compliance policy, "
+        "with approval by several people, and every access is recorded.";
+  } gateway;
+
+  struct {
+    Endpoint listen{"127.0.0.1", 9443};
+    std::string tls_cert;       // default: same as the gateway's
+    std::string tls_key;
+  } admin;
+
+  struct {
+    uint32_t epoch_days = 31;   // validity of an archive epoch certificate
+  } keys;
+
+  std::string policy_file;      // default: <state_dir>/policy.yaml
+  std::string export_dir;       // default: <state_dir>/exports
+  std::string ports_file;       // if set, the bound ports are written here as JSON
+
+  // Loads a file; unknown keys are an error naming the key and line.
+  static Result<Config> Load(const std::string& path);
+  static Result<Config> Parse(const std::string& yaml, const std::string& source_name);
+};
+
+// "host:port" -> Endpoint.
+Result<Endpoint> ParseEndpoint(const std::string& text);
+
+}  // namespace holdfast::gateway

@@ -1,0 +1,153 @@
+#include "admin_plane.h"
+
+#include <Poco/Exception.h>
+#include <Poco/Net/Context.h>
+#include <Poco/Net/HTTPRequestHandler.h>
+#include <Poco/Net/HTTPRequestHandlerFactory.h>
+#include <Poco/Net/HTTPServer.h>
+#include <Poco/Net/HTTPServerRequest.h>
+#include <Poco/Net/HTTPServerResponse.h>
+#include <Poco/Net/SSLManager.h>
+#include <Poco/Net/SecureServerSocket.h>
+
+#include <mutex>
+
+#include "holdfast/archive/database.h"
+
+namespace holdfast::gateway {
+namespace {
+
+using Poco::Net::HTTPRequestHandler;
+using Poco::Net::HTTPResponse;
+using Poco::Net::HTTPServerRequest;
+using Poco::Net::HTTPServerResponse;
+
+void Reply(HTTPServerResponse& res, HTTPResponse::HTTPStatus status, const std::string& type,
+           const std::string& body) {
+  res.setStatus(status);
+  res.setContentType(type);
+  res.setContentLength(static_cast<std::streamsize>(body.size()));
+  res.add("Cache-Control", "no-store");
+  res.send() << body;
+}
+
+class LiveHandler final : public HTTPRequestHandler {
+ public:
+  void handleRequest(HTTPServerRequest&, HTTPServerResponse& res) override {
+    Reply(res, HTTPResponse::HTTP_OK, "text/plain", "ok\n");
+  }
+};
+
+class MetricsHandler final : public HTTPRequestHandler {
+ public:
+  explicit MetricsHandler(Metrics& m) : metrics_(m) {}
+  void handleRequest(HTTPServerRequest&, HTTPServerResponse& res) override {
+    Reply(res, HTTPResponse::HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", metrics_.Serialize());
+  }
+
+ private:
+  Metrics& metrics_;
+};
+
+// Ready means: PostgreSQL answers and the HSM session is logged in. The
+// body says which dependency is down so an operator need not guess.
+class ReadyHandler final : public HTTPRequestHandler {
+ public:
+  ReadyHandler(const Config& c, Metrics& m, HsmAccess& h) : config_(c), metrics_(m), hsm_(h) {}
+  void handleRequest(HTTPServerRequest&, HTTPServerResponse& res) override {
+    Status db = Status::Ok();
+    {
+      auto conn = archive::Connection::Open(config_.database.conninfo);
+      db = conn.ok() ? conn->Ping() : conn.status();
+    }
+    const Status hsm = hsm_.Check();
+    metrics_.database_up->Set(db.ok() ? 1 : 0);
+    metrics_.hsm_up->Set(hsm.ok() ? 1 : 0);
+    auto line = [](const char* name, const Status& s) {
+      return std::string(name) + ": " + (s.ok() ? "up" : "down (" + s.ToString() + ")") + "\n";
+    };
+    Reply(res, db.ok() && hsm.ok() ? HTTPResponse::HTTP_OK : HTTPResponse::HTTP_SERVICE_UNAVAILABLE,
+          "text/plain", line("database", db) + line("hsm", hsm));
+  }
+
+ private:
+  const Config& config_;
+  Metrics& metrics_;
+  HsmAccess& hsm_;
+};
+
+class NotFoundHandler final : public HTTPRequestHandler {
+ public:
+  void handleRequest(HTTPServerRequest&, HTTPServerResponse& res) override {
+    Reply(res, HTTPResponse::HTTP_NOT_FOUND, "text/plain", "not found\n");
+  }
+};
+
+class Factory final : public Poco::Net::HTTPRequestHandlerFactory {
+ public:
+  Factory(const Config& c, Metrics& m, HsmAccess& h) : config_(c), metrics_(m), hsm_(h) {}
+  HTTPRequestHandler* createRequestHandler(const HTTPServerRequest& req) override {
+    std::string path = req.getURI();
+    if (auto q = path.find('?'); q != std::string::npos) path.resize(q);
+    if (req.getMethod() == "GET" || req.getMethod() == "HEAD") {
+      if (path == "/livez") return new LiveHandler;
+      if (path == "/readyz") return new ReadyHandler(config_, metrics_, hsm_);
+      if (path == "/metrics") return new MetricsHandler(metrics_);
+    }
+    return new NotFoundHandler;
+  }
+
+ private:
+  const Config& config_;
+  Metrics& metrics_;
+  HsmAccess& hsm_;
+};
+
+class AdminPlaneImpl final : public AdminPlane {
+ public:
+  explicit AdminPlaneImpl(std::unique_ptr<Poco::Net::HTTPServer> server, uint16_t port)
+      : server_(std::move(server)), port_(port) {}
+  ~AdminPlaneImpl() override { Stop(); }
+  uint16_t port() const override { return port_; }
+  void Stop() override {
+    if (server_) {
+      server_->stopAll(true);
+      server_.reset();
+    }
+  }
+
+ private:
+  std::unique_ptr<Poco::Net::HTTPServer> server_;
+  uint16_t port_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<AdminPlane>> AdminPlane::Start(const Config& config, Metrics& metrics,
+                                                      HsmAccess& hsm) {
+  static std::once_flag ssl_once;
+  std::call_once(ssl_once, [] { Poco::Net::initializeSSL(); });
+  try {
+    Poco::Net::Context::Ptr ctx = new Poco::Net::Context(
+        Poco::Net::Context::TLS_SERVER_USE, config.admin.tls_key, config.admin.tls_cert, "",
+        Poco::Net::Context::VERIFY_NONE, 9, false,
+        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:"
+        "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256");
+    ctx->disableProtocols(Poco::Net::Context::PROTO_SSLV2 | Poco::Net::Context::PROTO_SSLV3 |
+                          Poco::Net::Context::PROTO_TLSV1 | Poco::Net::Context::PROTO_TLSV1_1);
+    Poco::Net::SecureServerSocket socket(
+        Poco::Net::SocketAddress(config.admin.listen.host, config.admin.listen.port), 64, ctx);
+    const uint16_t port = socket.address().port();
+    auto params = new Poco::Net::HTTPServerParams;
+    params->setMaxThreads(4);
+    params->setKeepAlive(true);
+    auto server = std::make_unique<Poco::Net::HTTPServer>(new Factory(config, metrics, hsm), socket, params);
+    server->start();
+    return std::unique_ptr<AdminPlane>(new AdminPlaneImpl(std::move(server), port));
+  } catch (const Poco::Exception& e) {
+    return Status::Unavailable("admin plane on " + config.admin.listen.host + ":" +
+                               std::to_string(config.admin.listen.port) + ": " + e.displayText());
+  }
+}
+
+}  // namespace holdfast::gateway

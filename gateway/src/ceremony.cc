@@ -1,0 +1,99 @@
+#include "holdfast/gateway/ceremony.h"
+
+#include <cstdlib>
+
+#include "holdfast/archive/compliance.h"
+#include "holdfast/protocol/envelope.h"
+#include "holdfast/protocol/labels.h"
+
+namespace holdfast::gateway {
+
+Result<std::unique_ptr<hsm::Token>> OpenToken(const Config& config) {
+  if (!config.hsm.softhsm2_conf.empty()) {
+    ::setenv("SOFTHSM2_CONF", config.hsm.softhsm2_conf.c_str(), 1);
+  }
+  HF_ASSIGN_OR_RETURN(SecretBytes pin, hsm::ReadPinFile(config.hsm.pin_file));
+  hsm::TokenConfig tc;
+  tc.module_path = config.hsm.module;
+  tc.token_label = config.hsm.token_label;
+  tc.pin = std::move(pin);
+  return hsm::Token::Open(tc);
+}
+
+Result<archive::EpochRecord> CreateEpoch(hsm::Token& token, archive::Connection& conn,
+                                         const Config& config, const std::string& actor,
+                                         int64_t not_before_ms) {
+  archive::Store store(conn);
+  HF_ASSIGN_OR_RETURN(auto epochs, store.ListEpochs());
+  const uint32_t id = epochs.empty() ? 1 : epochs.back().epoch_id + 1;
+  HF_ASSIGN_OR_RETURN(Bytes pub, token.GenerateEpochKey(id));
+
+  protocol::wire::EpochCertificateBody body;
+  body.set_version(protocol::labels::kProtocolVersion);
+  body.set_epoch_id(id);
+  body.set_public_key(AsString(pub));
+  body.set_not_before_ms(not_before_ms);
+  body.set_not_after_ms(not_before_ms + int64_t{config.keys.epoch_days} * 24 * 3600 * 1000);
+  body.set_org(config.org);
+  const std::string body_bytes = body.SerializeAsString();
+  HF_ASSIGN_OR_RETURN(Bytes sig,
+                      token.SignWithOrgRoot(protocol::EpochCertificateSigningInput(AsBytes(body_bytes))));
+  protocol::wire::EpochCertificate cert;
+  cert.set_body(body_bytes);
+  cert.set_signature(AsString(sig));
+  const std::string cert_bytes = cert.SerializeAsString();
+
+  archive::EpochRecord rec;
+  rec.epoch_id = id;
+  rec.certificate.assign(cert_bytes.begin(), cert_bytes.end());
+  rec.public_key = pub;
+  rec.not_before_ms = body.not_before_ms();
+  rec.not_after_ms = body.not_after_ms();
+  HF_RETURN_IF_ERROR(store.PutEpoch(rec));
+  archive::Compliance compliance(conn);
+  HF_RETURN_IF_ERROR(compliance.Audit(
+      actor, "key.epoch.create",
+      "{\"epoch_id\":" + std::to_string(id) + ",\"label\":\"" + hsm::EpochKeyLabel(id) +
+          "\",\"public_key\":\"" + ToHex(pub) + "\",\"not_before_ms\":" +
+          std::to_string(rec.not_before_ms) + ",\"not_after_ms\":" + std::to_string(rec.not_after_ms) + "}"));
+  return rec;
+}
+
+Result<InitReport> InitializeKeys(hsm::Token& token, archive::Connection& conn, const Config& config,
+                                  const std::string& actor, int64_t now_ms) {
+  InitReport report;
+  archive::Store store(conn);
+  archive::Compliance compliance(conn);
+  auto existing = token.PublicKey(hsm::kOrgRootLabel);
+  if (existing.ok()) {
+    report.root_public = *existing;
+  } else if (existing.status().code() == Code::kNotFound) {
+    HF_ASSIGN_OR_RETURN(report.root_public, token.GenerateOrgRoot());
+    report.created_root = true;
+    HF_RETURN_IF_ERROR(compliance.Audit(actor, "key.org_root.create",
+                                        "{\"label\":\"" + std::string(hsm::kOrgRootLabel) +
+                                            "\",\"public_key\":\"" + ToHex(report.root_public) + "\"}"));
+  } else {
+    return existing.status();
+  }
+  auto recorded = store.GetSetting(std::string(archive::kOrgRootPublicKeySetting));
+  if (recorded.ok() && *recorded != report.root_public) {
+    return Status::FailedPrecondition(
+        "the database records a different org root key than the HSM holds; refusing to continue");
+  }
+  if (!recorded.ok()) {
+    if (recorded.status().code() != Code::kNotFound) return recorded.status();
+    HF_RETURN_IF_ERROR(store.PutSetting(std::string(archive::kOrgRootPublicKeySetting), report.root_public));
+  }
+  auto current = store.CurrentEpoch(now_ms);
+  if (current.ok()) {
+    report.epoch = *current;
+    return report;
+  }
+  if (current.status().code() != Code::kNotFound) return current.status();
+  HF_ASSIGN_OR_RETURN(report.epoch, CreateEpoch(token, conn, config, actor, now_ms));
+  report.created_epoch = true;
+  return report;
+}
+
+}  // namespace holdfast::gateway

@@ -1,0 +1,140 @@
+#include "holdfast/gateway/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace holdfast::gateway {
+namespace {
+
+std::string Where(const YAML::Node& node, const std::string& source) {
+  const YAML::Mark m = node.Mark();
+  return source + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+}
+
+// Reads a mapping, refusing keys outside `allowed` so that typos fail fast.
+Status CheckKeys(const YAML::Node& map, const std::set<std::string>& allowed,
+                 const std::string& path, const std::string& source) {
+  if (!map.IsMap()) return Status::InvalidArgument(Where(map, source) + ": " + path + " must be a mapping");
+  for (const auto& kv : map) {
+    const std::string key = kv.first.as<std::string>();
+    if (!allowed.count(key)) {
+      return Status::InvalidArgument(Where(kv.first, source) + ": unknown key '" +
+                                     (path.empty() ? key : path + "." + key) + "'");
+    }
+  }
+  return Status::Ok();
+}
+
+template <typename T>
+void Get(const YAML::Node& map, const char* key, T& out) {
+  if (map && map[key]) out = map[key].as<T>();
+}
+
+Status GetEndpoint(const YAML::Node& map, const char* key, Endpoint& out, const std::string& source) {
+  if (!map || !map[key]) return Status::Ok();
+  auto ep = ParseEndpoint(map[key].as<std::string>());
+  if (!ep.ok()) return Status::InvalidArgument(Where(map[key], source) + ": " + ep.status().message());
+  out = *ep;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<Endpoint> ParseEndpoint(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return Status::InvalidArgument("endpoint '" + text + "' is not host:port");
+  }
+  Endpoint ep;
+  ep.host = text.substr(0, colon);
+  if (ep.host.size() > 2 && ep.host.front() == '[' && ep.host.back() == ']') {
+    ep.host = ep.host.substr(1, ep.host.size() - 2);
+  }
+  try {
+    size_t used = 0;
+    const unsigned long port = std::stoul(text.substr(colon + 1), &used);
+    if (used != text.size() - colon - 1 || port > 65535) throw std::out_of_range("port");
+    ep.port = static_cast<uint16_t>(port);
+  } catch (const std::exception&) {
+    return Status::InvalidArgument("endpoint '" + text + "' has no valid port");
+  }
+  return ep;
+}
+
+Result<Config> Config::Parse(const std::string& yaml, const std::string& source) {
+  Config c;
+  try {
+    const YAML::Node root = YAML::Load(yaml);
+    if (root.IsNull()) return c;
+    HF_RETURN_IF_ERROR(CheckKeys(root,
+                                 {"org", "state_dir", "database", "hsm", "gateway", "admin", "keys",
+                                  "policy_file", "export_dir", "ports_file"},
+                                 "", source));
+    Get(root, "org", c.org);
+    Get(root, "state_dir", c.state_dir);
+    Get(root, "policy_file", c.policy_file);
+    Get(root, "export_dir", c.export_dir);
+    Get(root, "ports_file", c.ports_file);
+    if (auto db = root["database"]) {
+      HF_RETURN_IF_ERROR(CheckKeys(db, {"conninfo", "workers", "ingest_batch_max"}, "database", source));
+      Get(db, "conninfo", c.database.conninfo);
+      Get(db, "workers", c.database.workers);
+      Get(db, "ingest_batch_max", c.database.ingest_batch_max);
+      if (c.database.workers < 1 || c.database.ingest_batch_max < 1) {
+        return Status::InvalidArgument(Where(db, source) + ": database.workers and ingest_batch_max must be >= 1");
+      }
+    }
+    if (auto hsm = root["hsm"]) {
+      HF_RETURN_IF_ERROR(CheckKeys(hsm, {"module", "token_label", "pin_file", "softhsm2_conf"}, "hsm", source));
+      Get(hsm, "module", c.hsm.module);
+      Get(hsm, "token_label", c.hsm.token_label);
+      Get(hsm, "pin_file", c.hsm.pin_file);
+      Get(hsm, "softhsm2_conf", c.hsm.softhsm2_conf);
+    }
+    if (auto gw = root["gateway"]) {
+      HF_RETURN_IF_ERROR(CheckKeys(gw, {"listen", "tls_cert", "tls_key", "max_frame_bytes", "archive_notice"},
+                                   "gateway", source));
+      HF_RETURN_IF_ERROR(GetEndpoint(gw, "listen", c.gateway.listen, source));
+      Get(gw, "tls_cert", c.gateway.tls_cert);
+      Get(gw, "tls_key", c.gateway.tls_key);
+      Get(gw, "max_frame_bytes", c.gateway.max_frame_bytes);
+      Get(gw, "archive_notice", c.gateway.archive_notice);
+    }
+    if (auto admin = root["admin"]) {
+      HF_RETURN_IF_ERROR(CheckKeys(admin, {"listen", "tls_cert", "tls_key"}, "admin", source));
+      HF_RETURN_IF_ERROR(GetEndpoint(admin, "listen", c.admin.listen, source));
+      Get(admin, "tls_cert", c.admin.tls_cert);
+      Get(admin, "tls_key", c.admin.tls_key);
+    }
+    if (auto keys = root["keys"]) {
+      HF_RETURN_IF_ERROR(CheckKeys(keys, {"epoch_days"}, "keys", source));
+      Get(keys, "epoch_days", c.keys.epoch_days);
+      if (c.keys.epoch_days == 0) return Status::InvalidArgument(Where(keys, source) + ": keys.epoch_days must be > 0");
+    }
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument(source + ":" + std::to_string(e.mark.line + 1) + ":" +
+                                   std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+  const std::string& s = c.state_dir;
+  if (c.hsm.pin_file.empty()) c.hsm.pin_file = s + "/hsm/user.pin";
+  if (c.gateway.tls_cert.empty()) c.gateway.tls_cert = s + "/tls/gateway.pem";
+  if (c.gateway.tls_key.empty()) c.gateway.tls_key = s + "/tls/gateway.key";
+  if (c.admin.tls_cert.empty()) c.admin.tls_cert = c.gateway.tls_cert;
+  if (c.admin.tls_key.empty()) c.admin.tls_key = c.gateway.tls_key;
+  if (c.policy_file.empty()) c.policy_file = s + "/policy.yaml";
+  if (c.export_dir.empty()) c.export_dir = s + "/exports";
+  return c;
+}
+
+Result<Config> Config::Load(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound("cannot read config file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return Parse(ss.str(), path);
+}
+
+}  // namespace holdfast::gateway

@@ -1,0 +1,181 @@
+#include "holdfast/gateway/gateway.h"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "admin_plane.h"
+#include "db_pool.h"
+#include "holdfast/archive/database.h"
+#include "holdfast/archive/store.h"
+#include "hsm_access.h"
+#include "hub.h"
+#include "ingester.h"
+#include "metrics.h"
+#include "session.h"
+
+namespace holdfast::gateway {
+namespace {
+
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+
+Status WritePortsFile(const std::string& path, uint16_t client, uint16_t admin) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) return Status::Unavailable("cannot write " + tmp);
+    out << "{\"client\": " << client << ", \"admin\": " << admin << "}\n";
+    if (!out) return Status::Unavailable("cannot write " + tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return Status::Unavailable("cannot rename " + tmp);
+  return Status::Ok();
+}
+
+class GatewayImpl final : public Gateway {
+ public:
+  GatewayImpl(Config config, Bytes org_root)
+      : config_(std::move(config)),
+        tls_(ssl::context::tls_server),
+        db_(config_.database.conninfo, config_.database.workers),
+        ingester_(config_.database.conninfo, config_.database.ingest_batch_max, metrics_),
+        hsm_(config_),
+        hub_{config_, io_, metrics_, db_, ingester_, std::move(org_root), {}},
+        io_(1),
+        acceptor_(io_) {}
+
+  ~GatewayImpl() override { Stop(); }
+
+  Status LoadTls() {
+    boost::system::error_code ec;
+    tls_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                         ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                         ssl::context::single_dh_use,
+                     ec);
+    if (!ec) tls_.use_certificate_chain_file(config_.gateway.tls_cert, ec);
+    if (ec) return Status::InvalidArgument("TLS certificate " + config_.gateway.tls_cert + ": " + ec.message());
+    tls_.use_private_key_file(config_.gateway.tls_key, ssl::context::pem, ec);
+    if (ec) return Status::InvalidArgument("TLS key " + config_.gateway.tls_key + ": " + ec.message());
+    SSL_CTX_set_cipher_list(tls_.native_handle(),
+                            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"
+                            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"
+                            "ECDHE-RSA-AES128-GCM-SHA256");
+    return Status::Ok();
+  }
+
+  Status Start() override {
+    boost::system::error_code ec;
+    const auto address = net::ip::make_address(config_.gateway.listen.host, ec);
+    if (ec) return Status::InvalidArgument("gateway.listen host: " + ec.message());
+    const tcp::endpoint ep(address, config_.gateway.listen.port);
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(ep, ec);
+    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return Status::Unavailable("cannot listen on " + config_.gateway.listen.host + ":" +
+                                 std::to_string(config_.gateway.listen.port) + ": " + ec.message());
+    }
+    client_port_ = acceptor_.local_endpoint().port();
+
+    HF_ASSIGN_OR_RETURN(admin_, AdminPlane::Start(config_, metrics_, hsm_));
+    metrics_.hsm_up->Set(hsm_.Check().ok() ? 1 : 0);
+    metrics_.database_up->Set(1);
+
+    Accept();
+    io_thread_ = std::thread([this] {
+      auto guard = net::make_work_guard(io_);
+      io_.run();
+    });
+    if (!config_.ports_file.empty()) {
+      HF_RETURN_IF_ERROR(WritePortsFile(config_.ports_file, client_port_, admin_->port()));
+    }
+    return Status::Ok();
+  }
+
+  void Stop() override {
+    if (stopped_) return;
+    stopped_ = true;
+    if (io_thread_.joinable()) {
+      // Close the listener and every session on the I/O thread, drain the
+      // ingest queue so no accepted envelope is left unanswered, then stop.
+      std::promise<void> closed;
+      net::post(io_, [this, &closed] {
+        boost::system::error_code ec;
+        acceptor_.close(ec);
+        for (auto& [device, weak] : hub_.online) {
+          if (auto s = weak.lock()) s->Close();
+        }
+        closed.set_value();
+      });
+      closed.get_future().wait();
+    }
+    ingester_.Stop();
+    db_.Stop();
+    io_.stop();
+    if (io_thread_.joinable()) io_thread_.join();
+    hub_.online.clear();
+    if (admin_) admin_->Stop();
+  }
+
+  uint16_t client_port() const override { return client_port_; }
+  uint16_t admin_port() const override { return admin_ ? admin_->port() : 0; }
+
+ private:
+  void Accept() {
+    acceptor_.async_accept(io_, [this](boost::system::error_code ec, tcp::socket socket) {
+      if (ec) {
+        if (ec == net::error::operation_aborted) return;
+      } else {
+        socket.set_option(tcp::no_delay(true), ec);
+        Session::Create(std::move(socket), tls_, hub_)->Start();
+      }
+      Accept();
+    });
+  }
+
+  // Order matters: sessions still queued in io_ when it is destroyed refer
+  // to hub_ and metrics_, so io_ is declared after them.
+  Metrics metrics_;
+  Config config_;
+  ssl::context tls_;
+  DbPool db_;
+  Ingester ingester_;
+  HsmAccess hsm_;
+  Hub hub_;
+  net::io_context io_;
+  tcp::acceptor acceptor_;
+  std::unique_ptr<AdminPlane> admin_;
+  std::thread io_thread_;
+  uint16_t client_port_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Gateway>> Gateway::Create(const Config& config) {
+  HF_ASSIGN_OR_RETURN(auto conn, archive::Connection::Open(config.database.conninfo));
+  HF_RETURN_IF_ERROR(archive::Migrate(conn).WithContext("database migration"));
+  archive::Store store(conn);
+  auto root = store.GetSetting(std::string(archive::kOrgRootPublicKeySetting));
+  if (!root.ok()) {
+    if (root.status().code() == Code::kNotFound) {
+      return Status::FailedPrecondition(
+          "no org root key recorded; run `holdfast-admin init` to create the keys first");
+    }
+    return root.status();
+  }
+  auto gw = std::make_unique<GatewayImpl>(config, std::move(root).value());
+  HF_RETURN_IF_ERROR(gw->LoadTls());
+  return std::unique_ptr<Gateway>(std::move(gw));
+}
+
+}  // namespace holdfast::gateway

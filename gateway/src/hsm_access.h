@@ -1,0 +1,29 @@
+// Shared, lazily (re)opened access to the HSM token. The gateway starts and
+// ingests without the HSM; this reports whether it is reachable.
+#pragma once
+
+#include <memory>
+#include <mutex>
+
+#include "holdfast/gateway/ceremony.h"
+#include "holdfast/gateway/config.h"
+#include "holdfast/hsm/token.h"
+
+namespace holdfast::gateway {
+
+class HsmAccess {
+ public:
+  explicit HsmAccess(const Config& config) : config_(config) {}
+
+  // Opens the token if needed and pings it; on failure drops the session so
+  // the next call retries from scratch.
+  Status Check();
+
+ private:
+  const Config& config_;
+  std::mutex mu_;
+  std::unique_ptr<hsm::Token> token_;
+};
+
+
+}  // namespace holdfast::gateway

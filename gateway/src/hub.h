@@ -1,0 +1,37 @@
+// State shared by every client session of one gateway process. Owned by the
+// Gateway; sessions hold a reference. Members marked [io] are touched only
+// on the I/O thread.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "db_pool.h"
+#include "holdfast/archive/store.h"
+#include "holdfast/gateway/config.h"
+#include "ingester.h"
+#include "metrics.h"
+
+namespace holdfast::gateway {
+
+class Session;
+
+struct Hub {
+  const Config& config;
+  boost::asio::io_context& io;
+  Metrics& metrics;
+  DbPool& db;
+  Ingester& ingester;
+  Bytes org_root_public;
+
+  // [io] device id (raw bytes as string) -> the device's open session.
+  std::multimap<std::string, std::weak_ptr<Session>> online;
+};
+
+}  // namespace holdfast::gateway

@@ -1,0 +1,85 @@
+#include "ingester.h"
+
+#include <chrono>
+#include <optional>
+
+#include "db_pool.h"
+
+namespace holdfast::gateway {
+
+Ingester::Ingester(std::string conninfo, int batch_max, Metrics& metrics)
+    : conninfo_(std::move(conninfo)), batch_max_(static_cast<size_t>(batch_max)), metrics_(metrics) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+Ingester::~Ingester() { Stop(); }
+
+void Ingester::Submit(archive::IngestItem item, Completion done) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back({std::move(item), std::move(done)});
+    metrics_.ingest_queue_depth->Set(static_cast<double>(queue_.size()));
+  }
+  cv_.notify_one();
+}
+
+void Ingester::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Ingester::Run() {
+  std::optional<archive::Connection> conn;
+  for (;;) {
+    std::vector<Pending> batch;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      // Everything that arrived while the previous commit ran goes into this
+      // one: batches grow with load and stay at one envelope when idle.
+      while (!queue_.empty() && batch.size() < batch_max_) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      metrics_.ingest_queue_depth->Set(static_cast<double>(queue_.size()));
+    }
+    std::vector<archive::IngestItem> items;
+    items.reserve(batch.size());
+    for (auto& p : batch) items.push_back(std::move(p.item));
+
+    const auto start = std::chrono::steady_clock::now();
+    // A broken connection (a restarted server) gets one retry on a new
+    // one. Retrying is safe even if the lost reply was to a COMMIT that
+    // succeeded: IngestBatch is idempotent on message ids.
+    Result<std::vector<archive::IngestOutcome>> outcome = Status::Unavailable("no database connection");
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      auto c = EnsureConnection(conn, conninfo_);
+      if (c.ok()) {
+        archive::Store store(**c);
+        outcome = store.IngestBatch(items);
+      } else {
+        outcome = c.status();
+      }
+      if (outcome.ok() || outcome.status().code() != Code::kUnavailable) break;
+      conn.reset();
+    }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    metrics_.ingest_batch_size->Observe(static_cast<double>(batch.size()));
+    metrics_.ingest_commit_seconds->Observe(seconds);
+    metrics_.database_up->Set(outcome.ok() ? 1 : 0);
+
+    if (!outcome.ok()) {
+      for (auto& p : batch) p.done(outcome.status());
+      continue;
+    }
+    for (size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move((*outcome)[i]));
+  }
+}
+
+}  // namespace holdfast::gateway

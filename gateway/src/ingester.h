@@ -1,0 +1,50 @@
+// Group commit: envelopes accepted by sessions are queued here; one thread
+// stores everything queued so far in a single transaction and only then
+// calls each envelope's completion. A completion with an OK outcome means the
+// envelope is durable; with an error, nothing of it was stored.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "holdfast/archive/store.h"
+#include "metrics.h"
+
+namespace holdfast::gateway {
+
+class Ingester {
+ public:
+  using Completion = std::function<void(Result<archive::IngestOutcome>)>;
+
+  Ingester(std::string conninfo, int batch_max, Metrics& metrics);
+  ~Ingester();
+  Ingester(const Ingester&) = delete;
+  Ingester& operator=(const Ingester&) = delete;
+
+  // Completions run on the ingest thread; they must be quick (post onward).
+  void Submit(archive::IngestItem item, Completion done);
+  // Commits or fails everything queued, then joins the thread.
+  void Stop();
+
+ private:
+  struct Pending {
+    archive::IngestItem item;
+    Completion done;
+  };
+  void Run();
+
+  const std::string conninfo_;
+  const size_t batch_max_;
+  Metrics& metrics_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace holdfast::gateway

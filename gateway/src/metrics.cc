@@ -1,0 +1,82 @@
+#include "metrics.h"
+
+#include <prometheus/text_serializer.h>
+
+#include <sstream>
+
+namespace holdfast::gateway {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& r = *registry_;
+  connections_total = &BuildCounter().Name("holdfast_client_connections_total")
+                           .Help("Client TCP connections accepted.").Register(r).Add({});
+  connections_active = &BuildGauge().Name("holdfast_client_connections")
+                            .Help("Client connections currently open.").Register(r).Add({});
+  sessions_authenticated = &BuildGauge().Name("holdfast_client_sessions_authenticated")
+                                .Help("Sessions that completed device authentication and are open.")
+                                .Register(r).Add({});
+  tls_handshake_failures = &BuildCounter().Name("holdfast_tls_handshake_failures_total")
+                                .Help("Client TLS handshakes that failed.").Register(r).Add({});
+  frames_received = &BuildCounter().Name("holdfast_client_frames_received_total")
+                         .Help("WebSocket frames received from clients.").Register(r).Add({});
+  messages_received = &BuildCounter().Name("holdfast_messages_received_total")
+                           .Help("Envelopes submitted by clients.").Register(r).Add({});
+  messages_stored = &BuildCounter().Name("holdfast_messages_stored_total")
+                         .Help("Envelopes committed to PostgreSQL and acknowledged.").Register(r).Add({});
+  messages_duplicate = &BuildCounter().Name("holdfast_messages_duplicate_total")
+                            .Help("Submissions of a message id already stored (acknowledged again).")
+                            .Register(r).Add({});
+  deliveries_pushed = &BuildCounter().Name("holdfast_deliveries_pushed_total")
+                           .Help("Deliver frames sent to devices.").Register(r).Add({});
+  deliveries_acked = &BuildCounter().Name("holdfast_deliveries_acked_total")
+                          .Help("Delivery acknowledgements received from devices.").Register(r).Add({});
+  devices_registered = &BuildCounter().Name("holdfast_devices_registered_total")
+                            .Help("Devices enrolled through this gateway.").Register(r).Add({});
+  ack_latency = &BuildHistogram().Name("holdfast_ack_latency_seconds")
+                     .Help("Time from receiving an envelope to acknowledging it after commit.")
+                     .Register(r)
+                     .Add({}, prometheus::Histogram::BucketBoundaries{
+                                  0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5});
+  ingest_batch_size = &BuildHistogram().Name("holdfast_ingest_batch_size")
+                           .Help("Envelopes per group commit.")
+                           .Register(r)
+                           .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128,
+                                                                            256, 512});
+  ingest_commit_seconds = &BuildHistogram().Name("holdfast_ingest_commit_seconds")
+                               .Help("Duration of one group commit transaction.")
+                               .Register(r)
+                               .Add({}, prometheus::Histogram::BucketBoundaries{
+                                            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 1});
+  ingest_queue_depth = &BuildGauge().Name("holdfast_ingest_queue_depth")
+                            .Help("Envelopes waiting for group commit.").Register(r).Add({});
+  database_up = &BuildGauge().Name("holdfast_database_up")
+                     .Help("1 if the last database check succeeded.").Register(r).Add({});
+  hsm_up = &BuildGauge().Name("holdfast_hsm_up")
+                .Help("1 if the HSM session is open and logged in.").Register(r).Add({});
+  rejects_ = &BuildCounter().Name("holdfast_client_rejects_total")
+                  .Help("Client requests refused, by reason.").Register(r);
+  // Pre-create the common reasons so dashboards see zeros.
+  for (const char* reason : {"malformed_frame", "unauthenticated", "bad_envelope", "bad_signature",
+                             "wrong_sender", "stale_epoch", "recipients_mismatch", "not_member",
+                             "enrollment_refused", "unknown_device", "auth_failed", "unavailable",
+                             "frame_too_large"}) {
+    rejects_->Add({{"reason", reason}});
+  }
+}
+
+prometheus::Counter& Metrics::reject(const std::string& reason) {
+  return rejects_->Add({{"reason", reason}});
+}
+
+std::string Metrics::Serialize() const {
+  prometheus::TextSerializer serializer;
+  std::ostringstream out;
+  serializer.Serialize(out, registry_->Collect());
+  return out.str();
+}
+
+}  // namespace holdfast::gateway

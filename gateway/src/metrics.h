@@ -1,0 +1,49 @@
+// Prometheus metrics of one gateway process. prometheus-cpp metric objects
+// are thread-safe; the references stay valid for the registry's lifetime.
+// No user, device or conversation ids are ever used as labels.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+
+namespace holdfast::gateway {
+
+class Metrics {
+ public:
+  Metrics();
+
+  prometheus::Registry& registry() { return *registry_; }
+  // Text exposition format 0.0.4 of everything registered.
+  std::string Serialize() const;
+
+  prometheus::Counter& reject(const std::string& reason);
+
+  prometheus::Counter* connections_total;
+  prometheus::Gauge* connections_active;
+  prometheus::Gauge* sessions_authenticated;
+  prometheus::Counter* tls_handshake_failures;
+  prometheus::Counter* frames_received;
+  prometheus::Counter* messages_received;
+  prometheus::Counter* messages_stored;
+  prometheus::Counter* messages_duplicate;
+  prometheus::Counter* deliveries_pushed;
+  prometheus::Counter* deliveries_acked;
+  prometheus::Counter* devices_registered;
+  prometheus::Histogram* ack_latency;
+  prometheus::Histogram* ingest_batch_size;
+  prometheus::Histogram* ingest_commit_seconds;
+  prometheus::Gauge* ingest_queue_depth;
+  prometheus::Gauge* database_up;
+  prometheus::Gauge* hsm_up;
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>* rejects_;
+};
+
+}  // namespace holdfast::gateway

@@ -1,0 +1,644 @@
+#include "session.h"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+
+#include <chrono>
+#include <deque>
+#include <set>
+
+#include "holdfast/protocol/envelope.h"
+#include "holdfast/protocol/primitives.h"
+
+namespace holdfast::gateway {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+namespace wire = protocol::wire;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Key(ByteView b) { return AsString(b); }
+
+Result<wire::DeviceInfo> ToDeviceInfo(const archive::DeviceRecord& d) {
+  wire::DeviceInfo info;
+  info.set_user(d.user);
+  info.set_device_id(AsString(d.device_id));
+  info.set_identity_key(AsString(d.identity_key));
+  if (!info.mutable_prekey()->ParseFromArray(d.signed_prekey.data(),
+                                              static_cast<int>(d.signed_prekey.size()))) {
+    return Status::Internal("stored prekey of a device does not parse");
+  }
+  return info;
+}
+
+Result<wire::EpochCertificate> ToEpochCert(const archive::EpochRecord& e) {
+  wire::EpochCertificate cert;
+  if (!cert.ParseFromArray(e.certificate.data(), static_cast<int>(e.certificate.size()))) {
+    return Status::Internal("stored epoch certificate does not parse");
+  }
+  return cert;
+}
+
+// Maps a status to the stable reason code sent to clients and used as the
+// reject metric label.
+std::string ReasonFor(const Status& s) {
+  switch (s.code()) {
+    case Code::kUnavailable: return "unavailable";
+    case Code::kPermissionDenied: return "permission_denied";
+    case Code::kNotFound: return "not_found";
+    case Code::kInvalidArgument: return "invalid_argument";
+    default: return "internal";
+  }
+}
+
+class SessionImpl final : public Session {
+ public:
+  SessionImpl(tcp::socket socket, ssl::context& tls, Hub& hub)
+      : ws_(std::move(socket), tls), hub_(hub) {}
+
+  ~SessionImpl() override {
+    hub_.metrics.connections_active->Decrement();
+    if (authenticated_) hub_.metrics.sessions_authenticated->Decrement();
+  }
+
+  void Start() override {
+    hub_.metrics.connections_total->Increment();
+    hub_.metrics.connections_active->Increment();
+    net::dispatch(ws_.get_executor(), [self = Self()] { self->Handshake(); });
+  }
+
+  void Push(std::shared_ptr<const std::string> frame) override { Enqueue(std::move(frame)); }
+
+  void Close() override {
+    if (closing_) return;
+    closing_ = true;
+    Unregister();
+    ws_.async_close(websocket::close_code::normal, [self = Self()](beast::error_code) {});
+  }
+
+ private:
+  std::shared_ptr<SessionImpl> Self() {
+    return std::static_pointer_cast<SessionImpl>(shared_from_this());
+  }
+
+  // ------------------------------------------------------------ transport
+
+  void Handshake() {
+    beast::get_lowest_layer(ws_).expires_after(std::chrono::seconds(30));
+    ws_.next_layer().async_handshake(ssl::stream_base::server, [self = Self()](beast::error_code ec) {
+      if (ec) {
+        self->hub_.metrics.tls_handshake_failures->Increment();
+        return;
+      }
+      self->ReadUpgrade();
+    });
+  }
+
+  void ReadUpgrade() {
+    http::async_read(ws_.next_layer(), buffer_, upgrade_,
+                     [self = Self()](beast::error_code ec, size_t) {
+                       if (ec) return;
+                       self->Accept();
+                     });
+  }
+
+  void Accept() {
+    if (!websocket::is_upgrade(upgrade_) || upgrade_.target() != "/v1") {
+      auto res = std::make_shared<http::response<http::string_body>>(http::status::not_found,
+                                                                     upgrade_.version());
+      res->set(http::field::content_type, "text/plain");
+      res->body() = "Holdfast client endpoint is wss://<host>/v1\n";
+      res->prepare_payload();
+      http::async_write(ws_.next_layer(), *res,
+                        [self = Self(), res](beast::error_code, size_t) {
+                          beast::get_lowest_layer(self->ws_).close();
+                        });
+      return;
+    }
+    beast::get_lowest_layer(ws_).expires_never();
+    ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
+      res.set(http::field::server, "holdfast-gateway");
+    }));
+    ws_.read_message_max(hub_.config.gateway.max_frame_bytes);
+    ws_.async_accept(upgrade_, [self = Self()](beast::error_code ec) {
+      if (ec) return;
+      self->buffer_.clear();
+      self->Read();
+    });
+  }
+
+  void Read() {
+    ws_.async_read(buffer_, [self = Self()](beast::error_code ec, size_t) { self->OnRead(ec); });
+  }
+
+  void OnRead(beast::error_code ec) {
+    if (ec) {
+      if (ec == websocket::error::message_too_big) {
+        hub_.metrics.reject("frame_too_large").Increment();
+      }
+      Unregister();
+      return;
+    }
+    hub_.metrics.frames_received->Increment();
+    wire::ClientFrame frame;
+    const auto data = buffer_.data();
+    const bool parsed = ws_.got_binary() &&
+                        frame.ParseFromArray(data.data(), static_cast<int>(data.size()));
+    buffer_.consume(buffer_.size());
+    if (!parsed) {
+      Reject(0, "malformed_frame", "frame is not a binary holdfast.wire.v1.ClientFrame", {});
+      if (++malformed_ >= 3) return Close();
+    } else {
+      Dispatch(frame);
+    }
+    if (!closing_) Read();
+  }
+
+  void Enqueue(std::shared_ptr<const std::string> frame) {
+    if (closing_) return;
+    outbox_.push_back(std::move(frame));
+    if (outbox_.size() == 1) Write();
+  }
+
+  void Write() {
+    ws_.binary(true);
+    ws_.async_write(net::buffer(*outbox_.front()), [self = Self()](beast::error_code ec, size_t) {
+      if (ec) {
+        self->outbox_.clear();
+        self->Unregister();
+        return;
+      }
+      self->outbox_.pop_front();
+      if (!self->outbox_.empty()) self->Write();
+    });
+  }
+
+  void Send(const wire::ServerFrame& frame) {
+    Enqueue(std::make_shared<const std::string>(frame.SerializeAsString()));
+  }
+
+  void Reject(uint64_t request_id, const std::string& reason, const std::string& message,
+              const std::string& message_id) {
+    hub_.metrics.reject(reason).Increment();
+    wire::ServerFrame out;
+    out.set_request_id(request_id);
+    auto* err = out.mutable_error();
+    err->set_code(reason);
+    err->set_message(message);
+    if (!message_id.empty()) err->set_message_id(message_id);
+    Send(out);
+  }
+
+  void Unregister() {
+    if (!registered_online_) return;
+    registered_online_ = false;
+    auto range = hub_.online.equal_range(Key(device_id_));
+    for (auto it = range.first; it != range.second;) {
+      auto locked = it->second.lock();
+      if (!locked || locked.get() == this) {
+        it = hub_.online.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // Runs `job` on a database worker and `reply` back on the I/O thread. A
+  // job that failed because the connection broke (a restarted server) is
+  // run once more on a new connection before the client hears of it.
+  template <typename T>
+  void OnDatabase(std::function<Result<T>(archive::Store&)> job,
+                  std::function<void(Result<T>)> reply) {
+    auto attempts = std::make_shared<int>(0);
+    hub_.db.Post([self = Self(), job = std::move(job), reply = std::move(reply),
+                  attempts](Result<archive::Connection*> conn) mutable {
+      Result<T> result = conn.ok() ? [&]() -> Result<T> {
+        archive::Store store(**conn);
+        return job(store);
+      }()
+                                   : Result<T>(conn.status());
+      const bool broken = !result.ok() && result.status().code() == Code::kUnavailable;
+      if (broken && ++*attempts == 1) return false;
+      self->hub_.metrics.database_up->Set(broken ? 0 : 1);
+      net::post(self->hub_.io, [self, reply = std::move(reply), result = std::move(result)]() mutable {
+        reply(std::move(result));
+      });
+      return true;
+    });
+  }
+
+  // ------------------------------------------------------------ protocol
+
+  void Dispatch(const wire::ClientFrame& f) {
+    const uint64_t rid = f.request_id();
+    switch (f.kind_case()) {
+      case wire::ClientFrame::kRegister: return OnRegister(rid, f.register_());
+      case wire::ClientFrame::kHello: return OnHello(rid, f.hello());
+      case wire::ClientFrame::kAuthenticate: return OnAuthenticate(rid, f.authenticate());
+      case wire::ClientFrame::kOpenConversation:
+        if (!RequireAuth(rid)) return;
+        return OnOpenConversation(rid, f.open_conversation());
+      case wire::ClientFrame::kSubmit:
+        if (!RequireAuth(rid)) return;
+        return OnSubmit(rid, f.submit());
+      case wire::ClientFrame::kDeliveryAck:
+        if (!RequireAuth(rid)) return;
+        return OnDeliveryAck(f.delivery_ack());
+      case wire::ClientFrame::KIND_NOT_SET:
+        return Reject(rid, "malformed_frame", "frame has no request", {});
+    }
+  }
+
+  bool RequireAuth(uint64_t rid) {
+    if (authenticated_) return true;
+    Reject(rid, "unauthenticated", "authenticate the device first (hello, authenticate)", {});
+    return false;
+  }
+
+  void OnRegister(uint64_t rid, const wire::RegisterRequest& r) {
+    const Bytes identity(r.identity_key().begin(), r.identity_key().end());
+    if (identity.size() != 32) {
+      return Reject(rid, "enrollment_refused", "identity_key must be a 32-byte Ed25519 key", {});
+    }
+    if (Status s = protocol::VerifyPrekey(identity, r.prekey()); !s.ok()) {
+      return Reject(rid, "enrollment_refused", "prekey: " + s.message(), {});
+    }
+    archive::DeviceRecord rec;
+    rec.user = r.user();
+    rec.device_id = protocol::DeviceIdFor(identity);
+    rec.identity_key = identity;
+    const std::string prekey = r.prekey().SerializeAsString();
+    rec.signed_prekey.assign(prekey.begin(), prekey.end());
+    rec.registered_at_ms = NowMs();
+    const std::string code = r.enrollment_code();
+    OnDatabase<Bytes>(
+        [rec, code](archive::Store& store) -> Result<Bytes> {
+          HF_RETURN_IF_ERROR(store.RegisterDevice(rec.user, code, rec));
+          return rec.device_id;
+        },
+        [self = Self(), rid](Result<Bytes> r) {
+          if (!r.ok()) {
+            const bool refused = r.status().code() != Code::kUnavailable;
+            return self->Reject(rid, refused ? "enrollment_refused" : "unavailable",
+                                r.status().message(), {});
+          }
+          self->hub_.metrics.devices_registered->Increment();
+          wire::ServerFrame out;
+          out.set_request_id(rid);
+          auto* reg = out.mutable_registered();
+          reg->set_device_id(AsString(*r));
+          reg->set_org_root_key(AsString(self->hub_.org_root_public));
+          reg->set_org(self->hub_.config.org);
+          self->Send(out);
+        });
+  }
+
+  void OnHello(uint64_t rid, const wire::Hello& h) {
+    if (authenticated_ || !nonce_.empty()) {
+      return Reject(rid, "auth_failed", "hello is allowed once per connection", {});
+    }
+    const Bytes device(h.device_id().begin(), h.device_id().end());
+    if (device.size() != protocol::kDeviceIdSize) {
+      return Reject(rid, "unknown_device", "device_id must be 16 bytes", {});
+    }
+    nonce_ = protocol::RandomBytes(32);
+    OnDatabase<archive::DeviceRecord>(
+        [device](archive::Store& store) { return store.GetDevice(device); },
+        [self = Self(), rid](Result<archive::DeviceRecord> r) {
+          if (!r.ok()) {
+            return self->Reject(rid, r.status().code() == Code::kNotFound ? "unknown_device" : "unavailable",
+                                r.status().message(), {});
+          }
+          self->device_ = *r;
+          self->device_id_ = r->device_id;
+          wire::ServerFrame out;
+          out.set_request_id(rid);
+          out.mutable_challenge()->set_nonce(AsString(self->nonce_));
+          self->Send(out);
+        });
+  }
+
+  void OnAuthenticate(uint64_t rid, const wire::Authenticate& a) {
+    if (authenticated_ || device_id_.empty()) {
+      return Reject(rid, "auth_failed", "send hello and wait for the challenge first", {});
+    }
+    const Bytes sig(a.signature().begin(), a.signature().end());
+    const Status s = protocol::Ed25519Verify(device_.identity_key,
+                                             protocol::AuthTranscript(nonce_, device_id_), sig);
+    nonce_.clear();
+    if (!s.ok()) {
+      Reject(rid, "auth_failed", "challenge signature does not verify", {});
+      return Close();
+    }
+    authenticated_ = true;
+    hub_.metrics.sessions_authenticated->Increment();
+    hub_.online.emplace(Key(device_id_), Self());
+    registered_online_ = true;
+    auto info = ToDeviceInfo(device_);
+    if (info.ok()) self_info_ = *info;
+
+    wire::ServerFrame out;
+    out.set_request_id(rid);
+    out.mutable_authenticated()->set_user(device_.user);
+    FetchPending(std::make_shared<wire::ServerFrame>(std::move(out)));
+  }
+
+  // Loads queued deliveries; sends `first` (if any) before them.
+  void FetchPending(std::shared_ptr<wire::ServerFrame> first) {
+    constexpr int kPage = 256;
+    const Bytes device = device_id_;
+    const std::string notice = hub_.config.gateway.archive_notice;
+    struct Page {
+      uint64_t total = 0;
+      std::vector<std::string> frames;
+    };
+    OnDatabase<Page>(
+        [device, notice](archive::Store& store) -> Result<Page> {
+          Page page;
+          HF_ASSIGN_OR_RETURN(page.total, store.CountPendingDeliveries(device));
+          HF_ASSIGN_OR_RETURN(auto pending, store.PendingDeliveries(device, kPage));
+          std::map<std::string, wire::DeviceInfo> senders;
+          std::map<uint32_t, wire::EpochCertificate> epochs;
+          for (const auto& p : pending) {
+            auto parsed = protocol::ParseEnvelope(p.envelope);
+            if (!parsed.ok()) continue;  // stored envelopes were parsed at ingest
+            const uint32_t epoch = parsed->header.epoch_id();
+            if (!epochs.count(epoch)) {
+              HF_ASSIGN_OR_RETURN(auto rec, store.GetEpoch(epoch));
+              HF_ASSIGN_OR_RETURN(epochs[epoch], ToEpochCert(rec));
+            }
+            const std::string skey = Key(p.sender_device);
+            if (!senders.count(skey)) {
+              HF_ASSIGN_OR_RETURN(auto rec, store.GetDevice(p.sender_device));
+              HF_ASSIGN_OR_RETURN(senders[skey], ToDeviceInfo(rec));
+            }
+            wire::ServerFrame f;
+            auto* d = f.mutable_deliver();
+            d->set_delivery_id(static_cast<uint64_t>(p.delivery_id));
+            *d->mutable_envelope() = parsed->envelope;
+            *d->mutable_sender() = senders[skey];
+            *d->mutable_epoch() = epochs[epoch];
+            d->set_archive_notice(notice);
+            page.frames.push_back(f.SerializeAsString());
+          }
+          return page;
+        },
+        [self = Self(), first](Result<Page> r) {
+          if (!r.ok()) {
+            if (first) self->Reject(first->request_id(), "unavailable", r.status().message(), {});
+            return;
+          }
+          if (first) {
+            first->mutable_authenticated()->set_pending(r->total);
+            self->Send(*first);
+          }
+          for (auto& f : r->frames) {
+            self->hub_.metrics.deliveries_pushed->Increment();
+            self->Enqueue(std::make_shared<const std::string>(std::move(f)));
+          }
+          self->unacked_from_fetch_ = r->frames.size();
+          self->more_pending_ = r->total > r->frames.size();
+        });
+  }
+
+  void OnOpenConversation(uint64_t rid, const wire::OpenConversation& oc) {
+    std::set<std::string> member_set{device_.user};
+    for (const auto& m : oc.members()) {
+      if (m.empty() || m.size() > 128) {
+        return Reject(rid, "invalid_argument", "member names must be 1..128 characters", {});
+      }
+      member_set.insert(m);
+    }
+    if (member_set.size() > 1024) return Reject(rid, "invalid_argument", "too many members", {});
+    std::vector<std::string> members(member_set.begin(), member_set.end());
+    const std::string notice = hub_.config.gateway.archive_notice;
+    OnDatabase<wire::ConversationInfo>(
+        [members, notice](archive::Store& store) -> Result<wire::ConversationInfo> {
+          for (const auto& m : members) {
+            HF_ASSIGN_OR_RETURN(bool exists, store.UserExists(m));
+            if (!exists) return Status::NotFound("no such user: " + m);
+          }
+          HF_ASSIGN_OR_RETURN(auto conv, store.OpenConversation(members));
+          HF_ASSIGN_OR_RETURN(auto devices, store.DevicesOfUsers(conv.members));
+          HF_ASSIGN_OR_RETURN(auto epoch, store.CurrentEpoch(NowMs()));
+          wire::ConversationInfo info;
+          info.set_conversation_id(conv.conversation_id);
+          for (const auto& m : conv.members) info.add_members(m);
+          for (const auto& d : devices) {
+            HF_ASSIGN_OR_RETURN(*info.add_devices(), ToDeviceInfo(d));
+          }
+          HF_ASSIGN_OR_RETURN(*info.mutable_epoch(), ToEpochCert(epoch));
+          info.set_archive_notice(notice);
+          return info;
+        },
+        [self = Self(), rid](Result<wire::ConversationInfo> r) {
+          if (!r.ok()) return self->Reject(rid, ReasonFor(r.status()), r.status().message(), {});
+          wire::ServerFrame out;
+          out.set_request_id(rid);
+          *out.mutable_conversation() = std::move(*r);
+          self->Send(out);
+        });
+  }
+
+  void OnSubmit(uint64_t rid, const wire::Submit& submit) {
+    const auto received = std::chrono::steady_clock::now();
+    hub_.metrics.messages_received->Increment();
+    auto parsed_or = protocol::ParseEnvelope(submit.envelope());
+    if (!parsed_or.ok()) return Reject(rid, "bad_envelope", parsed_or.status().message(), {});
+    auto parsed = std::make_shared<protocol::ParsedEnvelope>(std::move(parsed_or).value());
+    const auto& h = parsed->header;
+    const std::string& mid = h.message_id();
+    if (h.sender_device() != AsString(device_id_) || h.sender_user() != device_.user) {
+      return Reject(rid, "wrong_sender", "envelope sender is not this session's device", mid);
+    }
+    if (Status s = protocol::VerifyEnvelopeSignature(*parsed, device_.identity_key); !s.ok()) {
+      return Reject(rid, "bad_signature", s.message(), mid);
+    }
+
+    // A refusal is a value here, not a Status: the reason code travels
+    // to the client and the reject metric as is.
+    struct Checked {
+      std::string reject_reason;
+      std::string reject_message;
+      archive::IngestItem item;
+      wire::EpochCertificate epoch;
+    };
+    auto refuse = [](std::string reason, std::string message) {
+      Checked c;
+      c.reject_reason = std::move(reason);
+      c.reject_message = std::move(message);
+      return c;
+    };
+    const std::string user = device_.user;
+    const Bytes self_device = device_id_;
+    const int64_t now = NowMs();
+    OnDatabase<Checked>(
+        [parsed, user, self_device, now, refuse](archive::Store& store) -> Result<Checked> {
+          const auto& h = parsed->header;
+          auto conv = store.GetConversation(h.conversation_id());
+          if (!conv.ok()) {
+            if (conv.status().code() != Code::kNotFound) return conv.status();
+            return refuse("not_member", "no such conversation");
+          }
+          if (std::find(conv->members.begin(), conv->members.end(), user) == conv->members.end()) {
+            return refuse("not_member", "sender is not a member of the conversation");
+          }
+          auto epoch = store.GetEpoch(h.epoch_id());
+          if (!epoch.ok() && epoch.status().code() != Code::kNotFound) return epoch.status();
+          if (!epoch.ok() || now < epoch->not_before_ms || now >= epoch->not_after_ms) {
+            return refuse("stale_epoch", "epoch " + std::to_string(h.epoch_id()) +
+                                             " is not current; fetch the conversation again");
+          }
+          HF_ASSIGN_OR_RETURN(auto devices, store.DevicesOfUsers(conv->members));
+          std::map<std::string, std::string> expected;  // device -> user
+          for (const auto& d : devices) {
+            if (d.device_id != self_device) expected[Key(d.device_id)] = d.user;
+          }
+          std::map<std::string, std::string> covered;
+          for (const auto& c : parsed->content.devices()) covered[c.device_id()] = c.user();
+          size_t missing = 0, extra = 0;
+          for (const auto& [dev, u] : expected) {
+            auto it = covered.find(dev);
+            if (it == covered.end() || it->second != u) ++missing;
+          }
+          for (const auto& [dev, u] : covered) extra += expected.count(dev) ? 0 : 1;
+          if (missing || extra) {
+            return refuse("recipients_mismatch",
+                          std::to_string(missing) + " device(s) of the conversation not covered, " +
+                              std::to_string(extra) +
+                              " capsule(s) for devices outside it; fetch the conversation again");
+          }
+          Checked out;
+          auto& item = out.item;
+          item.message_id.assign(h.message_id().begin(), h.message_id().end());
+          item.conversation_id = h.conversation_id();
+          item.sender_user = h.sender_user();
+          item.sender_device = self_device;
+          item.epoch_id = h.epoch_id();
+          item.sent_at_ms = h.sent_at_ms();
+          const std::string env = parsed->envelope.SerializeAsString();
+          item.envelope.assign(env.begin(), env.end());
+          for (const auto& [dev, u] : expected) item.recipient_devices.emplace_back(dev.begin(), dev.end());
+          HF_ASSIGN_OR_RETURN(out.epoch, ToEpochCert(*epoch));
+          return out;
+        },
+        [self = Self(), rid, parsed, received](Result<Checked> r) {
+          const std::string& mid = parsed->header.message_id();
+          if (!r.ok()) return self->Reject(rid, ReasonFor(r.status()), r.status().message(), mid);
+          if (!r->reject_reason.empty()) return self->Reject(rid, r->reject_reason, r->reject_message, mid);
+          self->Ingest(rid, std::move(r->item), std::move(r->epoch), parsed, received);
+        });
+  }
+
+  void Ingest(uint64_t rid, archive::IngestItem item, wire::EpochCertificate epoch,
+              std::shared_ptr<protocol::ParsedEnvelope> parsed,
+              std::chrono::steady_clock::time_point received) {
+    hub_.ingester.Submit(std::move(item), [self = Self(), rid, parsed, epoch = std::move(epoch),
+                                           received](Result<archive::IngestOutcome> r) mutable {
+      net::post(self->hub_.io, [self, rid, parsed, epoch = std::move(epoch), received,
+                                r = std::move(r)]() mutable {
+        self->OnStored(rid, std::move(r), *parsed, epoch, received);
+      });
+    });
+  }
+
+  // Runs after the group commit: acknowledge first, then fan out.
+  void OnStored(uint64_t rid, Result<archive::IngestOutcome> r, const protocol::ParsedEnvelope& parsed,
+                const wire::EpochCertificate& epoch, std::chrono::steady_clock::time_point received) {
+    const std::string& mid = parsed.header.message_id();
+    if (!r.ok()) {
+      return Reject(rid, "unavailable", "not stored, send again: " + r.status().message(), mid);
+    }
+    wire::ServerFrame ack;
+    ack.set_request_id(rid);
+    ack.mutable_submit_ack()->set_message_id(mid);
+    ack.mutable_submit_ack()->set_stored_at_ms(r->stored_at_ms);
+    Send(ack);
+    hub_.metrics.ack_latency->Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - received).count());
+    if (r->duplicate) {
+      hub_.metrics.messages_duplicate->Increment();
+      return;
+    }
+    hub_.metrics.messages_stored->Increment();
+    for (const auto& [device, delivery_id] : r->deliveries) {
+      auto range = hub_.online.equal_range(Key(device));
+      if (range.first == range.second) continue;
+      wire::ServerFrame f;
+      auto* d = f.mutable_deliver();
+      d->set_delivery_id(static_cast<uint64_t>(delivery_id));
+      *d->mutable_envelope() = parsed.envelope;
+      *d->mutable_sender() = self_info_;
+      *d->mutable_epoch() = epoch;
+      d->set_archive_notice(hub_.config.gateway.archive_notice);
+      auto bytes = std::make_shared<const std::string>(f.SerializeAsString());
+      for (auto it = range.first; it != range.second; ++it) {
+        if (auto s = it->second.lock()) {
+          hub_.metrics.deliveries_pushed->Increment();
+          s->Push(bytes);
+        }
+      }
+    }
+  }
+
+  void OnDeliveryAck(const wire::DeliveryAck& ack) {
+    std::vector<int64_t> ids;
+    for (uint64_t id : ack.delivery_ids()) ids.push_back(static_cast<int64_t>(id));
+    hub_.metrics.deliveries_acked->Increment(static_cast<double>(ids.size()));
+    const Bytes device = device_id_;
+    const size_t acked = ids.size();
+    OnDatabase<bool>(
+        [device, ids](archive::Store& store) -> Result<bool> {
+          HF_RETURN_IF_ERROR(store.AckDeliveries(device, ids));
+          return true;
+        },
+        [self = Self(), acked](Result<bool>) {
+          // Once a full page of queued deliveries is acknowledged, send the next.
+          if (self->unacked_from_fetch_ == 0) return;
+          self->unacked_from_fetch_ -= std::min(acked, self->unacked_from_fetch_);
+          if (self->unacked_from_fetch_ == 0 && self->more_pending_) self->FetchPending(nullptr);
+        });
+  }
+
+  websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws_;
+  Hub& hub_;
+  beast::flat_buffer buffer_;
+  http::request<http::string_body> upgrade_;
+  std::deque<std::shared_ptr<const std::string>> outbox_;
+  bool closing_ = false;
+  int malformed_ = 0;
+
+  Bytes nonce_;
+  Bytes device_id_;
+  archive::DeviceRecord device_;
+  wire::DeviceInfo self_info_;
+  bool authenticated_ = false;
+  bool registered_online_ = false;
+  size_t unacked_from_fetch_ = 0;
+  bool more_pending_ = false;
+};
+
+}  // namespace
+
+std::shared_ptr<Session> Session::Create(tcp::socket socket, ssl::context& tls, Hub& hub) {
+  return std::make_shared<SessionImpl>(std::move(socket), tls, hub);
+}
+
+}  // namespace holdfast::gateway
