@@ -84,10 +84,12 @@ make_softhsm_token() {
     printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
       "$dir/tokens" >"$dir/softhsm2.conf"
   fi
-  if ! SOFTHSM2_CONF=$dir/softhsm2.conf softhsm2-util --show-slots 2>/dev/null | grep -q "Label:[[:space:]]*$label\$"; then
+  if ! SOFTHSM2_CONF=$dir/softhsm2.conf softhsm2-util --show-slots 2>/dev/null | grep -Eq "Label:[[:space:]]*$label[[:space:]]*\$"; then
+    # Existing PIN files are kept: they may belong to a token that is
+    # only missing from this listing.
     (umask 077
-     openssl rand -hex 16 >"$dir/user.pin"
-     openssl rand -hex 16 >"$dir/so.pin")
+     [[ -s $dir/user.pin ]] || openssl rand -hex 16 >"$dir/user.pin"
+     [[ -s $dir/so.pin ]] || openssl rand -hex 16 >"$dir/so.pin")
     SOFTHSM2_CONF=$dir/softhsm2.conf softhsm2-util --init-token --free --label "$label" \
       --so-pin "$(cat "$dir/so.pin")" --pin "$(cat "$dir/user.pin")" >/dev/null
   fi
