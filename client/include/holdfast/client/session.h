@@ -1,0 +1,59 @@
+// Request/response exchanges with the gateway over a Connection: request
+// ids, matching answers, and buffering of pushed deliveries that arrive
+// while an answer is awaited.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "holdfast/base/status.h"
+#include "holdfast/client/connection.h"
+#include "holdfast/client/device.h"
+
+namespace holdfast::client {
+
+class Session {
+ public:
+  // `timeout` bounds each request's wait for its answer.
+  explicit Session(Connection connection,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(15))
+      : connection_(std::move(connection)), timeout_(timeout) {}
+
+  Result<wire::RegisterResponse> Register(const wire::RegisterRequest& request);
+  // Hello, Challenge, Authenticate. Checks the gateway authenticated us as
+  // the profile's user.
+  Result<wire::Authenticated> Login(const Device& device);
+  Result<wire::ConversationInfo> OpenConversation(const std::vector<std::string>& members);
+  // Returns once the gateway acknowledged the envelope as durably stored; a
+  // refusal is kFailedPrecondition naming the gateway's error code.
+  Result<wire::SubmitAck> Submit(const wire::Envelope& envelope);
+
+  // The next pushed delivery, or nullopt if none arrived within `timeout`.
+  Result<std::optional<wire::Deliver>> NextDelivery(std::chrono::milliseconds timeout);
+  Status Ack(const std::vector<uint64_t>& delivery_ids);
+
+  Status Close() { return connection_.Close(std::chrono::seconds(2)); }
+
+ private:
+  // Sends `frame` with a fresh request id and waits for the frame answering it.
+  Result<wire::ServerFrame> Call(wire::ClientFrame frame);
+  // Files a frame that is not the awaited answer; errors on anything unexpected.
+  Status Stash(wire::ServerFrame frame);
+
+  Connection connection_;
+  std::chrono::milliseconds timeout_;
+  uint64_t next_request_id_ = 1;
+  std::deque<wire::Deliver> pushed_;
+  // Request ids of sent DeliveryAcks; the gateway need not answer them.
+  std::set<uint64_t> acks_;
+};
+
+// "server refused (<code>): <message>" as kFailedPrecondition.
+Status ServerError(const wire::Error& error);
+
+}  // namespace holdfast::client

@@ -1,0 +1,530 @@
+#include "holdfast/client/cli.h"
+
+#include <signal.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <Poco/JSON/Object.h>
+
+#include "holdfast/client/connection.h"
+#include "holdfast/client/device.h"
+#include "holdfast/client/profile.h"
+#include "holdfast/client/session.h"
+
+namespace holdfast::client {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kConnectTimeout = std::chrono::seconds(10);
+// How long recv waits for deliveries the gateway announced as pending.
+constexpr milliseconds kPendingTimeout = std::chrono::seconds(30);
+constexpr milliseconds kListenPoll = std::chrono::milliseconds(250);
+constexpr size_t kAckBatch = 64;
+
+constexpr char kUsage[] =
+    R"(usage: holdfast-client --profile DIR <command> [options]
+
+commands:
+  register --server wss://HOST:PORT/v1 --ca FILE --user NAME --code CODE
+      Enrol a new device. Pins the TLS trust anchor FILE and the org root key,
+      writes the profile to DIR and prints the device id.
+  send --to USER[,USER...] TEXT...
+      Send TEXT (the remaining arguments, joined by spaces) to a conversation
+      with the named users. Prints "sent <message id> to <conversation>".
+  recv [--wait SECONDS] [--json]
+      Print the pending messages, then any that follow, and return once none
+      arrived for SECONDS (default 1).
+  listen [--json]
+      Print messages as they arrive until interrupted (SIGINT or SIGTERM).
+  whoami
+      Print the profile's user, device id, server and org.
+
+--json prints one object per message: message_id, conversation_id,
+sender_user, sender_device, sent_at_ms, text, status ("ok" or "rejected"),
+reason. Rejected messages failed verification; their text is never shown.
+
+The profile keeps private keys unencrypted (file mode 0600).
+
+exit status: 0 success, 1 usage error, 2 refused or failed (reason on stderr)
+)";
+
+volatile std::sig_atomic_t g_stop = 0;
+extern "C" void OnStopSignal(int) { g_stop = 1; }
+
+// Restores the previous handlers on destruction.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop = 0;
+    struct sigaction sa {};
+    sa.sa_handler = OnStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+struct UsageError {
+  std::string message;
+};
+
+struct Args {
+  std::string command;
+  std::map<std::string, std::string> options;
+  std::set<std::string> flags;
+  std::vector<std::string> positional;
+
+  std::optional<std::string> Get(const std::string& name) const {
+    auto it = options.find(name);
+    if (it == options.end()) return std::nullopt;
+    return it->second;
+  }
+};
+
+const std::set<std::string> kValueOptions = {"profile", "server", "ca", "user",
+                                             "code",    "to",     "wait"};
+const std::set<std::string> kFlagOptions = {"json", "help"};
+
+// Options may appear anywhere; "--" ends them.
+std::variant<Args, UsageError> ParseArgs(int argc, const char* const* argv) {
+  Args a;
+  bool options_done = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (!options_done && arg == "--") {
+      options_done = true;
+      continue;
+    }
+    if (!options_done && (arg == "-h")) arg = "--help";
+    if (!options_done && arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
+      std::string name = arg.substr(2);
+      std::optional<std::string> value;
+      if (size_t eq = name.find('='); eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name.resize(eq);
+      }
+      if (kFlagOptions.count(name)) {
+        if (value) return UsageError{"--" + name + " takes no value"};
+        a.flags.insert(name);
+      } else if (kValueOptions.count(name)) {
+        if (!value) {
+          if (i + 1 >= argc) return UsageError{"--" + name + " needs a value"};
+          value = argv[++i];
+        }
+        if (a.options.count(name)) return UsageError{"--" + name + " given twice"};
+        a.options[name] = *value;
+      } else {
+        return UsageError{"unknown option " + arg};
+      }
+      continue;
+    }
+    if (a.command.empty()) {
+      a.command = arg;
+    } else {
+      a.positional.push_back(arg);
+    }
+  }
+  return a;
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Makes untrusted text safe for a terminal: control characters (C0, DEL and
+// the UTF-8 encodings of C1) are escaped, so a message can neither inject
+// escape sequences nor fake further output lines.
+std::string ForTerminal(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  char buf[8];
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c == 0x7f) {
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
+               static_cast<unsigned char>(s[i + 1]) <= 0x9f) {
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned char>(s[i + 1]));
+      out += buf;
+      ++i;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+std::string FormatTime(int64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm {};
+  if (gmtime_r(&t, &tm) == nullptr) return std::to_string(ms);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
+  return buf;
+}
+
+class Cli {
+ public:
+  Cli(std::ostream& out, std::ostream& err) : out_(out), err_(err) {}
+
+  int Run(int argc, const char* const* argv) {
+    auto parsed = ParseArgs(argc, argv);
+    if (auto* u = std::get_if<UsageError>(&parsed)) return Usage(u->message);
+    args_ = std::move(std::get<Args>(parsed));
+    if (args_.flags.count("help")) {
+      out_ << kUsage;
+      return kExitOk;
+    }
+    if (args_.command.empty()) return Usage("no command given");
+    auto profile = args_.Get("profile");
+    if (!profile || profile->empty()) return Usage("--profile DIR is required");
+    dir_ = *profile;
+
+    if (args_.command == "register") return Register();
+    if (args_.command == "send") return Send();
+    if (args_.command == "recv") return Receive(/*listen=*/false);
+    if (args_.command == "listen") return Receive(/*listen=*/true);
+    if (args_.command == "whoami") return WhoAmI();
+    return Usage("unknown command \"" + args_.command + "\"");
+  }
+
+ private:
+  int Usage(const std::string& message) {
+    err_ << "holdfast-client: " << message << "\n\n" << kUsage;
+    return kExitUsage;
+  }
+
+  int Fail(const Status& s) {
+    err_ << "holdfast-client: " << ForTerminal(s.message()) << "\n";
+    return kExitFailed;
+  }
+
+  // Rejects options that do not belong to the current command.
+  std::optional<int> OnlyOptions(std::set<std::string> allowed) {
+    allowed.insert("profile");
+    for (const auto& [name, value] : args_.options) {
+      if (!allowed.count(name)) return Usage("--" + name + " is not an option of " + args_.command);
+    }
+    for (const auto& name : args_.flags) {
+      if (!allowed.count(name)) return Usage("--" + name + " is not an option of " + args_.command);
+    }
+    return std::nullopt;
+  }
+
+  Result<Device> LoadDevice() {
+    HF_ASSIGN_OR_RETURN(Profile p, LoadProfile(dir_));
+    HF_ASSIGN_OR_RETURN(Device d, Device::FromProfile(std::move(p)));
+    if (!d.registered()) {
+      return Status::FailedPrecondition("profile in " + dir_.string() +
+                                        " is not registered; run register");
+    }
+    return d;
+  }
+
+  Result<Session> Login(const Device& device, wire::Authenticated* authenticated) {
+    HF_ASSIGN_OR_RETURN(
+        Connection c, Connection::Connect(device.profile().server_url,
+                                          dir_ / device.profile().ca_file, kConnectTimeout));
+    Session session(std::move(c));
+    auto auth = session.Login(device);
+    if (!auth.ok()) return auth.status().WithContext("login");
+    if (authenticated) *authenticated = std::move(*auth);
+    return session;
+  }
+
+  int Register() {
+    if (auto u = OnlyOptions({"server", "ca", "user", "code"})) return *u;
+    auto server = args_.Get("server");
+    auto ca = args_.Get("ca");
+    auto user = args_.Get("user");
+    auto code = args_.Get("code");
+    if (!server || !ca || !user || !code) {
+      return Usage("register needs --server, --ca, --user and --code");
+    }
+    if (!args_.positional.empty()) return Usage("register takes no arguments");
+    if (user->empty()) return Usage("--user must not be empty");
+    if (auto url = ParseServerUrl(*server); !url.ok()) return Usage(url.status().message());
+
+    if (ProfileExists(dir_)) {
+      auto existing = LoadProfile(dir_);
+      if (!existing.ok()) return Fail(existing.status());
+      if (!existing->device_id.empty()) {
+        return Fail(Status::AlreadyExists("profile in " + dir_.string() +
+                                          " is already registered as " + existing->user));
+      }
+    }
+    auto device = Device::Generate(*user, NowMs());
+    if (!device.ok()) return Fail(device.status());
+    // The unregistered profile is written first so that a directory problem
+    // shows before the gateway has enrolled keys we could not keep.
+    if (Status s = InstallCaFile(dir_, *ca); !s.ok()) return Fail(s);
+    if (Status s = SaveProfile(dir_, device->profile()); !s.ok()) return Fail(s);
+
+    auto connection = Connection::Connect(*server, *ca, kConnectTimeout);
+    if (!connection.ok()) return Fail(connection.status());
+    Session session(std::move(*connection));
+    auto registered = session.Register(device->MakeRegisterRequest(*code));
+    if (!registered.ok()) return Fail(registered.status().WithContext("register"));
+    if (Status s = device->AcceptRegistration(*registered, *server, kProfileCaFileName); !s.ok()) {
+      return Fail(s);
+    }
+    if (Status s = SaveProfile(dir_, device->profile()); !s.ok()) return Fail(s);
+    (void)session.Close();
+    out_ << ToHex(device->device_id()) << "\n";
+    return kExitOk;
+  }
+
+  int Send() {
+    if (auto u = OnlyOptions({"to"})) return *u;
+    auto to = args_.Get("to");
+    if (!to) return Usage("send needs --to USER[,USER...]");
+    std::vector<std::string> members;
+    std::stringstream list(*to);
+    for (std::string m; std::getline(list, m, ',');) {
+      if (!m.empty()) members.push_back(m);
+    }
+    if (members.empty()) return Usage("--to names no user");
+    if (args_.positional.empty()) return Usage("send needs the message TEXT");
+    std::string text;
+    for (size_t i = 0; i < args_.positional.size(); ++i) {
+      if (i) text += ' ';
+      text += args_.positional[i];
+    }
+
+    auto device = LoadDevice();
+    if (!device.ok()) return Fail(device.status());
+    auto session = Login(*device, nullptr);
+    if (!session.ok()) return Fail(session.status());
+    auto conversation = session->OpenConversation(members);
+    if (!conversation.ok()) return Fail(conversation.status().WithContext("open conversation"));
+    if (Status s = CheckMembers(*conversation, members, device->profile().user); !s.ok()) {
+      return Fail(s);
+    }
+    if (Status s = ShowNotice(*device, conversation->conversation_id(),
+                              conversation->archive_notice());
+        !s.ok()) {
+      return Fail(s);
+    }
+    auto envelope = device->PrepareMessage(*conversation, text, NowMs());
+    if (!envelope.ok()) return Fail(envelope.status());
+    auto parsed = protocol::ParseEnvelope(*envelope);
+    if (!parsed.ok()) return Fail(parsed.status());
+    auto ack = session->Submit(*envelope);
+    if (!ack.ok()) return Fail(ack.status());
+    if (ack->message_id() != parsed->header.message_id()) {
+      return Fail(Status::InvalidArgument("gateway acknowledged a different message id"));
+    }
+    (void)session->Close();
+    out_ << "sent " << ToHex(AsBytes(ack->message_id())) << " to "
+         << ForTerminal(conversation->conversation_id()) << "\n";
+    return kExitOk;
+  }
+
+  // The gateway must open exactly the conversation that was asked for: the
+  // message is sealed to every member it lists.
+  static Status CheckMembers(const wire::ConversationInfo& conversation,
+                             const std::vector<std::string>& requested, const std::string& me) {
+    std::set<std::string> want(requested.begin(), requested.end());
+    std::set<std::string> got(conversation.members().begin(), conversation.members().end());
+    want.erase(me);
+    got.erase(me);
+    if (want != got) {
+      std::string listed;
+      for (const auto& m : got) listed += (listed.empty() ? "" : ",") + m;
+      return Status::PermissionDenied("gateway opened a conversation with members [" + listed +
+                                      "], not the ones requested");
+    }
+    return Status::Ok();
+  }
+
+  // Prints the archive notice the first time a conversation is seen.
+  Status ShowNotice(Device& device, const std::string& conversation_id,
+                    const std::string& notice) {
+    if (notice.empty() || device.NoticeShown(conversation_id)) return Status::Ok();
+    out_ << "notice (" << ForTerminal(conversation_id) << "): " << ForTerminal(notice) << "\n";
+    device.MarkNoticeShown(conversation_id);
+    return SaveProfile(dir_, device.profile());
+  }
+
+  void Report(const wire::Deliver& d, const Result<ReceivedMessage>& r, bool json) {
+    ReceivedMessage shown;
+    std::string reason;
+    if (r.ok()) {
+      shown = *r;
+    } else {
+      reason = r.status().message();
+      if (auto h = UnverifiedHeader(d)) {
+        shown.message_id.assign(h->message_id().begin(), h->message_id().end());
+        shown.conversation_id = h->conversation_id();
+        shown.sender_user = h->sender_user();
+        shown.sender_device.assign(h->sender_device().begin(), h->sender_device().end());
+        shown.sent_at_ms = h->sent_at_ms();
+      }
+    }
+    if (json) {
+      Poco::JSON::Object o(Poco::JSON_PRESERVE_KEY_ORDER);
+      o.set("message_id", ToHex(shown.message_id));
+      o.set("conversation_id", shown.conversation_id);
+      o.set("sender_user", shown.sender_user);
+      o.set("sender_device", ToHex(shown.sender_device));
+      o.set("sent_at_ms", static_cast<Poco::Int64>(shown.sent_at_ms));
+      o.set("text", shown.text);
+      o.set("status", r.ok() ? "ok" : "rejected");
+      o.set("reason", reason);
+      o.stringify(out_);
+      out_ << "\n";
+      return;
+    }
+    out_ << "[" << FormatTime(shown.sent_at_ms) << "] " << ForTerminal(shown.conversation_id)
+         << " " << ForTerminal(shown.sender_user) << ": ";
+    if (r.ok()) {
+      out_ << ForTerminal(shown.text) << "\n";
+    } else {
+      out_ << "REJECTED message " << ToHex(shown.message_id) << " (" << ForTerminal(reason)
+           << ")\n";
+    }
+  }
+
+  int Receive(bool listen) {
+    if (auto u = listen ? OnlyOptions({"json"}) : OnlyOptions({"json", "wait"})) return *u;
+    if (!args_.positional.empty()) return Usage(args_.command + " takes no arguments");
+    const bool json = args_.flags.count("json") != 0;
+    milliseconds idle = std::chrono::seconds(1);
+    if (auto w = args_.Get("wait")) {
+      char* end = nullptr;
+      double seconds = std::strtod(w->c_str(), &end);
+      if (w->empty() || *end != '\0' || !std::isfinite(seconds) || seconds < 0 ||
+          seconds > 86400) {
+        return Usage("--wait takes a number of seconds between 0 and 86400");
+      }
+      idle = milliseconds(static_cast<int64_t>(seconds * 1000));
+    }
+    std::optional<StopSignals> signals;
+    if (listen) signals.emplace();
+
+    auto device = LoadDevice();
+    if (!device.ok()) return Fail(device.status());
+    wire::Authenticated auth;
+    auto session = Login(*device, &auth);
+    if (!session.ok()) return Fail(session.status());
+
+    uint64_t processed = 0;
+    std::vector<uint64_t> batch;
+    bool dirty = false;
+    // Output and the seen-set are durable before the gateway may drop a delivery.
+    auto flush = [&]() -> Status {
+      if (batch.empty()) return Status::Ok();
+      out_.flush();
+      if (dirty) HF_RETURN_IF_ERROR(SaveProfile(dir_, device->profile()));
+      dirty = false;
+      Status s = session->Ack(batch);
+      batch.clear();
+      return s;
+    };
+
+    for (;;) {
+      if (listen && g_stop) break;
+      auto next = session->NextDelivery(milliseconds(0));
+      if (next.ok() && !*next) {
+        if (Status s = flush(); !s.ok()) return Fail(s);
+        milliseconds wait = listen                ? kListenPoll
+                            : processed < auth.pending() ? kPendingTimeout
+                                                         : idle;
+        next = session->NextDelivery(wait);
+        if (next.ok() && !*next) {
+          if (listen) continue;
+          if (processed < auth.pending()) {
+            return Fail(Status::Unavailable(
+                "gateway announced " + std::to_string(auth.pending()) +
+                " pending deliveries but sent " + std::to_string(processed)));
+          }
+          break;
+        }
+      }
+      if (!next.ok()) {
+        if (listen && g_stop) break;
+        return Fail(next.status());
+      }
+      const wire::Deliver& d = **next;
+      ++processed;
+      batch.push_back(d.delivery_id());
+      auto opened = device->OpenDelivery(d);
+      if (opened.ok() && !device->MarkSeen(opened->message_id)) continue;
+      if (opened.ok()) {
+        dirty = true;
+        if (!json && !d.archive_notice().empty() &&
+            device->MarkNoticeShown(opened->conversation_id)) {
+          out_ << "notice (" << ForTerminal(opened->conversation_id)
+               << "): " << ForTerminal(d.archive_notice()) << "\n";
+        }
+      }
+      Report(d, opened, json);
+      if (batch.size() >= kAckBatch) {
+        if (Status s = flush(); !s.ok()) return Fail(s);
+      }
+    }
+    if (Status s = flush(); !s.ok()) return Fail(s);
+    (void)session->Close();
+    return kExitOk;
+  }
+
+  int WhoAmI() {
+    if (auto u = OnlyOptions({})) return *u;
+    if (!args_.positional.empty()) return Usage("whoami takes no arguments");
+    auto profile = LoadProfile(dir_);
+    if (!profile.ok()) return Fail(profile.status());
+    out_ << "user: " << ForTerminal(profile->user) << "\n"
+         << "device: " << (profile->device_id.empty() ? "(unregistered)" : ToHex(profile->device_id))
+         << "\n"
+         << "server: " << ForTerminal(profile->server_url) << "\n"
+         << "org: " << ForTerminal(profile->org) << "\n";
+    return kExitOk;
+  }
+
+  std::ostream& out_;
+  std::ostream& err_;
+  Args args_;
+  fs::path dir_;
+};
+
+}  // namespace
+
+int RunClientCli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  return Cli(out, err).Run(argc, argv);
+}
+
+}  // namespace holdfast::client

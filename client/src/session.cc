@@ -1,0 +1,126 @@
+#include "holdfast/client/session.h"
+
+namespace holdfast::client {
+
+Status ServerError(const wire::Error& error) {
+  return Status::FailedPrecondition("server refused (" +
+                                    (error.code().empty() ? std::string("unknown") : error.code()) +
+                                    "): " + error.message());
+}
+
+Status Session::Stash(wire::ServerFrame frame) {
+  if (frame.request_id() == 0 && frame.kind_case() == wire::ServerFrame::kDeliver) {
+    pushed_.push_back(std::move(*frame.mutable_deliver()));
+    return Status::Ok();
+  }
+  if (frame.request_id() == 0 && frame.kind_case() == wire::ServerFrame::kError) {
+    return ServerError(frame.error());
+  }
+  if (acks_.count(frame.request_id()) != 0) {
+    acks_.erase(frame.request_id());
+    if (frame.kind_case() == wire::ServerFrame::kError) return ServerError(frame.error());
+    return Status::Ok();
+  }
+  return Status::InvalidArgument("gateway sent an unexpected frame (request id " +
+                                 std::to_string(frame.request_id()) + ")");
+}
+
+Result<wire::ServerFrame> Session::Call(wire::ClientFrame frame) {
+  const uint64_t id = next_request_id_++;
+  frame.set_request_id(id);
+  HF_RETURN_IF_ERROR(connection_.Send(frame, timeout_));
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() < 0) left = std::chrono::milliseconds(0);
+    HF_ASSIGN_OR_RETURN(auto answer, connection_.Receive(left));
+    if (!answer) return Status::Unavailable("no answer from the gateway in time");
+    if (answer->request_id() == id) {
+      if (answer->kind_case() == wire::ServerFrame::kError) return ServerError(answer->error());
+      return std::move(*answer);
+    }
+    HF_RETURN_IF_ERROR(Stash(std::move(*answer)));
+  }
+}
+
+Result<wire::RegisterResponse> Session::Register(const wire::RegisterRequest& request) {
+  wire::ClientFrame f;
+  *f.mutable_register_() = request;
+  HF_ASSIGN_OR_RETURN(auto answer, Call(std::move(f)));
+  if (answer.kind_case() != wire::ServerFrame::kRegistered) {
+    return Status::InvalidArgument("gateway answered registration with an unexpected frame");
+  }
+  return std::move(*answer.mutable_registered());
+}
+
+Result<wire::Authenticated> Session::Login(const Device& device) {
+  wire::ClientFrame hello;
+  *hello.mutable_hello() = device.MakeHello();
+  HF_ASSIGN_OR_RETURN(auto challenge, Call(std::move(hello)));
+  if (challenge.kind_case() != wire::ServerFrame::kChallenge) {
+    return Status::InvalidArgument("gateway answered hello with an unexpected frame");
+  }
+  HF_ASSIGN_OR_RETURN(auto auth, device.AnswerChallenge(challenge.challenge()));
+  wire::ClientFrame f;
+  *f.mutable_authenticate() = std::move(auth);
+  HF_ASSIGN_OR_RETURN(auto answer, Call(std::move(f)));
+  if (answer.kind_case() != wire::ServerFrame::kAuthenticated) {
+    return Status::InvalidArgument("gateway answered authentication with an unexpected frame");
+  }
+  if (answer.authenticated().user() != device.profile().user) {
+    return Status::PermissionDenied("gateway authenticated this device as " +
+                                    answer.authenticated().user() + ", not " +
+                                    device.profile().user);
+  }
+  return std::move(*answer.mutable_authenticated());
+}
+
+Result<wire::ConversationInfo> Session::OpenConversation(const std::vector<std::string>& members) {
+  wire::ClientFrame f;
+  for (const auto& m : members) f.mutable_open_conversation()->add_members(m);
+  if (members.empty()) f.mutable_open_conversation();
+  HF_ASSIGN_OR_RETURN(auto answer, Call(std::move(f)));
+  if (answer.kind_case() != wire::ServerFrame::kConversation) {
+    return Status::InvalidArgument("gateway answered open-conversation with an unexpected frame");
+  }
+  return std::move(*answer.mutable_conversation());
+}
+
+Result<wire::SubmitAck> Session::Submit(const wire::Envelope& envelope) {
+  wire::ClientFrame f;
+  *f.mutable_submit()->mutable_envelope() = envelope;
+  HF_ASSIGN_OR_RETURN(auto answer, Call(std::move(f)));
+  if (answer.kind_case() != wire::ServerFrame::kSubmitAck) {
+    return Status::InvalidArgument("gateway answered submit with an unexpected frame");
+  }
+  return std::move(*answer.mutable_submit_ack());
+}
+
+Result<std::optional<wire::Deliver>> Session::NextDelivery(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (pushed_.empty()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() < 0) left = std::chrono::milliseconds(0);
+    HF_ASSIGN_OR_RETURN(auto frame, connection_.Receive(left));
+    if (!frame) return std::optional<wire::Deliver>();
+    HF_RETURN_IF_ERROR(Stash(std::move(*frame)));
+  }
+  wire::Deliver d = std::move(pushed_.front());
+  pushed_.pop_front();
+  return std::optional<wire::Deliver>(std::move(d));
+}
+
+Status Session::Ack(const std::vector<uint64_t>& delivery_ids) {
+  if (delivery_ids.empty()) return Status::Ok();
+  wire::ClientFrame f;
+  f.set_request_id(next_request_id_++);
+  acks_.insert(f.request_id());
+  // Answers to acks are optional; forget the oldest ids rather than grow forever.
+  while (acks_.size() > 1024) acks_.erase(acks_.begin());
+  for (uint64_t id : delivery_ids) f.mutable_delivery_ack()->add_delivery_ids(id);
+  return connection_.Send(f, timeout_);
+}
+
+}  // namespace holdfast::client

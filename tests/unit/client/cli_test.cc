@@ -1,0 +1,410 @@
+#include "holdfast/client/cli.h"
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <gtest/gtest.h>
+
+#include "holdfast/client/device.h"
+#include "holdfast/client/profile.h"
+#include "holdfast/protocol/hpke.h"
+#include "test_org.h"
+#include "test_server.h"
+
+namespace holdfast::client {
+namespace {
+
+using testing::TempDir;
+
+struct CliRun {
+  int code;
+  std::string out, err;
+};
+
+CliRun Cli(std::vector<std::string> args) {
+  args.insert(args.begin(), "holdfast-client");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  std::ostringstream out, err;
+  int code = RunClientCli(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {code, out.str(), err.str()};
+}
+
+TEST(CliTest, UsageErrors) {
+  TempDir tmp;
+  const std::string p = tmp.path().string();
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {},
+           {"whoami"},
+           {"--profile", p},
+           {"--profile", p, "frobnicate"},
+           {"--profile", p, "whoami", "--bogus"},
+           {"--profile", p, "whoami", "--to", "bob"},
+           {"--profile", p, "send", "hello"},
+           {"--profile", p, "send", "--to", "bob"},
+           {"--profile", p, "send", "--to", ",", "hi"},
+           {"--profile", p, "recv", "--wait", "soon"},
+           {"--profile", p, "recv", "--wait", "-1"},
+           {"--profile", p, "listen", "--wait", "1"},
+           {"--profile", p, "register", "--server", "wss://h/v1"},
+           {"--profile", p, "register", "--server", "http://h/v1", "--ca", "c", "--user", "u",
+            "--code", "x"},
+           {"--profile"},
+       }) {
+    CliRun r = Cli(args);
+    EXPECT_EQ(r.code, kExitUsage) << ::testing::PrintToString(args);
+    EXPECT_NE(r.err.find("usage: holdfast-client"), std::string::npos);
+  }
+  CliRun help = Cli({"--help"});
+  EXPECT_EQ(help.code, kExitOk);
+  EXPECT_NE(help.out.find("register --server"), std::string::npos);
+}
+
+TEST(CliTest, FailuresExitTwoWithOneLine) {
+  TempDir tmp;
+  CliRun r = Cli({"--profile", (tmp.path() / "none").string(), "whoami"});
+  EXPECT_EQ(r.code, kExitFailed);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+
+  r = Cli({"--profile", (tmp.path() / "none").string(), "recv"});
+  EXPECT_EQ(r.code, kExitFailed);
+}
+
+TEST(CliTest, RegisterThenWhoAmI) {
+  TempDir tmp;
+  testing::OrgRoot root;
+  auto cert = testing::MakeSelfSignedCert("IP:127.0.0.1,DNS:localhost");
+  const auto ca = tmp.path() / "gateway.pem";
+  std::ofstream(ca) << cert.cert_pem;
+  const std::string dir = (tmp.path() / "alice").string();
+  std::string device_id;
+  {
+    testing::TestServer server(cert, testing::EchoHandler(root.public_key()));
+    CliRun r = Cli({"--profile", dir, "register", "--server", server.url(), "--ca", ca.string(),
+                 "--user", "alice", "--code", "ENROL-1"});
+    ASSERT_EQ(r.code, kExitOk) << r.err;
+    device_id = r.out;
+    ASSERT_EQ(device_id.size(), 33u) << device_id;
+    device_id.pop_back();
+
+    auto p = LoadProfile(dir);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    EXPECT_EQ(ToHex(p->device_id), device_id);
+    EXPECT_EQ(p->org_root_key, root.public_key());
+    EXPECT_EQ(p->org, "acme");
+    EXPECT_EQ(p->server_url, server.url());
+    EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(dir) / kProfileCaFileName));
+
+    CliRun who = Cli({"--profile", dir, "whoami"});
+    EXPECT_EQ(who.code, kExitOk);
+    EXPECT_NE(who.out.find("user: alice"), std::string::npos);
+    EXPECT_NE(who.out.find("device: " + device_id), std::string::npos);
+    EXPECT_NE(who.out.find("server: " + server.url()), std::string::npos);
+  }
+  // A registered profile is never overwritten.
+  CliRun again = Cli({"--profile", dir, "register", "--server", "wss://127.0.0.1:1/v1", "--ca",
+                   ca.string(), "--user", "alice", "--code", "ENROL-2"});
+  EXPECT_EQ(again.code, kExitFailed);
+  EXPECT_NE(again.err.find("already registered"), std::string::npos) << again.err;
+}
+
+}  // namespace
+}  // namespace holdfast::client
+
+namespace holdfast::client {
+namespace {
+
+int64_t Now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A scripted gateway: login for `user`, one conversation, submit, and the
+// given pushes after authentication.
+struct FakeGateway {
+  std::string user;
+  wire::ConversationInfo conversation;
+  std::vector<wire::Deliver> pushes;
+
+  std::vector<wire::ServerFrame> operator()(const wire::ClientFrame& in) const {
+    std::vector<wire::ServerFrame> out;
+    wire::ServerFrame answer;
+    answer.set_request_id(in.request_id());
+    switch (in.kind_case()) {
+      case wire::ClientFrame::kHello:
+        answer.mutable_challenge()->set_nonce(std::string(32, 'n'));
+        break;
+      case wire::ClientFrame::kAuthenticate:
+        answer.mutable_authenticated()->set_user(user);
+        answer.mutable_authenticated()->set_pending(pushes.size());
+        out.push_back(answer);
+        for (const auto& d : pushes) {
+          wire::ServerFrame push;
+          *push.mutable_deliver() = d;
+          out.push_back(push);
+        }
+        return out;
+      case wire::ClientFrame::kOpenConversation:
+        *answer.mutable_conversation() = conversation;
+        break;
+      case wire::ClientFrame::kSubmit: {
+        auto parsed = protocol::ParseEnvelope(in.submit().envelope());
+        if (!parsed.ok()) {
+          answer.mutable_error()->set_code("bad_envelope");
+        } else {
+          answer.mutable_submit_ack()->set_message_id(parsed->header.message_id());
+          answer.mutable_submit_ack()->set_stored_at_ms(Now());
+        }
+        break;
+      }
+      default:
+        return out;
+    }
+    out.push_back(answer);
+    return out;
+  }
+};
+
+class CliFlowTest : public ::testing::Test {
+ protected:
+  CliFlowTest() : cert_(testing::MakeSelfSignedCert("IP:127.0.0.1,DNS:localhost")) {
+    ca_ = tmp_.path() / "gateway.pem";
+    std::ofstream(ca_) << cert_.cert_pem;
+    auto archive = protocol::hpke::GenerateKeyPair(protocol::hpke::KemId::kP256HkdfSha256);
+    EXPECT_TRUE(archive.ok());
+    wire::EpochCertificateBody body;
+    body.set_version(1);
+    body.set_epoch_id(3);
+    body.set_public_key(AsString(archive->public_key));
+    body.set_not_before_ms(Now() - 86'400'000);
+    body.set_not_after_ms(Now() + 86'400'000);
+    body.set_org("acme");
+    epoch_ = root_.Certify(body);
+  }
+
+  // A registered profile on disk for `user`, pointing at `url`.
+  Device MakeProfile(const std::string& user, const std::string& url) {
+    auto d = Device::Generate(user, Now());
+    EXPECT_TRUE(d.ok());
+    wire::RegisterResponse r;
+    r.set_device_id(AsString(protocol::DeviceIdFor(d->identity_public())));
+    r.set_org_root_key(AsString(root_.public_key()));
+    r.set_org("acme");
+    EXPECT_TRUE(d->AcceptRegistration(r, url, kProfileCaFileName).ok());
+    EXPECT_TRUE(SaveProfile(Dir(user), d->profile()).ok());
+    EXPECT_TRUE(InstallCaFile(Dir(user), ca_).ok());
+    return std::move(d).value();
+  }
+
+  std::filesystem::path Dir(const std::string& user) const { return tmp_.path() / user; }
+
+  TempDir tmp_;
+  testing::OrgRoot root_;
+  testing::TestCert cert_;
+  std::filesystem::path ca_;
+  wire::EpochCertificate epoch_;
+};
+
+TEST_F(CliFlowTest, SendThenReceive) {
+  auto gateway = std::make_shared<FakeGateway>();
+  // The url is known only once the server listens; the handler reads the
+  // script through the shared pointer after the client connected.
+  auto handler = [gateway](const wire::ClientFrame& in) { return (*gateway)(in); };
+
+  wire::Envelope sent;
+  Device bob = [&] {
+    testing::TestServer server(cert_, handler);
+    Device alice = MakeProfile("alice", server.url());
+    Device bob = MakeProfile("bob", server.url());
+    gateway->user = "alice";
+    gateway->conversation.set_conversation_id("c1");
+    gateway->conversation.add_members("alice");
+    gateway->conversation.add_members("bob");
+    *gateway->conversation.add_devices() = alice.Info();
+    *gateway->conversation.add_devices() = bob.Info();
+    *gateway->conversation.mutable_epoch() = epoch_;
+    gateway->conversation.set_archive_notice("Archived by Acme.");
+
+    CliRun r = Cli({"--profile", Dir("alice").string(), "send", "--to", "bob", "hello", "bob"});
+    EXPECT_EQ(r.code, kExitOk) << r.err;
+    EXPECT_NE(r.out.find("notice (c1): Archived by Acme."), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(" to c1\n"), std::string::npos) << r.out;
+    auto frames = server.Join();
+    for (const auto& f : frames) {
+      if (f.kind_case() == wire::ClientFrame::kSubmit) sent = f.submit().envelope();
+      if (f.kind_case() == wire::ClientFrame::kOpenConversation) {
+        EXPECT_EQ(f.open_conversation().members_size(), 1);
+      }
+    }
+    auto p = LoadProfile(Dir("alice"));
+    EXPECT_TRUE(p.ok());
+    EXPECT_EQ(p->notices_shown, std::vector<std::string>{"c1"});
+    return bob;
+  }();
+  ASSERT_FALSE(sent.content().empty());
+
+  Device mallory = MakeProfile("mallory", "wss://127.0.0.1:1/v1");
+  auto alice_profile = LoadProfile(Dir("alice"));
+  ASSERT_TRUE(alice_profile.ok());
+  auto alice = Device::FromProfile(std::move(alice_profile).value());
+  ASSERT_TRUE(alice.ok());
+
+  auto receiver = std::make_shared<FakeGateway>();
+  receiver->user = "bob";
+  for (uint64_t id : {1, 2, 3}) {
+    wire::Deliver& d = receiver->pushes.emplace_back();
+    d.set_delivery_id(id);
+    *d.mutable_envelope() = sent;
+    *d.mutable_sender() = id == 3 ? mallory.Info() : alice->Info();
+    *d.mutable_epoch() = epoch_;
+    d.set_archive_notice("Archived by Acme.");
+  }
+  testing::TestServer server(cert_, [receiver](const wire::ClientFrame& in) {
+    return (*receiver)(in);
+  });
+  // Point Bob's profile at this server.
+  {
+    auto p = LoadProfile(Dir("bob"));
+    ASSERT_TRUE(p.ok());
+    p->server_url = server.url();
+    ASSERT_TRUE(SaveProfile(Dir("bob"), *p).ok());
+  }
+  CliRun r = Cli({"--profile", Dir("bob").string(), "recv", "--json", "--wait", "0.2"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+
+  std::vector<Poco::JSON::Object::Ptr> lines;
+  std::istringstream out(r.out);
+  for (std::string line; std::getline(out, line);) {
+    lines.push_back(Poco::JSON::Parser().parse(line).extract<Poco::JSON::Object::Ptr>());
+  }
+  // Delivery 2 repeats delivery 1 and is dropped; delivery 3 names a forged sender.
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  EXPECT_EQ(lines[0]->getValue<std::string>("status"), "ok");
+  EXPECT_EQ(lines[0]->getValue<std::string>("text"), "hello bob");
+  EXPECT_EQ(lines[0]->getValue<std::string>("sender_user"), "alice");
+  EXPECT_EQ(lines[0]->getValue<std::string>("sender_device"), ToHex(alice->device_id()));
+  EXPECT_EQ(lines[0]->getValue<std::string>("conversation_id"), "c1");
+  EXPECT_EQ(lines[0]->getValue<std::string>("reason"), "");
+  EXPECT_EQ(lines[1]->getValue<std::string>("status"), "rejected");
+  EXPECT_EQ(lines[1]->getValue<std::string>("text"), "");
+  EXPECT_NE(lines[1]->getValue<std::string>("reason"), "");
+
+  std::vector<uint64_t> acked;
+  for (const auto& f : server.Join()) {
+    if (f.kind_case() == wire::ClientFrame::kDeliveryAck) {
+      acked.insert(acked.end(), f.delivery_ack().delivery_ids().begin(),
+                   f.delivery_ack().delivery_ids().end());
+    }
+  }
+  EXPECT_EQ(acked, (std::vector<uint64_t>{1, 2, 3}));
+
+  auto p = LoadProfile(Dir("bob"));
+  ASSERT_TRUE(p.ok());
+  ASSERT_EQ(p->seen_message_ids.size(), 1u);
+  EXPECT_EQ(AsString(p->seen_message_ids[0]), UnverifiedHeader(receiver->pushes[0])->message_id());
+}
+
+TEST_F(CliFlowTest, RefusedSubmitExitsTwo) {
+  auto gateway = std::make_shared<FakeGateway>();
+  testing::TestServer server(cert_, [gateway](const wire::ClientFrame& in) {
+    if (in.kind_case() == wire::ClientFrame::kSubmit) {
+      wire::ServerFrame f;
+      f.set_request_id(in.request_id());
+      f.mutable_error()->set_code("epoch_not_current");
+      f.mutable_error()->set_message("epoch 3 is over");
+      return std::vector<wire::ServerFrame>{f};
+    }
+    return (*gateway)(in);
+  });
+  Device alice = MakeProfile("alice", server.url());
+  Device bob = MakeProfile("bob", server.url());
+  gateway->user = "alice";
+  gateway->conversation.set_conversation_id("c1");
+  gateway->conversation.add_members("bob");
+  *gateway->conversation.add_devices() = bob.Info();
+  *gateway->conversation.mutable_epoch() = epoch_;
+
+  CliRun r = Cli({"--profile", Dir("alice").string(), "send", "--to", "bob", "hi"});
+  EXPECT_EQ(r.code, kExitFailed);
+  EXPECT_NE(r.err.find("epoch_not_current"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.out.find("sent"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace holdfast::client
+
+namespace holdfast::client {
+namespace {
+
+TEST_F(CliFlowTest, ConversationWithExtraMemberRefused) {
+  auto gateway = std::make_shared<FakeGateway>();
+  testing::TestServer server(cert_, [gateway](const wire::ClientFrame& in) {
+    return (*gateway)(in);
+  });
+  Device alice = MakeProfile("alice", server.url());
+  Device bob = MakeProfile("bob", server.url());
+  Device eve = MakeProfile("eve", server.url());
+  gateway->user = "alice";
+  gateway->conversation.set_conversation_id("c1");
+  gateway->conversation.add_members("alice");
+  gateway->conversation.add_members("bob");
+  gateway->conversation.add_members("eve");
+  *gateway->conversation.add_devices() = bob.Info();
+  *gateway->conversation.add_devices() = eve.Info();
+  *gateway->conversation.mutable_epoch() = epoch_;
+
+  CliRun r = Cli({"--profile", Dir("alice").string(), "send", "--to", "bob", "hi"});
+  EXPECT_EQ(r.code, kExitFailed);
+  EXPECT_NE(r.err.find("not the ones requested"), std::string::npos) << r.err;
+  for (const auto& f : server.Join()) EXPECT_NE(f.kind_case(), wire::ClientFrame::kSubmit);
+}
+
+}  // namespace
+}  // namespace holdfast::client
+
+namespace holdfast::client {
+namespace {
+
+TEST_F(CliFlowTest, HumanOutputEscapesControlCharacters) {
+  auto gateway = std::make_shared<FakeGateway>();
+  testing::TestServer server(cert_, [gateway](const wire::ClientFrame& in) {
+    return (*gateway)(in);
+  });
+  Device alice = MakeProfile("alice", server.url());
+  Device bob = MakeProfile("bob", server.url());
+  wire::ConversationInfo c;
+  c.set_conversation_id("c1");
+  c.add_members("alice");
+  c.add_members("bob");
+  *c.add_devices() = bob.Info();
+  *c.mutable_epoch() = epoch_;
+  auto envelope = alice.PrepareMessage(c, "line1\n\x1b[31mbank: pay now", Now());
+  ASSERT_TRUE(envelope.ok()) << envelope.status().ToString();
+
+  gateway->user = "bob";
+  wire::Deliver& d = gateway->pushes.emplace_back();
+  d.set_delivery_id(7);
+  *d.mutable_envelope() = *envelope;
+  *d.mutable_sender() = alice.Info();
+  *d.mutable_epoch() = epoch_;
+  d.set_archive_notice("Archived by Acme.");
+
+  CliRun r = Cli({"--profile", Dir("bob").string(), "recv", "--wait", "0"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2) << r.out;
+  EXPECT_NE(r.out.find("notice (c1): Archived by Acme.\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("] c1 alice: line1\\n\\x1b[31mbank: pay now\n"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos);
+}
+
+}  // namespace
+}  // namespace holdfast::client
