@@ -68,8 +68,7 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
   Config c;
   try {
     const YAML::Node root = YAML::Load(yaml);
-    if (root.IsNull()) return c;
-    HF_RETURN_IF_ERROR(CheckKeys(root,
+    if (!root.IsNull()) HF_RETURN_IF_ERROR(CheckKeys(root,
                                  {"org", "state_dir", "database", "hsm", "gateway", "admin", "keys",
                                   "policy_file", "export_dir", "ports_file"},
                                  "", source));

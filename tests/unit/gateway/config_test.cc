@@ -1,0 +1,97 @@
+#include "holdfast/gateway/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace holdfast::gateway {
+namespace {
+
+TEST(ConfigTest, EmptyFileGivesDocumentedDefaults) {
+  auto c = Config::Parse("", "empty.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->gateway.listen.port, 8443);
+  EXPECT_EQ(c->admin.listen.port, 9443);
+  EXPECT_EQ(c->gateway.listen.host, "127.0.0.1");
+  EXPECT_EQ(c->hsm.pin_file, "/var/lib/holdfast/hsm/user.pin");
+  EXPECT_EQ(c->admin.tls_cert, c->gateway.tls_cert);
+  EXPECT_EQ(c->policy_file, "/var/lib/holdfast/policy.yaml");
+}
+
+TEST(ConfigTest, StateDirDrivesDerivedPaths) {
+  auto c = Config::Parse("state_dir: /srv/hf\n", "x.yaml");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->gateway.tls_key, "/srv/hf/tls/gateway.key");
+  EXPECT_EQ(c->export_dir, "/srv/hf/exports");
+}
+
+TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
+  std::ifstream in(std::string(HOLDFAST_SOURCE_DIR) + "/deploy/holdfast.yaml");
+  ASSERT_TRUE(in);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto reference = Config::Parse(ss.str(), "deploy/holdfast.yaml");
+  ASSERT_TRUE(reference.ok()) << reference.status().ToString();
+  auto defaults = Config::Parse("", "empty.yaml");
+  ASSERT_TRUE(defaults.ok());
+  // The reference documents the defaults; it must not drift from them.
+  EXPECT_EQ(reference->org, defaults->org);
+  EXPECT_EQ(reference->database.conninfo, defaults->database.conninfo);
+  EXPECT_EQ(reference->database.workers, defaults->database.workers);
+  EXPECT_EQ(reference->database.ingest_batch_max, defaults->database.ingest_batch_max);
+  EXPECT_EQ(reference->hsm.module, defaults->hsm.module);
+  EXPECT_EQ(reference->hsm.pin_file, defaults->hsm.pin_file);
+  EXPECT_EQ(reference->gateway.listen.port, defaults->gateway.listen.port);
+  EXPECT_EQ(reference->gateway.max_frame_bytes, defaults->gateway.max_frame_bytes);
+  EXPECT_EQ(reference->gateway.archive_notice, defaults->gateway.archive_notice);
+  EXPECT_EQ(reference->admin.listen.port, defaults->admin.listen.port);
+  EXPECT_EQ(reference->admin.tls_cert, defaults->admin.tls_cert);
+  EXPECT_EQ(reference->keys.epoch_days, defaults->keys.epoch_days);
+}
+
+TEST(ConfigTest, UnknownKeyIsRefusedWithLineAndColumn) {
+  auto c = Config::Parse("org: x\ngateway:\n  listn: 127.0.0.1:1\n", "typo.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("typo.yaml:3:3"), std::string::npos) << c.status().message();
+  EXPECT_NE(c.status().message().find("gateway.listn"), std::string::npos);
+}
+
+TEST(ConfigTest, MalformedYamlNamesThePosition) {
+  auto c = Config::Parse("org: [unclosed\n", "bad.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("bad.yaml:"), std::string::npos) << c.status().message();
+}
+
+TEST(ConfigTest, WrongTypeIsRefused) {
+  auto c = Config::Parse("database:\n  workers: many\n", "t.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
+}
+
+TEST(ConfigTest, BadValuesAreRefused) {
+  EXPECT_FALSE(Config::Parse("database:\n  workers: 0\n", "t.yaml").ok());
+  EXPECT_FALSE(Config::Parse("keys:\n  epoch_days: 0\n", "t.yaml").ok());
+  EXPECT_FALSE(Config::Parse("gateway:\n  listen: nohost\n", "t.yaml").ok());
+  EXPECT_FALSE(Config::Parse("gateway:\n  listen: 127.0.0.1:70000\n", "t.yaml").ok());
+  EXPECT_FALSE(Config::Parse("- a list\n", "t.yaml").ok());
+}
+
+TEST(ConfigTest, ParseEndpoint) {
+  auto ep = ParseEndpoint("[::1]:8443");
+  ASSERT_TRUE(ep.ok());
+  EXPECT_EQ(ep->host, "::1");
+  EXPECT_EQ(ep->port, 8443);
+  EXPECT_FALSE(ParseEndpoint(":80").ok());
+  EXPECT_FALSE(ParseEndpoint("host:8x").ok());
+}
+
+TEST(ConfigTest, LoadMissingFile) {
+  auto c = Config::Load("/nonexistent/holdfast.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Code::kNotFound);
+}
+
+}  // namespace
+}  // namespace holdfast::gateway
