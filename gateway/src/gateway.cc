@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -104,22 +105,20 @@ class GatewayImpl final : public Gateway {
   void Stop() override {
     if (stopped_) return;
     stopped_ = true;
-    if (io_thread_.joinable()) {
-      // Close the listener and every session on the I/O thread, drain the
-      // ingest queue so no accepted envelope is left unanswered, then stop.
-      std::promise<void> closed;
-      net::post(io_, [this, &closed] {
-        boost::system::error_code ec;
-        acceptor_.close(ec);
-        for (auto& [device, weak] : hub_.online) {
-          if (auto s = weak.lock()) s->Close();
-        }
-        closed.set_value();
-      });
-      closed.get_future().wait();
-    }
+    // Stop accepting, let the ingest queue drain so every envelope already
+    // accepted is committed and acknowledged (or refused), then close the
+    // sessions and stop.
+    RunOnIo([this] {
+      boost::system::error_code ec;
+      acceptor_.close(ec);
+    });
     ingester_.Stop();
     db_.Stop();
+    RunOnIo([this] {
+      for (auto& [device, weak] : hub_.online) {
+        if (auto s = weak.lock()) s->Close();
+      }
+    });
     io_.stop();
     if (io_thread_.joinable()) io_thread_.join();
     hub_.online.clear();
@@ -130,6 +129,18 @@ class GatewayImpl final : public Gateway {
   uint16_t admin_port() const override { return admin_ ? admin_->port() : 0; }
 
  private:
+  // Runs `fn` on the I/O thread and waits for it; runs it inline if the
+  // I/O thread was never started.
+  void RunOnIo(std::function<void()> fn) {
+    if (!io_thread_.joinable()) return fn();
+    std::promise<void> done;
+    net::post(io_, [&] {
+      fn();
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
   void Accept() {
     acceptor_.async_accept(io_, [this](boost::system::error_code ec, tcp::socket socket) {
       if (ec) {

@@ -17,6 +17,10 @@ Ingester::~Ingester() { Stop(); }
 void Ingester::Submit(archive::IngestItem item, Completion done) {
   {
     std::lock_guard lock(mu_);
+    if (stopping_) {
+      done(Status::Unavailable("gateway is shutting down; send again"));
+      return;
+    }
     queue_.push_back({std::move(item), std::move(done)});
     metrics_.ingest_queue_depth->Set(static_cast<double>(queue_.size()));
   }
