@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include "audit.h"
+#include "json.h"
 #include "pg.h"
 #include "random.h"
 #include "sha256.h"
@@ -177,6 +179,12 @@ Status Store::RegisterDevice(const std::string& user, const std::string& enrollm
                           " VALUES ($1, $2, $3, $4, coalesce(hf_ts($5), now()))",
                           p)
                          .status());
+  HF_RETURN_IF_ERROR(internal::AppendAudit(c, "user:" + user, "device.register",
+                                           internal::JsonObject()
+                                               .String("user", user)
+                                               .String("device_id", ToHex(device.device_id))
+                                               .String("identity_key", ToHex(device.identity_key))
+                                               .str()));
   return tx.Commit();
 }
 

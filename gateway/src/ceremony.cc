@@ -1,5 +1,6 @@
 #include "holdfast/gateway/ceremony.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "holdfast/archive/compliance.h"
@@ -57,6 +58,20 @@ Result<archive::EpochRecord> CreateEpoch(hsm::Token& token, archive::Connection&
           "\",\"public_key\":\"" + ToHex(pub) + "\",\"not_before_ms\":" +
           std::to_string(rec.not_before_ms) + ",\"not_after_ms\":" + std::to_string(rec.not_after_ms) + "}"));
   return rec;
+}
+
+Result<std::optional<archive::EpochRecord>> RotateIfDue(hsm::Token& token, archive::Connection& conn,
+                                                        const Config& config, const std::string& actor,
+                                                        int64_t now_ms) {
+  if (config.keys.rotate_ahead_days == 0) return std::optional<archive::EpochRecord>();
+  archive::Store store(conn);
+  HF_ASSIGN_OR_RETURN(auto epochs, store.ListEpochs());
+  if (epochs.empty()) return std::optional<archive::EpochRecord>();
+  const int64_t ends = epochs.back().not_after_ms;
+  const int64_t ahead_ms = int64_t{config.keys.rotate_ahead_days} * 24 * 3600 * 1000;
+  if (ends - now_ms > ahead_ms) return std::optional<archive::EpochRecord>();
+  HF_ASSIGN_OR_RETURN(auto next, CreateEpoch(token, conn, config, actor, std::max(ends, now_ms)));
+  return std::optional<archive::EpochRecord>(std::move(next));
 }
 
 Result<InitReport> InitializeKeys(hsm::Token& token, archive::Connection& conn, const Config& config,

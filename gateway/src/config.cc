@@ -109,9 +109,13 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
       Get(admin, "tls_key", c.admin.tls_key);
     }
     if (auto keys = root["keys"]) {
-      HF_RETURN_IF_ERROR(CheckKeys(keys, {"epoch_days"}, "keys", source));
+      HF_RETURN_IF_ERROR(CheckKeys(keys, {"epoch_days", "rotate_ahead_days"}, "keys", source));
       Get(keys, "epoch_days", c.keys.epoch_days);
+      Get(keys, "rotate_ahead_days", c.keys.rotate_ahead_days);
       if (c.keys.epoch_days == 0) return Status::InvalidArgument(Where(keys, source) + ": keys.epoch_days must be > 0");
+      if (c.keys.rotate_ahead_days >= c.keys.epoch_days) {
+        return Status::InvalidArgument(Where(keys, source) + ": keys.rotate_ahead_days must be less than epoch_days");
+      }
     }
   } catch (const YAML::Exception& e) {
     return Status::InvalidArgument(source + ":" + std::to_string(e.mark.line + 1) + ":" +

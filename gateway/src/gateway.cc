@@ -6,7 +6,11 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
+#include <optional>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -16,6 +20,8 @@
 #include "db_pool.h"
 #include "holdfast/archive/database.h"
 #include "holdfast/archive/store.h"
+#include "holdfast/gateway/ceremony.h"
+#include "holdfast/policy/policy.h"
 #include "hsm_access.h"
 #include "hub.h"
 #include "ingester.h"
@@ -43,7 +49,7 @@ Status WritePortsFile(const std::string& path, uint16_t client, uint16_t admin) 
 
 class GatewayImpl final : public Gateway {
  public:
-  GatewayImpl(Config config, Bytes org_root)
+  GatewayImpl(Config config, Bytes org_root, const std::string& policy_version)
       : config_(std::move(config)),
         tls_(ssl::context::tls_server),
         db_(config_.database.conninfo, config_.database.workers),
@@ -51,7 +57,9 @@ class GatewayImpl final : public Gateway {
         hsm_(config_),
         hub_{config_, io_, metrics_, db_, ingester_, std::move(org_root), {}},
         io_(1),
-        acceptor_(io_) {}
+        acceptor_(io_) {
+    metrics_.SetPolicyVersion(policy_version);
+  }
 
   ~GatewayImpl() override { Stop(); }
 
@@ -96,6 +104,7 @@ class GatewayImpl final : public Gateway {
       auto guard = net::make_work_guard(io_);
       io_.run();
     });
+    maintenance_ = std::thread([this] { Maintain(); });
     if (!config_.ports_file.empty()) {
       HF_RETURN_IF_ERROR(WritePortsFile(config_.ports_file, client_port_, admin_->port()));
     }
@@ -105,6 +114,12 @@ class GatewayImpl final : public Gateway {
   void Stop() override {
     if (stopped_) return;
     stopped_ = true;
+    {
+      std::lock_guard lock(maintenance_mu_);
+      maintenance_stop_ = true;
+    }
+    maintenance_cv_.notify_all();
+    if (maintenance_.joinable()) maintenance_.join();
     // Stop accepting, let the ingest queue drain so every envelope already
     // accepted is committed and acknowledged (or refused), then close the
     // sessions and stop.
@@ -129,6 +144,50 @@ class GatewayImpl final : public Gateway {
   uint16_t admin_port() const override { return admin_ ? admin_->port() : 0; }
 
  private:
+  // Every 30 s: check the HSM, publish how long the archive epoch has
+  // left, and certify the next epoch ahead of time. Its own connection
+  // and thread, so a slow HSM never stalls clients.
+  void Maintain() {
+    std::optional<archive::Connection> conn;
+    std::unique_lock lock(maintenance_mu_);
+    while (!maintenance_stop_) {
+      lock.unlock();
+      if (Status s = MaintainOnce(conn); !s.ok()) {
+        metrics_.maintenance_failures->Increment();
+        std::fprintf(stderr, "holdfast-gateway: maintenance: %s\n", s.ToString().c_str());
+      }
+      lock.lock();
+      maintenance_cv_.wait_for(lock, std::chrono::seconds(30), [this] { return maintenance_stop_; });
+    }
+  }
+
+  Status MaintainOnce(std::optional<archive::Connection>& conn) {
+    const Status hsm = hsm_.Check();
+    metrics_.hsm_up->Set(hsm.ok() ? 1 : 0);
+    HF_ASSIGN_OR_RETURN(archive::Connection * c, EnsureConnection(conn, config_.database.conninfo));
+    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count();
+    if (hsm.ok()) {
+      HF_RETURN_IF_ERROR(hsm_.Use([&](hsm::Token& token) -> Status {
+        auto rotated = RotateIfDue(token, *c, config_, "holdfast-gateway", now);
+        if (!rotated.ok()) return rotated.status().WithContext("epoch rotation");
+        if (rotated->has_value()) {
+          metrics_.epochs_rotated->Increment();
+          std::fprintf(stderr, "holdfast-gateway: certified archive epoch %u ahead of time\n",
+                       (*rotated)->epoch_id);
+        }
+        return Status::Ok();
+      }));
+    }
+    archive::Store store(*c);
+    HF_ASSIGN_OR_RETURN(auto epochs, store.ListEpochs());
+    if (!epochs.empty()) {
+      metrics_.epoch_remaining_seconds->Set(static_cast<double>(epochs.back().not_after_ms - now) / 1000.0);
+    }
+    if (!hsm.ok()) return hsm.WithContext("HSM");
+    return Status::Ok();
+  }
+
   // Runs `fn` on the I/O thread and waits for it; runs it inline if the
   // I/O thread was never started.
   void RunOnIo(std::function<void()> fn) {
@@ -166,6 +225,10 @@ class GatewayImpl final : public Gateway {
   tcp::acceptor acceptor_;
   std::unique_ptr<AdminPlane> admin_;
   std::thread io_thread_;
+  std::thread maintenance_;
+  std::mutex maintenance_mu_;
+  std::condition_variable maintenance_cv_;
+  bool maintenance_stop_ = false;
   uint16_t client_port_ = 0;
   bool stopped_ = false;
 };
@@ -184,7 +247,11 @@ Result<std::unique_ptr<Gateway>> Gateway::Create(const Config& config) {
     }
     return root.status();
   }
-  auto gw = std::make_unique<GatewayImpl>(config, std::move(root).value());
+  // The policy is checked at start so that a broken file fails fast here,
+  // not at the first disclosure.
+  auto policy = policy::Policy::Load(config.policy_file);
+  if (!policy.ok()) return policy.status().WithContext("policy file");
+  auto gw = std::make_unique<GatewayImpl>(config, std::move(root).value(), policy->version());
   HF_RETURN_IF_ERROR(gw->LoadTls());
   return std::unique_ptr<Gateway>(std::move(gw));
 }

@@ -2,6 +2,7 @@
 // ingests without the HSM; this reports whether it is reachable.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 
@@ -18,6 +19,9 @@ class HsmAccess {
   // Opens the token if needed and pings it; on failure drops the session so
   // the next call retries from scratch.
   Status Check();
+  // Runs `fn` with the token, opening it first if needed; holds the lock
+  // for the duration, so keep `fn` short.
+  Status Use(const std::function<Status(hsm::Token&)>& fn);
 
  private:
   const Config& config_;

@@ -57,6 +57,13 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                      .Help("1 if the last database check succeeded.").Register(r).Add({});
   hsm_up = &BuildGauge().Name("holdfast_hsm_up")
                 .Help("1 if the HSM session is open and logged in.").Register(r).Add({});
+  epoch_remaining_seconds = &BuildGauge().Name("holdfast_archive_epoch_remaining_seconds")
+                                 .Help("Seconds until the latest certified archive epoch ends.")
+                                 .Register(r).Add({});
+  epochs_rotated = &BuildCounter().Name("holdfast_archive_epochs_rotated_total")
+                        .Help("Archive epochs created ahead of time by this gateway.").Register(r).Add({});
+  maintenance_failures = &BuildCounter().Name("holdfast_maintenance_failures_total")
+                              .Help("Periodic checks (HSM, epoch rotation) that failed.").Register(r).Add({});
   rejects_ = &BuildCounter().Name("holdfast_client_rejects_total")
                   .Help("Client requests refused, by reason.").Register(r);
   // Pre-create the common reasons so dashboards see zeros.
@@ -66,6 +73,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                              "frame_too_large"}) {
     rejects_->Add({{"reason", reason}});
   }
+}
+
+void Metrics::SetPolicyVersion(const std::string& version) {
+  BuildGauge().Name("holdfast_policy_info")
+      .Help("The policy file in force, by version (SHA-256 of the file).")
+      .Register(*registry_)
+      .Add({{"version", version}})
+      .Set(1);
 }
 
 prometheus::Counter& Metrics::reject(const std::string& reason) {

@@ -40,6 +40,11 @@ class Metrics {
   prometheus::Gauge* ingest_queue_depth;
   prometheus::Gauge* database_up;
   prometheus::Gauge* hsm_up;
+  prometheus::Gauge* epoch_remaining_seconds;
+  prometheus::Counter* epochs_rotated;
+  prometheus::Counter* maintenance_failures;
+  // Sets holdfast_policy_info{version="sha256:..."} to 1.
+  void SetPolicyVersion(const std::string& version);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;

@@ -7,6 +7,7 @@
 // `officer add`. Whoever runs this tool on the host is trusted to say who
 // they are; the admin REST API and console authenticate officers instead.
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -135,6 +136,24 @@ std::vector<std::string> SplitList(const std::string& s) {
   return out;
 }
 
+// A JSON string literal for audit details.
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
 // Reports a failed status and returns the exit code for it.
 int Fail(const Status& s) {
   std::cerr << "holdfast-admin: " << s.ToString() << "\n";
@@ -225,8 +244,13 @@ int Run(const Args& a) {
   }
   if (cmd == "user" && (sub == "add" || sub == "enroll")) {
     const std::string name = arg(2);
-    if (sub == "add") CHECK_OK(store.CreateUser(name, a.Flag("display").value_or(name)));
+    const std::string actor = a.Flag("as").value_or("operator");
+    if (sub == "add") {
+      CHECK_OK(store.CreateUser(name, a.Flag("display").value_or(name)));
+      CHECK_OK(compliance.Audit(actor, "user.create", "{\"user\":" + JsonString(name) + "}"));
+    }
     ASSIGN_OR_FAIL(code, store.IssueEnrollmentCode(name, int64_t{7} * 24 * 3600 * 1000));
+    CHECK_OK(compliance.Audit(actor, "user.enrollment_code.issue", "{\"user\":" + JsonString(name) + "}"));
     std::cout << "enrollment code for " << name << ": " << code << "  (single use, valid 7 days)\n";
     return 0;
   }

@@ -136,7 +136,8 @@ class ChatAndDisclosureTest(unittest.TestCase):
         trail = d.admin("audit", "verify").stdout
         self.assertIn("intact", trail)
         actions = d.admin("audit", "list").stdout
-        for action in ("case", "hold", "disclosure", "approv", "export"):
+        for action in ("user.create", "device.register", "key.epoch.create", "case", "hold",
+                       "disclosure", "approv", "export"):
             self.assertIn(action, actions)
 
     def test_4_health_and_metrics(self):

@@ -138,6 +138,45 @@ TEST_F(CeremonyTest, RotateCreatesSuccessiveEpochsAndAuditsThem) {
   EXPECT_TRUE(compliance.VerifyAuditChain().ok());
 }
 
+TEST_F(CeremonyTest, RotatesAheadOfExpiryOnce) {
+  config_.keys.rotate_ahead_days = 7;
+  ASSERT_TRUE(InitializeKeys(*token_, *conn_, config_, "operator", kNow).ok());
+  auto early = RotateIfDue(*token_, *conn_, config_, "gateway", kNow + 22 * kDayMs);
+  ASSERT_TRUE(early.ok()) << early.status().ToString();
+  EXPECT_FALSE(early->has_value());
+
+  auto due = RotateIfDue(*token_, *conn_, config_, "gateway", kNow + 24 * kDayMs);
+  ASSERT_TRUE(due.ok()) << due.status().ToString();
+  ASSERT_TRUE(due->has_value());
+  EXPECT_EQ((*due)->epoch_id, 2u);
+  // The next epoch starts exactly where the current one ends.
+  EXPECT_EQ((*due)->not_before_ms, kNow + 30 * kDayMs);
+
+  auto again = RotateIfDue(*token_, *conn_, config_, "gateway", kNow + 24 * kDayMs);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->has_value());
+
+  archive::Store store(*conn_);
+  EXPECT_EQ(store.CurrentEpoch(kNow + 29 * kDayMs)->epoch_id, 1u);
+  EXPECT_EQ(store.CurrentEpoch(kNow + 31 * kDayMs)->epoch_id, 2u);
+}
+
+TEST_F(CeremonyTest, RotationAfterALapseStartsNow) {
+  ASSERT_TRUE(InitializeKeys(*token_, *conn_, config_, "operator", kNow).ok());
+  auto late = RotateIfDue(*token_, *conn_, config_, "gateway", kNow + 45 * kDayMs);
+  ASSERT_TRUE(late.ok());
+  ASSERT_TRUE(late->has_value());
+  EXPECT_EQ((*late)->not_before_ms, kNow + 45 * kDayMs);
+}
+
+TEST_F(CeremonyTest, RotationOffDoesNothing) {
+  config_.keys.rotate_ahead_days = 0;
+  ASSERT_TRUE(InitializeKeys(*token_, *conn_, config_, "operator", kNow).ok());
+  auto r = RotateIfDue(*token_, *conn_, config_, "gateway", kNow + 29 * kDayMs);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->has_value());
+}
+
 TEST_F(CeremonyTest, RefusesADatabaseThatRecordsAnotherRoot) {
   archive::Store store(*conn_);
   ASSERT_TRUE(store.PutSetting(std::string(archive::kOrgRootPublicKeySetting), Bytes(65, 0x04)).ok());

@@ -48,6 +48,7 @@ TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
   EXPECT_EQ(reference->admin.listen.port, defaults->admin.listen.port);
   EXPECT_EQ(reference->admin.tls_cert, defaults->admin.tls_cert);
   EXPECT_EQ(reference->keys.epoch_days, defaults->keys.epoch_days);
+  EXPECT_EQ(reference->keys.rotate_ahead_days, defaults->keys.rotate_ahead_days);
 }
 
 TEST(ConfigTest, UnknownKeyIsRefusedWithLineAndColumn) {
@@ -73,6 +74,7 @@ TEST(ConfigTest, WrongTypeIsRefused) {
 TEST(ConfigTest, BadValuesAreRefused) {
   EXPECT_FALSE(Config::Parse("database:\n  workers: 0\n", "t.yaml").ok());
   EXPECT_FALSE(Config::Parse("keys:\n  epoch_days: 0\n", "t.yaml").ok());
+  EXPECT_FALSE(Config::Parse("keys:\n  epoch_days: 7\n  rotate_ahead_days: 7\n", "t.yaml").ok());
   EXPECT_FALSE(Config::Parse("gateway:\n  listen: nohost\n", "t.yaml").ok());
   EXPECT_FALSE(Config::Parse("gateway:\n  listen: 127.0.0.1:70000\n", "t.yaml").ok());
   EXPECT_FALSE(Config::Parse("- a list\n", "t.yaml").ok());

@@ -86,7 +86,7 @@ class Store {
   // Issues a one-time enrollment code for the user (stored as SHA-256 only);
   // returns the code. Valid for `ttl_ms`.
   Result<std::string> IssueEnrollmentCode(const std::string& user, int64_t ttl_ms);
-  // Consumes the code and registers the device in one transaction.
+  // Consumes the code, registers the device and audits it in one transaction.
   // kPermissionDenied if the code is wrong, used or expired.
   Status RegisterDevice(const std::string& user, const std::string& enrollment_code,
                         const DeviceRecord& device);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "holdfast/archive/database.h"
@@ -36,5 +37,13 @@ Result<InitReport> InitializeKeys(hsm::Token& token, archive::Connection& conn, 
 Result<archive::EpochRecord> CreateEpoch(hsm::Token& token, archive::Connection& conn,
                                          const Config& config, const std::string& actor,
                                          int64_t not_before_ms);
+
+// Creates the next epoch, valid from the end of the latest one, when the
+// latest ends within config.keys.rotate_ahead_days of now_ms (from now_ms
+// if it has already ended). Returns the new epoch, or nullopt when none was
+// due. Does nothing while no epoch exists: that is `InitializeKeys`' job.
+Result<std::optional<archive::EpochRecord>> RotateIfDue(hsm::Token& token, archive::Connection& conn,
+                                                        const Config& config, const std::string& actor,
+                                                        int64_t now_ms);
 
 }  // namespace holdfast::gateway

@@ -51,6 +51,9 @@ struct Config {
 
   struct {
     uint32_t epoch_days = 31;   // validity of an archive epoch certificate
+    // The gateway creates and certifies the next epoch this many days before
+    // the current one ends (0 turns automatic rotation off).
+    uint32_t rotate_ahead_days = 7;
   } keys;
 
   std::string policy_file;      // default: <state_dir>/policy.yaml
