@@ -24,10 +24,15 @@ log() { printf '==> %s\n' "$*" >&2; }
 command -v "$cxx" >/dev/null || { echo "error: $cxx not found (apt-get install clang)" >&2; exit 1; }
 
 log "building fuzzers in $build"
-cmake -S "$here" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" >/dev/null
+mkdir -p "$build"
 build_args=()
 for t in "${targets[@]}"; do build_args+=(--target "$t"); done
-cmake --build "$build" -j"$jobs" "${build_args[@]}" >/dev/null
+if ! { cmake -S "$here" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" &&
+       cmake --build "$build" -j"$jobs" "${build_args[@]}"; } >"$build/build.log" 2>&1; then
+  tail -n 60 "$build/build.log" >&2
+  log "building the fuzzers failed; full log in $build/build.log"
+  exit 1
+fi
 
 run_dir=$build/run
 rm -rf "$run_dir"

@@ -9,7 +9,10 @@ decapsulation.
 import hashlib
 import json
 import os
+import select
+import signal
 import subprocess
+import time
 import unittest
 
 import holdfast_pb2 as wire
@@ -17,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from harness import Deployment
+from harness import CLIENT, Deployment
 
 MESSAGES = [
     "Quarterly numbers attached",
@@ -155,6 +158,34 @@ class ChatAndDisclosureTest(unittest.TestCase):
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         stored = [l for l in metrics.splitlines() if l.startswith("holdfast_messages_stored_total")]
         self.assertGreaterEqual(float(stored[0].split()[1]), len(MESSAGES) + 1)
+
+    def test_6_online_device_gets_messages_pushed(self):
+        # bob stays connected; alice's message is pushed to him right after
+        # it is stored, without bob asking for his queue.
+        listener = subprocess.Popen(
+            [CLIENT, "--profile", self.d.profile("bob"), "listen", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # Wait until the listener's session is authenticated.
+            deadline = time.time() + 15
+            while time.time() < deadline:
+                _, metrics = self.d.https_get("/metrics")
+                line = [l for l in metrics.splitlines()
+                        if l.startswith("holdfast_client_sessions_authenticated")][0]
+                if float(line.split()[1]) >= 1:
+                    break
+                time.sleep(0.1)
+            self.d.client("alice", "send", "--to", "bob", "live message")
+            ready, _, _ = select.select([listener.stdout], [], [], 15)
+            self.assertTrue(ready, "no message pushed within 15 s")
+            got = json.loads(listener.stdout.readline())
+            self.assertEqual(got["text"], "live message")
+            self.assertEqual(got["status"], "ok")
+        finally:
+            listener.send_signal(signal.SIGTERM)
+            listener.wait(timeout=10)
+        # Delivered and acknowledged while online: nothing is left queued.
+        self.assertEqual(self.d.recv("bob"), [])
 
     def test_5_refusals(self):
         # A user cannot enroll with a made-up code.
