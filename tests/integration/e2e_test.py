@@ -183,7 +183,7 @@ class ChatAndDisclosureTest(unittest.TestCase):
             self.assertEqual(got["status"], "ok")
         finally:
             listener.send_signal(signal.SIGTERM)
-            listener.wait(timeout=10)
+            listener.communicate(timeout=10)
         # Delivered and acknowledged while online: nothing is left queued.
         self.assertEqual(self.d.recv("bob"), [])
 
