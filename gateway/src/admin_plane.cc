@@ -10,6 +10,7 @@
 #include <Poco/Net/SSLManager.h>
 #include <Poco/Net/SecureServerSocket.h>
 
+#include <chrono>
 #include <mutex>
 
 #include "holdfast/archive/database.h"
@@ -49,17 +50,38 @@ class MetricsHandler final : public HTTPRequestHandler {
   Metrics& metrics_;
 };
 
-// Ready means: PostgreSQL answers and the HSM session is logged in. The
-// body says which dependency is down so an operator need not guess.
+// Whether PostgreSQL answers, from a connection opened per check; the
+// answer is reused for two seconds so that /readyz cannot hammer the server.
+class DatabaseProbe {
+ public:
+  explicit DatabaseProbe(std::string conninfo) : conninfo_(std::move(conninfo)) {}
+  Status Check() {
+    std::lock_guard lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    if (checked_ != std::chrono::steady_clock::time_point{} && now - checked_ < std::chrono::seconds(2)) {
+      return last_;
+    }
+    auto conn = archive::Connection::Open(conninfo_);
+    last_ = conn.ok() ? conn->Ping() : conn.status();
+    checked_ = now;
+    return last_;
+  }
+
+ private:
+  const std::string conninfo_;
+  std::mutex mu_;
+  std::chrono::steady_clock::time_point checked_{};
+  Status last_;
+};
+
+// Ready means: PostgreSQL answers and the HSM token is present with a
+// usable user PIN (probed without logging in). The body says which
+// dependency is down so an operator need not guess.
 class ReadyHandler final : public HTTPRequestHandler {
  public:
-  ReadyHandler(const Config& c, Metrics& m, HsmAccess& h) : config_(c), metrics_(m), hsm_(h) {}
+  ReadyHandler(DatabaseProbe& d, Metrics& m, HsmProbe& h) : db_(d), metrics_(m), hsm_(h) {}
   void handleRequest(HTTPServerRequest&, HTTPServerResponse& res) override {
-    Status db = Status::Ok();
-    {
-      auto conn = archive::Connection::Open(config_.database.conninfo);
-      db = conn.ok() ? conn->Ping() : conn.status();
-    }
+    const Status db = db_.Check();
     const Status hsm = hsm_.Check();
     metrics_.database_up->Set(db.ok() ? 1 : 0);
     metrics_.hsm_up->Set(hsm.ok() ? 1 : 0);
@@ -71,9 +93,9 @@ class ReadyHandler final : public HTTPRequestHandler {
   }
 
  private:
-  const Config& config_;
+  DatabaseProbe& db_;
   Metrics& metrics_;
-  HsmAccess& hsm_;
+  HsmProbe& hsm_;
 };
 
 class NotFoundHandler final : public HTTPRequestHandler {
@@ -85,22 +107,23 @@ class NotFoundHandler final : public HTTPRequestHandler {
 
 class Factory final : public Poco::Net::HTTPRequestHandlerFactory {
  public:
-  Factory(const Config& c, Metrics& m, HsmAccess& h) : config_(c), metrics_(m), hsm_(h) {}
+  Factory(const Config& c, Metrics& m, HsmProbe& h)
+      : db_(c.database.conninfo), metrics_(m), hsm_(h) {}
   HTTPRequestHandler* createRequestHandler(const HTTPServerRequest& req) override {
     std::string path = req.getURI();
     if (auto q = path.find('?'); q != std::string::npos) path.resize(q);
     if (req.getMethod() == "GET" || req.getMethod() == "HEAD") {
       if (path == "/livez") return new LiveHandler;
-      if (path == "/readyz") return new ReadyHandler(config_, metrics_, hsm_);
+      if (path == "/readyz") return new ReadyHandler(db_, metrics_, hsm_);
       if (path == "/metrics") return new MetricsHandler(metrics_);
     }
     return new NotFoundHandler;
   }
 
  private:
-  const Config& config_;
+  DatabaseProbe db_;
   Metrics& metrics_;
-  HsmAccess& hsm_;
+  HsmProbe& hsm_;
 };
 
 class AdminPlaneImpl final : public AdminPlane {
@@ -124,7 +147,7 @@ class AdminPlaneImpl final : public AdminPlane {
 }  // namespace
 
 Result<std::unique_ptr<AdminPlane>> AdminPlane::Start(const Config& config, Metrics& metrics,
-                                                      HsmAccess& hsm) {
+                                                      HsmProbe& hsm) {
   static std::once_flag ssl_once;
   std::call_once(ssl_once, [] { Poco::Net::initializeSSL(); });
   try {

@@ -8,11 +8,14 @@
 #include "holdfast/protocol/labels.h"
 
 namespace holdfast::gateway {
+namespace {
+
+// pg_advisory_lock key serialising key ceremonies: "hfkeycer".
+constexpr int64_t kCeremonyLock = 0x6866'6b65'7963'6572;
+
+}  // namespace
 
 Result<std::unique_ptr<hsm::Token>> OpenToken(const Config& config) {
-  if (!config.hsm.softhsm2_conf.empty()) {
-    ::setenv("SOFTHSM2_CONF", config.hsm.softhsm2_conf.c_str(), 1);
-  }
   HF_ASSIGN_OR_RETURN(SecretBytes pin, hsm::ReadPinFile(config.hsm.pin_file));
   hsm::TokenConfig tc;
   tc.module_path = config.hsm.module;
@@ -24,10 +27,24 @@ Result<std::unique_ptr<hsm::Token>> OpenToken(const Config& config) {
 Result<archive::EpochRecord> CreateEpoch(hsm::Token& token, archive::Connection& conn,
                                          const Config& config, const std::string& actor,
                                          int64_t not_before_ms) {
+  // One ceremony at a time across processes (a timer and an operator may
+  // rotate together); the lock is the session's and released on return.
+  HF_RETURN_IF_ERROR(conn.Execute("SELECT pg_advisory_lock(" + std::to_string(kCeremonyLock) + ")"));
+  struct Unlock {
+    archive::Connection& c;
+    ~Unlock() { (void)c.Execute("SELECT pg_advisory_unlock(" + std::to_string(kCeremonyLock) + ")"); }
+  } unlock{conn};
+
   archive::Store store(conn);
   HF_ASSIGN_OR_RETURN(auto epochs, store.ListEpochs());
   const uint32_t id = epochs.empty() ? 1 : epochs.back().epoch_id + 1;
-  HF_ASSIGN_OR_RETURN(Bytes pub, token.GenerateEpochKey(id));
+  // A key left in the HSM by an earlier run that failed before its
+  // certificate was stored is certified now instead of blocking rotation.
+  auto generated = token.GenerateEpochKey(id);
+  if (!generated.ok() && generated.status().code() == Code::kAlreadyExists) {
+    generated = token.PublicKey(hsm::EpochKeyLabel(id));
+  }
+  HF_ASSIGN_OR_RETURN(Bytes pub, std::move(generated));
 
   protocol::wire::EpochCertificateBody body;
   body.set_version(protocol::labels::kProtocolVersion);

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -42,6 +43,12 @@ Status GetEndpoint(const YAML::Node& map, const char* key, Endpoint& out, const 
 }
 
 }  // namespace
+
+void ApplyProcessEnvironment(const Config& config) {
+  if (!config.hsm.softhsm2_conf.empty()) {
+    ::setenv("SOFTHSM2_CONF", config.hsm.softhsm2_conf.c_str(), 1);
+  }
+}
 
 Result<Endpoint> ParseEndpoint(const std::string& text) {
   const auto colon = text.rfind(':');
@@ -87,19 +94,22 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
       }
     }
     if (auto hsm = root["hsm"]) {
-      HF_RETURN_IF_ERROR(CheckKeys(hsm, {"module", "token_label", "pin_file", "softhsm2_conf"}, "hsm", source));
+      HF_RETURN_IF_ERROR(CheckKeys(hsm, {"module", "token_label", "pin_file", "so_pin_file", "softhsm2_conf"}, "hsm", source));
       Get(hsm, "module", c.hsm.module);
       Get(hsm, "token_label", c.hsm.token_label);
       Get(hsm, "pin_file", c.hsm.pin_file);
+      Get(hsm, "so_pin_file", c.hsm.so_pin_file);
       Get(hsm, "softhsm2_conf", c.hsm.softhsm2_conf);
     }
     if (auto gw = root["gateway"]) {
-      HF_RETURN_IF_ERROR(CheckKeys(gw, {"listen", "tls_cert", "tls_key", "max_frame_bytes", "archive_notice"},
+      HF_RETURN_IF_ERROR(CheckKeys(gw, {"listen", "tls_cert", "tls_key", "max_frame_bytes", "max_clock_skew_seconds",
+                                        "archive_notice"},
                                    "gateway", source));
       HF_RETURN_IF_ERROR(GetEndpoint(gw, "listen", c.gateway.listen, source));
       Get(gw, "tls_cert", c.gateway.tls_cert);
       Get(gw, "tls_key", c.gateway.tls_key);
       Get(gw, "max_frame_bytes", c.gateway.max_frame_bytes);
+      Get(gw, "max_clock_skew_seconds", c.gateway.max_clock_skew_seconds);
       Get(gw, "archive_notice", c.gateway.archive_notice);
     }
     if (auto admin = root["admin"]) {
@@ -123,6 +133,7 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
   }
   const std::string& s = c.state_dir;
   if (c.hsm.pin_file.empty()) c.hsm.pin_file = s + "/hsm/user.pin";
+  if (c.hsm.so_pin_file.empty()) c.hsm.so_pin_file = s + "/hsm/so.pin";
   if (c.gateway.tls_cert.empty()) c.gateway.tls_cert = s + "/tls/gateway.pem";
   if (c.gateway.tls_key.empty()) c.gateway.tls_key = s + "/tls/gateway.key";
   if (c.admin.tls_cert.empty()) c.admin.tls_cert = c.gateway.tls_cert;

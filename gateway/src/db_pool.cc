@@ -21,9 +21,15 @@ DbPool::~DbPool() { Stop(); }
 void DbPool::Post(Job job) {
   {
     std::lock_guard lock(mu_);
-    jobs_.push_back(std::move(job));
+    if (!stopping_) {
+      jobs_.push_back(std::move(job));
+      cv_.notify_one();
+      return;
+    }
   }
-  cv_.notify_one();
+  // After Stop nothing is queued: the job hears at once that there is no
+  // database, so whatever it holds is released now, not at destruction.
+  job(Status::Unavailable("gateway is shutting down"));
 }
 
 void DbPool::Stop() {

@@ -30,6 +30,8 @@ class DbPool {
   DbPool(const DbPool&) = delete;
   DbPool& operator=(const DbPool&) = delete;
 
+  // After Stop, runs the job at once on the caller's thread with
+  // kUnavailable instead of queueing it.
   void Post(Job job);
   // Finishes the queued jobs and joins the threads.
   void Stop();

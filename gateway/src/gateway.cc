@@ -20,7 +20,6 @@
 #include "db_pool.h"
 #include "holdfast/archive/database.h"
 #include "holdfast/archive/store.h"
-#include "holdfast/gateway/ceremony.h"
 #include "holdfast/policy/policy.h"
 #include "hsm_access.h"
 #include "hub.h"
@@ -130,10 +129,17 @@ class GatewayImpl final : public Gateway {
     ingester_.Stop();
     db_.Stop();
     RunOnIo([this] {
+      // Close() unregisters from hub_.online, so collect first.
+      std::vector<std::shared_ptr<Session>> open;
       for (auto& [device, weak] : hub_.online) {
-        if (auto s = weak.lock()) s->Close();
+        if (auto s = weak.lock()) open.push_back(std::move(s));
       }
+      for (auto& s : open) s->Close();
     });
+    // Let queued acknowledgements and close frames go out, briefly.
+    for (int i = 0; i < 50 && metrics_.connections_active->Value() > 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     io_.stop();
     if (io_thread_.joinable()) io_thread_.join();
     hub_.online.clear();
@@ -144,9 +150,10 @@ class GatewayImpl final : public Gateway {
   uint16_t admin_port() const override { return admin_ ? admin_->port() : 0; }
 
  private:
-  // Every 30 s: check the HSM, publish how long the archive epoch has
-  // left, and certify the next epoch ahead of time. Its own connection
-  // and thread, so a slow HSM never stalls clients.
+  // Every 30 s: probe the HSM and publish how long the newest archive
+  // epoch has left (rotation itself is a key ceremony: `holdfast-admin
+  // epoch rotate-if-due`). Its own connection and thread, so a slow HSM
+  // never stalls clients.
   void Maintain() {
     std::optional<archive::Connection> conn;
     std::unique_lock lock(maintenance_mu_);
@@ -162,23 +169,11 @@ class GatewayImpl final : public Gateway {
   }
 
   Status MaintainOnce(std::optional<archive::Connection>& conn) {
-    const Status hsm = hsm_.Check();
+    const Status hsm = hsm_.Check(std::chrono::seconds(0));
     metrics_.hsm_up->Set(hsm.ok() ? 1 : 0);
     HF_ASSIGN_OR_RETURN(archive::Connection * c, EnsureConnection(conn, config_.database.conninfo));
     const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch()).count();
-    if (hsm.ok()) {
-      HF_RETURN_IF_ERROR(hsm_.Use([&](hsm::Token& token) -> Status {
-        auto rotated = RotateIfDue(token, *c, config_, "holdfast-gateway", now);
-        if (!rotated.ok()) return rotated.status().WithContext("epoch rotation");
-        if (rotated->has_value()) {
-          metrics_.epochs_rotated->Increment();
-          std::fprintf(stderr, "holdfast-gateway: certified archive epoch %u ahead of time\n",
-                       (*rotated)->epoch_id);
-        }
-        return Status::Ok();
-      }));
-    }
     archive::Store store(*c);
     HF_ASSIGN_OR_RETURN(auto epochs, store.ListEpochs());
     if (!epochs.empty()) {
@@ -219,7 +214,7 @@ class GatewayImpl final : public Gateway {
   ssl::context tls_;
   DbPool db_;
   Ingester ingester_;
-  HsmAccess hsm_;
+  HsmProbe hsm_;
   Hub hub_;
   net::io_context io_;
   tcp::acceptor acceptor_;

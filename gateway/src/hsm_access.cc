@@ -1,24 +1,16 @@
 #include "hsm_access.h"
 
+#include "holdfast/hsm/admin.h"
 
 namespace holdfast::gateway {
 
-Status HsmAccess::Check() {
-  return Use([](hsm::Token&) { return Status::Ok(); });
-}
-
-Status HsmAccess::Use(const std::function<Status(hsm::Token&)>& fn) {
+Status HsmProbe::Check(std::chrono::milliseconds max_age) {
   std::lock_guard lock(mu_);
-  if (!token_) {
-    auto t = OpenToken(config_);
-    if (!t.ok()) return t.status();
-    token_ = std::move(t).value();
-  }
-  if (Status s = token_->Ping(); !s.ok()) {
-    token_.reset();
-    return s;
-  }
-  return fn(*token_);
+  const auto now = std::chrono::steady_clock::now();
+  if (checked_ != std::chrono::steady_clock::time_point{} && now - checked_ < max_age) return last_;
+  last_ = hsm::ProbeToken(config_.hsm.module, config_.hsm.token_label);
+  checked_ = now;
+  return last_;
 }
 
 }  // namespace holdfast::gateway

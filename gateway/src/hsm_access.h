@@ -1,33 +1,29 @@
-// Shared, lazily (re)opened access to the HSM token. The gateway starts and
-// ingests without the HSM; this reports whether it is reachable.
+// HSM health as the gateway sees it. The gateway never logs in to the
+// token: a logged-in session could derive with the archive epoch keys, and
+// the gateway must not be able to open the archive. It only probes the
+// token's state (hsm::ProbeToken), and caches the answer briefly so that a
+// busy /readyz cannot hammer the module.
 #pragma once
 
-#include <functional>
-#include <memory>
+#include <chrono>
 #include <mutex>
 
-#include "holdfast/gateway/ceremony.h"
 #include "holdfast/gateway/config.h"
-#include "holdfast/hsm/token.h"
 
 namespace holdfast::gateway {
 
-class HsmAccess {
+class HsmProbe {
  public:
-  explicit HsmAccess(const Config& config) : config_(config) {}
+  explicit HsmProbe(const Config& config) : config_(config) {}
 
-  // Opens the token if needed and pings it; on failure drops the session so
-  // the next call retries from scratch.
-  Status Check();
-  // Runs `fn` with the token, opening it first if needed; holds the lock
-  // for the duration, so keep `fn` short.
-  Status Use(const std::function<Status(hsm::Token&)>& fn);
+  // The result of the last probe younger than `max_age`, or a fresh one.
+  Status Check(std::chrono::milliseconds max_age = std::chrono::seconds(2));
 
  private:
   const Config& config_;
   std::mutex mu_;
-  std::unique_ptr<hsm::Token> token_;
+  std::chrono::steady_clock::time_point checked_{};
+  Status last_ = Status::Unavailable("not probed yet");
 };
-
 
 }  // namespace holdfast::gateway

@@ -62,7 +62,13 @@ void Ingester::Run() {
     // succeeded: IngestBatch is idempotent on message ids.
     Result<std::vector<archive::IngestOutcome>> outcome = Status::Unavailable("no database connection");
     for (int attempt = 0; attempt < 2; ++attempt) {
+      const bool fresh = !conn || !conn->Healthy();
       auto c = EnsureConnection(conn, conninfo_);
+      // An acknowledgement promises durability: never inherit a server or
+      // role default that turned synchronous commit off.
+      if (c.ok() && fresh) {
+        if (Status s = (*c)->Execute("SET synchronous_commit = on"); !s.ok()) c = s;
+      }
       if (c.ok()) {
         archive::Store store(**c);
         outcome = store.IngestBatch(items);

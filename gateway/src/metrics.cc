@@ -60,17 +60,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   epoch_remaining_seconds = &BuildGauge().Name("holdfast_archive_epoch_remaining_seconds")
                                  .Help("Seconds until the latest certified archive epoch ends.")
                                  .Register(r).Add({});
-  epochs_rotated = &BuildCounter().Name("holdfast_archive_epochs_rotated_total")
-                        .Help("Archive epochs created ahead of time by this gateway.").Register(r).Add({});
   maintenance_failures = &BuildCounter().Name("holdfast_maintenance_failures_total")
-                              .Help("Periodic checks (HSM, epoch rotation) that failed.").Register(r).Add({});
+                              .Help("Periodic checks (HSM probe, epoch expiry) that failed.").Register(r).Add({});
   rejects_ = &BuildCounter().Name("holdfast_client_rejects_total")
                   .Help("Client requests refused, by reason.").Register(r);
   // Pre-create the common reasons so dashboards see zeros.
   for (const char* reason : {"malformed_frame", "unauthenticated", "bad_envelope", "bad_signature",
                              "wrong_sender", "stale_epoch", "recipients_mismatch", "not_member",
                              "enrollment_refused", "unknown_device", "auth_failed", "unavailable",
-                             "frame_too_large"}) {
+                             "frame_too_large", "auth_timeout", "clock_skew"}) {
     rejects_->Add({{"reason", reason}});
   }
 }

@@ -41,7 +41,6 @@ class Metrics {
   prometheus::Gauge* database_up;
   prometheus::Gauge* hsm_up;
   prometheus::Gauge* epoch_remaining_seconds;
-  prometheus::Counter* epochs_rotated;
   prometheus::Counter* maintenance_failures;
   // Sets holdfast_policy_info{version="sha256:..."} to 1.
   void SetPolicyVersion(const std::string& version);

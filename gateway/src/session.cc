@@ -3,6 +3,7 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -11,6 +12,7 @@
 
 #include <chrono>
 #include <deque>
+#include <optional>
 #include <set>
 
 #include "holdfast/protocol/envelope.h"
@@ -70,7 +72,7 @@ std::string ReasonFor(const Status& s) {
 class SessionImpl final : public Session {
  public:
   SessionImpl(tcp::socket socket, ssl::context& tls, Hub& hub)
-      : ws_(std::move(socket), tls), hub_(hub) {}
+      : ws_(std::move(socket), tls), hub_(hub), auth_timer_(hub.io) {}
 
   ~SessionImpl() override {
     hub_.metrics.connections_active->Decrement();
@@ -85,11 +87,13 @@ class SessionImpl final : public Session {
 
   void Push(std::shared_ptr<const std::string> frame) override { Enqueue(std::move(frame)); }
 
+  // Closes once every queued frame is written: an acknowledgement or a
+  // refusal queued before Close still reaches the client.
   void Close() override {
     if (closing_) return;
     closing_ = true;
     Unregister();
-    ws_.async_close(websocket::close_code::normal, [self = Self()](beast::error_code) {});
+    if (!writing_) CloseNow();
   }
 
  private:
@@ -140,19 +144,47 @@ class SessionImpl final : public Session {
     ws_.async_accept(upgrade_, [self = Self()](beast::error_code ec) {
       if (ec) return;
       self->buffer_.clear();
+      self->StartAuthDeadline();
       self->Read();
     });
   }
 
   void Read() {
+    reading_ = true;
     ws_.async_read(buffer_, [self = Self()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
 
+  void CloseNow() {
+    auth_timer_.cancel();
+    ws_.async_close(websocket::close_code::normal, [self = Self()](beast::error_code) {});
+  }
+
+  // Reads the next frame unless the client has too much work in flight or
+  // too much unread output: then reading pauses and TCP pushes back, so a
+  // client cannot grow the gateway's memory or monopolise the database.
+  void MaybeRead() {
+    if (closing_ || reading_) return;
+    if (inflight_ >= kMaxInflight || outbox_bytes_ >= kMaxOutboxBytes) return;
+    Read();
+  }
+
+  void StartAuthDeadline() {
+    auth_timer_.expires_after(kAuthDeadline);
+    auth_timer_.async_wait([self = Self()](beast::error_code ec) {
+      if (ec || self->authenticated_ || self->enrolled_ || self->closing_) return;
+      self->hub_.metrics.reject("auth_timeout").Increment();
+      self->Close();
+    });
+  }
+
   void OnRead(beast::error_code ec) {
+    reading_ = false;
     if (ec) {
       if (ec == websocket::error::message_too_big) {
         hub_.metrics.reject("frame_too_large").Increment();
       }
+      closing_ = true;
+      auth_timer_.cancel();
       Unregister();
       return;
     }
@@ -168,26 +200,40 @@ class SessionImpl final : public Session {
     } else {
       Dispatch(frame);
     }
-    if (!closing_) Read();
+    MaybeRead();
   }
 
   void Enqueue(std::shared_ptr<const std::string> frame) {
-    if (closing_) return;
+    if (closing_ && !writing_ && outbox_.empty()) return;  // already closed or closing
+    outbox_bytes_ += frame->size();
     outbox_.push_back(std::move(frame));
-    if (outbox_.size() == 1) Write();
+    if (!writing_) Write();
   }
 
   void Write() {
+    writing_ = true;
     ws_.binary(true);
     ws_.async_write(net::buffer(*outbox_.front()), [self = Self()](beast::error_code ec, size_t) {
+      self->writing_ = false;
       if (ec) {
         self->outbox_.clear();
+        self->outbox_bytes_ = 0;
+        self->closing_ = true;
         self->Unregister();
         return;
       }
+      self->outbox_bytes_ -= self->outbox_.front()->size();
       self->outbox_.pop_front();
-      if (!self->outbox_.empty()) self->Write();
+      if (!self->outbox_.empty()) return self->Write();
+      if (self->closing_) return self->CloseNow();
+      self->MaybeRead();
     });
+  }
+
+  void WorkStarted() { ++inflight_; }
+  void WorkDone() {
+    --inflight_;
+    MaybeRead();
   }
 
   void Send(const wire::ServerFrame& frame) {
@@ -227,6 +273,7 @@ class SessionImpl final : public Session {
   void OnDatabase(std::function<Result<T>(archive::Store&)> job,
                   std::function<void(Result<T>)> reply) {
     auto attempts = std::make_shared<int>(0);
+    WorkStarted();
     hub_.db.Post([self = Self(), job = std::move(job), reply = std::move(reply),
                   attempts](Result<archive::Connection*> conn) mutable {
       Result<T> result = conn.ok() ? [&]() -> Result<T> {
@@ -237,8 +284,12 @@ class SessionImpl final : public Session {
       const bool broken = !result.ok() && result.status().code() == Code::kUnavailable;
       if (broken && ++*attempts == 1) return false;
       self->hub_.metrics.database_up->Set(broken ? 0 : 1);
-      net::post(self->hub_.io, [self, reply = std::move(reply), result = std::move(result)]() mutable {
+      // The executor is read before `self` is moved into the handler.
+      auto& io = self->hub_.io;
+      net::post(io, [self = std::move(self), reply = std::move(reply),
+                     result = std::move(result)]() mutable {
         reply(std::move(result));
+        self->WorkDone();
       });
       return true;
     });
@@ -300,6 +351,7 @@ class SessionImpl final : public Session {
                                 r.status().message(), {});
           }
           self->hub_.metrics.devices_registered->Increment();
+          self->enrolled_ = true;
           wire::ServerFrame out;
           out.set_request_id(rid);
           auto* reg = out.mutable_registered();
@@ -363,6 +415,7 @@ class SessionImpl final : public Session {
   // Loads queued deliveries; sends `first` (if any) before them.
   void FetchPending(std::shared_ptr<wire::ServerFrame> first) {
     constexpr int kPage = 256;
+    constexpr size_t kPageBytes = 4u << 20;
     const Bytes device = device_id_;
     const std::string notice = hub_.config.gateway.archive_notice;
     struct Page {
@@ -374,29 +427,46 @@ class SessionImpl final : public Session {
           Page page;
           HF_ASSIGN_OR_RETURN(page.total, store.CountPendingDeliveries(device));
           HF_ASSIGN_OR_RETURN(auto pending, store.PendingDeliveries(device, kPage));
-          std::map<std::string, wire::DeviceInfo> senders;
-          std::map<uint32_t, wire::EpochCertificate> epochs;
+          // A queued item whose sender device or epoch is gone is still
+          // delivered, without that part: the client rejects and
+          // acknowledges it, so one bad item never blocks the queue.
+          std::map<std::string, std::optional<wire::DeviceInfo>> senders;
+          std::map<uint32_t, std::optional<wire::EpochCertificate>> epochs;
+          size_t bytes = 0;
           for (const auto& p : pending) {
-            auto parsed = protocol::ParseEnvelope(p.envelope);
-            if (!parsed.ok()) continue;  // stored envelopes were parsed at ingest
-            const uint32_t epoch = parsed->header.epoch_id();
-            if (!epochs.count(epoch)) {
-              HF_ASSIGN_OR_RETURN(auto rec, store.GetEpoch(epoch));
-              HF_ASSIGN_OR_RETURN(epochs[epoch], ToEpochCert(rec));
-            }
-            const std::string skey = Key(p.sender_device);
-            if (!senders.count(skey)) {
-              HF_ASSIGN_OR_RETURN(auto rec, store.GetDevice(p.sender_device));
-              HF_ASSIGN_OR_RETURN(senders[skey], ToDeviceInfo(rec));
-            }
+            if (bytes >= kPageBytes) break;
             wire::ServerFrame f;
             auto* d = f.mutable_deliver();
             d->set_delivery_id(static_cast<uint64_t>(p.delivery_id));
-            *d->mutable_envelope() = parsed->envelope;
-            *d->mutable_sender() = senders[skey];
-            *d->mutable_epoch() = epochs[epoch];
             d->set_archive_notice(notice);
+            auto parsed = protocol::ParseEnvelope(p.envelope);
+            if (parsed.ok()) {
+              *d->mutable_envelope() = parsed->envelope;
+              const uint32_t epoch = parsed->header.epoch_id();
+              if (!epochs.count(epoch)) {
+                auto rec = store.GetEpoch(epoch);
+                if (!rec.ok() && rec.status().code() != Code::kNotFound) return rec.status();
+                if (rec.ok()) {
+                  HF_ASSIGN_OR_RETURN(epochs[epoch], ToEpochCert(*rec));
+                } else {
+                  epochs[epoch] = std::nullopt;
+                }
+              }
+              if (epochs[epoch]) *d->mutable_epoch() = *epochs[epoch];
+            }
+            const std::string skey = Key(p.sender_device);
+            if (!senders.count(skey)) {
+              auto rec = store.GetDevice(p.sender_device);
+              if (!rec.ok() && rec.status().code() != Code::kNotFound) return rec.status();
+              if (rec.ok()) {
+                HF_ASSIGN_OR_RETURN(senders[skey], ToDeviceInfo(*rec));
+              } else {
+                senders[skey] = std::nullopt;
+              }
+            }
+            if (senders[skey]) *d->mutable_sender() = *senders[skey];
             page.frames.push_back(f.SerializeAsString());
+            bytes += page.frames.back().size();
           }
           return page;
         },
@@ -468,8 +538,15 @@ class SessionImpl final : public Session {
     if (h.sender_device() != AsString(device_id_) || h.sender_user() != device_.user) {
       return Reject(rid, "wrong_sender", "envelope sender is not this session's device", mid);
     }
-    if (Status s = protocol::VerifyEnvelopeSignature(*parsed, device_.identity_key); !s.ok()) {
-      return Reject(rid, "bad_signature", s.message(), mid);
+    const int64_t now = NowMs();
+    const int64_t skew_ms = int64_t{hub_.config.gateway.max_clock_skew_seconds} * 1000;
+    // Bounds sent_at, which disclosure scopes and recipients' epoch checks
+    // rely on: a sender cannot backdate a message out of a legal hold.
+    if (h.sent_at_ms() < now - skew_ms || h.sent_at_ms() > now + skew_ms) {
+      return Reject(rid, "clock_skew",
+                    "sent_at_ms is more than " + std::to_string(skew_ms / 1000) +
+                        " s from the gateway's clock (" + std::to_string(now) + ")",
+                    mid);
     }
 
     // A refusal is a value here, not a Status: the reason code travels
@@ -488,9 +565,14 @@ class SessionImpl final : public Session {
     };
     const std::string user = device_.user;
     const Bytes self_device = device_id_;
-    const int64_t now = NowMs();
+    const Bytes identity = device_.identity_key;
+    // Everything below, the signature check included, runs on a database
+    // worker so that the I/O thread only moves bytes.
     OnDatabase<Checked>(
-        [parsed, user, self_device, now, refuse](archive::Store& store) -> Result<Checked> {
+        [parsed, user, self_device, identity, now, refuse](archive::Store& store) -> Result<Checked> {
+          if (Status s = protocol::VerifyEnvelopeSignature(*parsed, identity); !s.ok()) {
+            return refuse("bad_signature", s.message());
+          }
           const auto& h = parsed->header;
           auto conv = store.GetConversation(h.conversation_id());
           if (!conv.ok()) {
@@ -502,7 +584,8 @@ class SessionImpl final : public Session {
           }
           auto epoch = store.GetEpoch(h.epoch_id());
           if (!epoch.ok() && epoch.status().code() != Code::kNotFound) return epoch.status();
-          if (!epoch.ok() || now < epoch->not_before_ms || now >= epoch->not_after_ms) {
+          if (!epoch.ok() || now < epoch->not_before_ms || now >= epoch->not_after_ms ||
+              h.sent_at_ms() < epoch->not_before_ms || h.sent_at_ms() >= epoch->not_after_ms) {
             return refuse("stale_epoch", "epoch " + std::to_string(h.epoch_id()) +
                                              " is not current; fetch the conversation again");
           }
@@ -550,11 +633,14 @@ class SessionImpl final : public Session {
   void Ingest(uint64_t rid, archive::IngestItem item, wire::EpochCertificate epoch,
               std::shared_ptr<protocol::ParsedEnvelope> parsed,
               std::chrono::steady_clock::time_point received) {
+    WorkStarted();
     hub_.ingester.Submit(std::move(item), [self = Self(), rid, parsed, epoch = std::move(epoch),
                                            received](Result<archive::IngestOutcome> r) mutable {
-      net::post(self->hub_.io, [self, rid, parsed, epoch = std::move(epoch), received,
-                                r = std::move(r)]() mutable {
+      auto& io = self->hub_.io;
+      net::post(io, [self = std::move(self), rid, parsed, epoch = std::move(epoch), received,
+                     r = std::move(r)]() mutable {
         self->OnStored(rid, std::move(r), *parsed, epoch, received);
+        self->WorkDone();
       });
     });
   }
@@ -622,7 +708,17 @@ class SessionImpl final : public Session {
   beast::flat_buffer buffer_;
   http::request<http::string_body> upgrade_;
   std::deque<std::shared_ptr<const std::string>> outbox_;
+  static constexpr int kMaxInflight = 16;
+  static constexpr size_t kMaxOutboxBytes = 8u << 20;
+  static constexpr std::chrono::seconds kAuthDeadline{30};
+
+  net::steady_timer auth_timer_;
   bool closing_ = false;
+  bool reading_ = false;
+  bool writing_ = false;
+  bool enrolled_ = false;  // registered a device on this connection
+  int inflight_ = 0;
+  size_t outbox_bytes_ = 0;
   int malformed_ = 0;
 
   Bytes nonce_;

@@ -24,6 +24,7 @@
 #include "holdfast/archive/store.h"
 #include "holdfast/gateway/ceremony.h"
 #include "holdfast/gateway/config.h"
+#include "holdfast/hsm/admin.h"
 #include "holdfast/hsm/token.h"
 #include "holdfast/policy/policy.h"
 
@@ -34,10 +35,14 @@ using namespace holdfast;
 constexpr const char* kUsage = R"(usage: holdfast-admin [--config FILE] COMMAND [ARGS]
 
 Keys (HSM):
+  hsm init-token                         initialise the token with the PINs in hsm.so_pin_file
+                                         and hsm.pin_file (does nothing if it exists)
   init                                   create the org root and first epoch key if missing
   keys list                              keys in the HSM and their attributes
   epoch list                             archive epochs and their validity
   epoch rotate [--as NAME]               create and certify the next epoch key, valid from now
+  epoch rotate-if-due [--as NAME]        certify the next epoch when the newest ends within
+                                         keys.rotate_ahead_days (run it daily from a timer)
 
 Users:
   user add NAME [--display TEXT]         create a user and print a one-time enrollment code
@@ -195,6 +200,7 @@ int Run(const Args& a) {
   if (const char* env = std::getenv("HOLDFAST_CONFIG")) config_path = env;
   if (auto c = a.Flag("config")) config_path = *c;
   ASSIGN_OR_FAIL(config, gateway::Config::Load(config_path));
+  gateway::ApplyProcessEnvironment(config);
 
   const std::string cmd = a.positional[0];
   const std::string sub = a.positional.size() > 1 ? a.positional[1] : "";
@@ -202,6 +208,19 @@ int Run(const Args& a) {
     if (a.positional.size() <= i) throw UsageError("missing argument for '" + cmd + " " + sub + "'");
     return a.positional[i];
   };
+
+  if (cmd == "hsm" && sub == "init-token") {
+    ASSIGN_OR_FAIL(so_pin, hsm::ReadPinFile(config.hsm.so_pin_file));
+    ASSIGN_OR_FAIL(user_pin, hsm::ReadPinFile(config.hsm.pin_file));
+    const Status s = hsm::InitToken(config.hsm.module, config.hsm.token_label, so_pin, user_pin);
+    if (s.code() == Code::kAlreadyExists) {
+      std::cout << "token " << config.hsm.token_label << " already initialised\n";
+      return 0;
+    }
+    CHECK_OK(s);
+    std::cout << "token " << config.hsm.token_label << " initialised\n";
+    return 0;
+  }
 
   ASSIGN_OR_FAIL(conn, archive::Connection::Open(config.database.conninfo));
   CHECK_OK(archive::Migrate(conn));
@@ -240,6 +259,17 @@ int Run(const Args& a) {
     ASSIGN_OR_FAIL(epoch, gateway::CreateEpoch(*token, conn, config, a.Flag("as").value_or("operator"), NowMs()));
     std::cout << "created archive epoch " << epoch.epoch_id << " valid " << FormatMs(epoch.not_before_ms)
               << " .. " << FormatMs(epoch.not_after_ms) << "\n";
+    return 0;
+  }
+  if (cmd == "epoch" && sub == "rotate-if-due") {
+    ASSIGN_OR_FAIL(token, gateway::OpenToken(config));
+    ASSIGN_OR_FAIL(epoch, gateway::RotateIfDue(*token, conn, config, a.Flag("as").value_or("operator"), NowMs()));
+    if (!epoch) {
+      std::cout << "no rotation due\n";
+      return 0;
+    }
+    std::cout << "created archive epoch " << epoch->epoch_id << " valid " << FormatMs(epoch->not_before_ms)
+              << " .. " << FormatMs(epoch->not_after_ms) << "\n";
     return 0;
   }
   if (cmd == "user" && (sub == "add" || sub == "enroll")) {
@@ -364,8 +394,11 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     std::cerr << "holdfast-admin: " << e.what() << "\n\n" << kUsage;
     return 1;
-  } catch (const std::invalid_argument& e) {
-    std::cerr << "holdfast-admin: expected a number: " << e.what() << "\n";
+  } catch (const std::invalid_argument&) {
+    std::cerr << "holdfast-admin: expected a number\n";
+    return 1;
+  } catch (const std::out_of_range&) {
+    std::cerr << "holdfast-admin: number out of range\n";
     return 1;
   }
 }

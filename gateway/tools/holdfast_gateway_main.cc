@@ -44,6 +44,7 @@ class GatewayApp final : public Poco::Util::ServerApplication {
       std::cerr << "holdfast-gateway: " << cfg.status().ToString() << "\n";
       return EXIT_CONFIG;
     }
+    holdfast::gateway::ApplyProcessEnvironment(*cfg);
     auto gw = holdfast::gateway::Gateway::Create(*cfg);
     if (!gw.ok()) {
       std::cerr << "holdfast-gateway: " << gw.status().ToString() << "\n";

@@ -111,6 +111,23 @@ Session::~Session() {
   if (functions_ != nullptr) functions_->C_CloseSession(handle_);
 }
 
+Result<Login> Login::As(CK_FUNCTION_LIST* functions, CK_SESSION_HANDLE session,
+                        CK_USER_TYPE user, const SecretBytes& pin) {
+  // C_Login does not write through the PIN pointer.
+  CK_RV rv = functions->C_Login(session, user, const_cast<uint8_t*>(pin.data()), pin.size());
+  if (rv != CKR_OK) {
+    Code code = rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_EXPIRED
+                    ? Code::kPermissionDenied
+                    : Code::kUnavailable;
+    return RvStatus(code, user == CKU_SO ? "C_Login(CKU_SO)" : "C_Login", rv);
+  }
+  return Login(functions, session);
+}
+
+Login::~Login() {
+  if (functions_ != nullptr) functions_->C_Logout(session_);
+}
+
 ScopedObject::~ScopedObject() {
   if (functions_ != nullptr) functions_->C_DestroyObject(session_, object_);
 }

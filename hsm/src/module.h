@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "holdfast/base/bytes.h"
 #include "holdfast/base/status.h"
 #include "p11.h"
 
@@ -71,6 +72,27 @@ class Session final {
       : functions_(functions), handle_(handle) {}
   CK_FUNCTION_LIST* functions_;
   CK_SESSION_HANDLE handle_;
+};
+
+// A login on a session, undone with C_Logout on destruction. The PIN is
+// passed to the module straight from the caller's buffer.
+class Login final {
+ public:
+  // kPermissionDenied for a wrong or locked PIN, kUnavailable otherwise.
+  static Result<Login> As(CK_FUNCTION_LIST* functions, CK_SESSION_HANDLE session,
+                          CK_USER_TYPE user, const SecretBytes& pin);
+
+  Login(Login&& other) noexcept : functions_(other.functions_), session_(other.session_) {
+    other.functions_ = nullptr;
+  }
+  Login& operator=(Login&&) = delete;
+  ~Login();
+
+ private:
+  Login(CK_FUNCTION_LIST* functions, CK_SESSION_HANDLE session)
+      : functions_(functions), session_(session) {}
+  CK_FUNCTION_LIST* functions_;
+  CK_SESSION_HANDLE session_;
 };
 
 // An object to destroy when the scope ends unless Release() is called.

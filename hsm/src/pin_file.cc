@@ -1,7 +1,9 @@
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "holdfast/hsm/token.h"
@@ -11,6 +13,8 @@ namespace {
 
 // Longer than any PIN a token accepts; a larger file is not a PIN file.
 constexpr size_t kMaxPinFileSize = 256;
+
+constexpr mode_t kGroupOrOtherReadWrite = S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH;
 
 class Fd final {
  public:
@@ -35,6 +39,18 @@ Result<SecretBytes> ReadPinFile(const std::string& path) {
     std::string message = "PIN file " + path + ": " + std::strerror(error);
     return error == ENOENT ? Status::NotFound(std::move(message))
                            : Status::Unavailable(std::move(message));
+  }
+  // Checked on the opened file, so that it is the file that is read.
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) {
+    return Status::Unavailable("PIN file " + path + ": " + std::strerror(errno));
+  }
+  if ((st.st_mode & kGroupOrOtherReadWrite) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status::PermissionDenied("PIN file " + path + " has mode " + mode +
+                                    "; group and others must not be able to read or write "
+                                    "it (chmod 600)");
   }
   // Read straight into the secret buffer so no unwiped copy of the PIN remains.
   SecretBytes pin(kMaxPinFileSize + 1);

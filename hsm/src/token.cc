@@ -12,9 +12,11 @@
 #include "ec_point.h"
 #include "module.h"
 #include "p11.h"
+#include "slots.h"
 
 namespace holdfast::hsm {
 
+using internal::FindSlot;
 using internal::ModuleInit;
 using internal::ModuleLibrary;
 using internal::RvStatus;
@@ -30,7 +32,6 @@ std::string EpochKeyLabel(uint32_t epoch_id) {
 namespace {
 
 constexpr std::string_view kHoldfastLabelPrefix = "holdfast-";
-constexpr size_t kTokenLabelSize = 32;  // CK_TOKEN_INFO.label, blank padded
 constexpr size_t kKeyIdSize = 16;
 constexpr size_t kSharedSecretSize = 32;
 constexpr size_t kP1363SignatureSize = 64;
@@ -53,12 +54,6 @@ CK_ATTRIBUTE BytesAttr(CK_ATTRIBUTE_TYPE type, ByteView value) {
 }
 CK_ATTRIBUTE StringAttr(CK_ATTRIBUTE_TYPE type, std::string_view value) {
   return Attr(type, value.data(), value.size());
-}
-
-std::string TrimPadded(const unsigned char* data, size_t size) {
-  std::string s(reinterpret_cast<const char*>(data), size);
-  s.erase(s.find_last_not_of(' ') + 1);
-  return s;
 }
 
 enum class KeyRole { kOrgRoot, kEpoch };
@@ -402,39 +397,11 @@ class Pkcs11Token final : public Token {
   std::map<std::string, CK_OBJECT_HANDLE, std::less<>> key_handles_;
 };
 
-Result<CK_SLOT_ID> FindSlot(CK_FUNCTION_LIST* f, const std::string& label) {
-  std::vector<CK_SLOT_ID> slots;
-  CK_RV rv;
-  do {
-    CK_ULONG count = 0;
-    rv = f->C_GetSlotList(CK_TRUE, nullptr, &count);
-    if (rv != CKR_OK) break;
-    slots.resize(count);
-    rv = f->C_GetSlotList(CK_TRUE, slots.data(), &count);
-    slots.resize(count);
-  } while (rv == CKR_BUFFER_TOO_SMALL);
-  if (rv != CKR_OK) return RvStatus(Code::kUnavailable, "C_GetSlotList", rv);
-
-  std::vector<CK_SLOT_ID> matches;
-  for (CK_SLOT_ID slot : slots) {
-    CK_TOKEN_INFO info{};
-    if (f->C_GetTokenInfo(slot, &info) != CKR_OK) continue;
-    if (TrimPadded(info.label, sizeof info.label) == label) matches.push_back(slot);
-  }
-  if (matches.empty()) return Status::Unavailable("no token labelled \"" + label + "\"");
-  if (matches.size() > 1) {
-    return Status::Unavailable(std::to_string(matches.size()) + " tokens labelled \"" + label +
-                               "\"; labels must be unique");
-  }
-  return matches.front();
-}
-
 }  // namespace
 
 Result<std::unique_ptr<Token>> Token::Open(const TokenConfig& config) {
-  if (config.token_label.empty() || config.token_label.size() > kTokenLabelSize ||
-      config.token_label.back() == ' ') {
-    return Status::Unavailable("token label must be 1 to 32 bytes without trailing blanks");
+  if (!internal::IsValidTokenLabel(config.token_label)) {
+    return Status::Unavailable(std::string(internal::kTokenLabelRule));
   }
   if (config.pin.empty()) return Status::Unavailable("empty user PIN");
   HF_ASSIGN_OR_RETURN(ModuleLibrary library, ModuleLibrary::Load(config.module_path));

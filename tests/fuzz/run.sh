@@ -25,12 +25,9 @@ command -v "$cxx" >/dev/null || { echo "error: $cxx not found (apt-get install c
 
 log "building fuzzers in $build"
 mkdir -p "$build"
-build_args=()
-for t in "${targets[@]}"; do build_args+=(--target "$t"); done
-if ! { cmake -S "$here" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" &&
-       cmake --build "$build" -j"$jobs" "${build_args[@]}"; } >"$build/build.log" 2>&1; then
-  tail -n 60 "$build/build.log" >&2
-  log "building the fuzzers failed; full log in $build/build.log"
+if ! cmake -S "$here" -B "$build" -DCMAKE_CXX_COMPILER="$cxx" >"$build/configure.log" 2>&1; then
+  tail -n 40 "$build/configure.log" >&2
+  log "configuring the fuzz build failed; full log in $build/configure.log"
   exit 1
 fi
 
@@ -39,6 +36,14 @@ rm -rf "$run_dir"
 mkdir -p "$run_dir"
 failed=()
 for t in "${targets[@]}"; do
+  # One target at a time, so a module that does not build fails its own
+  # fuzzer only and the others still run.
+  if ! cmake --build "$build" -j"$jobs" --target "$t" >"$build/build-$t.log" 2>&1; then
+    failed+=("$t")
+    grep -E 'error' "$build/build-$t.log" | head -n 20 >&2 || true
+    log "$t does not build; full log in $build/build-$t.log"
+    continue
+  fi
   work=$run_dir/$t
   mkdir -p "$work/corpus" "$work/artifacts"
   cp -R "$here/corpus/$t/." "$work/corpus/"
@@ -46,7 +51,7 @@ for t in "${targets[@]}"; do
   case $t in fuzz_policy|fuzz_config) dict=(-dict="$here/yaml.dict") ;; esac
   log "$t for ${seconds}s"
   # Leaks and UBSan are fatal; a single input may take at most 10 s.
-  if ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:symbolize=1 \
+  if ASAN_OPTIONS=detect_leaks=1:symbolize=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      "$build/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
        -print_final_stats=1 -artifact_prefix="$work/artifacts/" "${dict[@]}" \

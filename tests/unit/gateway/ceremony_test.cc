@@ -177,6 +177,17 @@ TEST_F(CeremonyTest, RotationOffDoesNothing) {
   EXPECT_FALSE(r->has_value());
 }
 
+TEST_F(CeremonyTest, CertifiesAnOrphanKeyLeftByAFailedRun) {
+  ASSERT_TRUE(InitializeKeys(*token_, *conn_, config_, "operator", kNow).ok());
+  // A run that generated epoch 2's key and died before storing it.
+  auto orphan = token_->GenerateEpochKey(2);
+  ASSERT_TRUE(orphan.ok());
+  auto e2 = CreateEpoch(*token_, *conn_, config_, "operator", kNow + kDayMs);
+  ASSERT_TRUE(e2.ok()) << e2.status().ToString();
+  EXPECT_EQ(e2->epoch_id, 2u);
+  EXPECT_EQ(e2->public_key, *orphan);
+}
+
 TEST_F(CeremonyTest, RefusesADatabaseThatRecordsAnotherRoot) {
   archive::Store store(*conn_);
   ASSERT_TRUE(store.PutSetting(std::string(archive::kOrgRootPublicKeySetting), Bytes(65, 0x04)).ok());

@@ -42,8 +42,10 @@ TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
   EXPECT_EQ(reference->database.ingest_batch_max, defaults->database.ingest_batch_max);
   EXPECT_EQ(reference->hsm.module, defaults->hsm.module);
   EXPECT_EQ(reference->hsm.pin_file, defaults->hsm.pin_file);
+  EXPECT_EQ(reference->hsm.so_pin_file, defaults->hsm.so_pin_file);
   EXPECT_EQ(reference->gateway.listen.port, defaults->gateway.listen.port);
   EXPECT_EQ(reference->gateway.max_frame_bytes, defaults->gateway.max_frame_bytes);
+  EXPECT_EQ(reference->gateway.max_clock_skew_seconds, defaults->gateway.max_clock_skew_seconds);
   EXPECT_EQ(reference->gateway.archive_notice, defaults->gateway.archive_notice);
   EXPECT_EQ(reference->admin.listen.port, defaults->admin.listen.port);
   EXPECT_EQ(reference->admin.tls_cert, defaults->admin.tls_cert);

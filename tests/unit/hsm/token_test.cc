@@ -1,6 +1,8 @@
 // Runs against a real SoftHSM2 token in a temporary directory.
 #include "holdfast/hsm/token.h"
 
+#include "holdfast/hsm/admin.h"
+
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <openssl/core_names.h>
@@ -9,20 +11,26 @@
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <p11-kit/pkcs11.h>
+
+#include "slots.h"
 
 extern char** environ;
 
@@ -92,6 +100,81 @@ std::string FindSoftHsmModule() {
 
 SecretBytes Pin(std::string_view pin) { return SecretBytes(AsBytes(pin)); }
 
+// A SoftHSM2 configuration whose token directory is dir/tokens (created
+// empty); returns the path of the configuration file.
+fs::path WriteSoftHsmConf(const fs::path& dir) {
+  fs::create_directory(dir / "tokens");
+  std::ofstream conf(dir / "softhsm2.conf");
+  conf << "directories.tokendir = " << (dir / "tokens").string() << "\n"
+       << "objectstore.backend = file\n"
+       << "log.level = ERROR\n";
+  return dir / "softhsm2.conf";
+}
+
+// A second PKCS#11 client, independent of the code under test. It finalises
+// the module only if it was the one to initialise it.
+class RawClient {
+ public:
+  explicit RawClient(const std::string& module) {
+    library_ = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (library_ == nullptr) return;
+    auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(library_, "C_GetFunctionList"));
+    if (get_list == nullptr || get_list(&f_) != CKR_OK || f_ == nullptr) return;
+    CK_RV rv = f_->C_Initialize(nullptr);
+    finalize_ = rv == CKR_OK;
+    initialised_ = rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED;
+  }
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+  ~RawClient() {
+    if (finalize_) f_->C_Finalize(nullptr);
+    if (library_ != nullptr) dlclose(library_);
+  }
+
+  bool ok() const { return initialised_; }
+  CK_FUNCTION_LIST* f() const { return f_; }
+
+  std::vector<std::pair<CK_SLOT_ID, CK_TOKEN_INFO>> Tokens() const {
+    CK_ULONG count = 0;
+    if (f_->C_GetSlotList(CK_TRUE, nullptr, &count) != CKR_OK) return {};
+    std::vector<CK_SLOT_ID> slots(count);
+    if (f_->C_GetSlotList(CK_TRUE, slots.data(), &count) != CKR_OK) return {};
+    std::vector<std::pair<CK_SLOT_ID, CK_TOKEN_INFO>> tokens;
+    for (CK_ULONG i = 0; i < count; ++i) {
+      CK_TOKEN_INFO info{};
+      if (f_->C_GetTokenInfo(slots[i], &info) == CKR_OK) tokens.emplace_back(slots[i], info);
+    }
+    return tokens;
+  }
+
+  std::optional<CK_SLOT_ID> SlotLabelled(const std::string& label) const {
+    for (const auto& [slot, info] : Tokens()) {
+      if (internal::TokenLabelOf(info) == label) return slot;
+    }
+    return std::nullopt;
+  }
+
+  // Opens a session on the token, logs in, logs out; returns C_Login's result.
+  CK_RV TryLogin(const std::string& label, CK_USER_TYPE user, std::string pin) const {
+    std::optional<CK_SLOT_ID> slot = SlotLabelled(label);
+    if (!slot) return CKR_TOKEN_NOT_PRESENT;
+    CK_SESSION_HANDLE session = CK_INVALID_HANDLE;
+    CK_RV rv = f_->C_OpenSession(*slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
+                                 &session);
+    if (rv != CKR_OK) return rv;
+    rv = f_->C_Login(session, user, reinterpret_cast<CK_UTF8CHAR*>(pin.data()), pin.size());
+    if (rv == CKR_OK) f_->C_Logout(session);
+    f_->C_CloseSession(session);
+    return rv;
+  }
+
+ private:
+  void* library_ = nullptr;
+  CK_FUNCTION_LIST* f_ = nullptr;
+  bool initialised_ = false;
+  bool finalize_ = false;
+};
+
 PkeyPtr P256PublicKey(ByteView point) {
   OSSL_PARAM_BLD* builder = OSSL_PARAM_BLD_new();
   OSSL_PARAM_BLD_push_utf8_string(builder, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0);
@@ -159,13 +242,7 @@ class TokenTest : public ::testing::Test {
     char tmpl[] = "/tmp/holdfast-hsm-test-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = new fs::path(tmpl);
-    fs::create_directory(*dir_ / "tokens");
-    std::ofstream conf(*dir_ / "softhsm2.conf");
-    conf << "directories.tokendir = " << (*dir_ / "tokens").string() << "\n"
-         << "objectstore.backend = file\n"
-         << "log.level = ERROR\n";
-    conf.close();
-    ASSERT_EQ(setenv("SOFTHSM2_CONF", (*dir_ / "softhsm2.conf").c_str(), 1), 0);
+    ASSERT_EQ(setenv("SOFTHSM2_CONF", WriteSoftHsmConf(*dir_).c_str(), 1), 0);
   }
 
   static void TearDownTestSuite() {
@@ -503,29 +580,15 @@ TEST_F(TokenTest, PrivateKeysCannotBeReadOrMadeExtractable) {
     ASSERT_TRUE(token->GenerateEpochKey(1).ok());
   }  // closed, so the module is finalised and the client below starts afresh
 
-  void* library = dlopen(module_.c_str(), RTLD_NOW | RTLD_LOCAL);
-  ASSERT_NE(library, nullptr) << dlerror();
-  auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(library, "C_GetFunctionList"));
-  ASSERT_NE(get_list, nullptr);
-  CK_FUNCTION_LIST* f = nullptr;
-  ASSERT_EQ(get_list(&f), CKR_OK);
-  ASSERT_EQ(f->C_Initialize(nullptr), CKR_OK);
-  CK_ULONG slot_count = 64;
-  std::vector<CK_SLOT_ID> slots(slot_count);
-  ASSERT_EQ(f->C_GetSlotList(CK_TRUE, slots.data(), &slot_count), CKR_OK);
+  RawClient client(module_);
+  ASSERT_TRUE(client.ok());
+  CK_FUNCTION_LIST* f = client.f();
+  std::optional<CK_SLOT_ID> slot = client.SlotLabelled(label_);
+  ASSERT_TRUE(slot.has_value());
   CK_SESSION_HANDLE session = CK_INVALID_HANDLE;
-  for (CK_ULONG i = 0; i < slot_count; ++i) {
-    CK_TOKEN_INFO info{};
-    ASSERT_EQ(f->C_GetTokenInfo(slots[i], &info), CKR_OK);
-    std::string label(reinterpret_cast<const char*>(info.label), sizeof info.label);
-    label.erase(label.find_last_not_of(' ') + 1);
-    if (label == label_) {
-      ASSERT_EQ(f->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr,
-                                 nullptr, &session),
-                CKR_OK);
-    }
-  }
-  ASSERT_NE(session, CK_INVALID_HANDLE);
+  ASSERT_EQ(f->C_OpenSession(*slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
+                             &session),
+            CKR_OK);
   std::string pin = kUserPin;
   ASSERT_EQ(f->C_Login(session, CKU_USER, reinterpret_cast<CK_UTF8CHAR*>(pin.data()),
                        pin.size()),
@@ -573,8 +636,6 @@ TEST_F(TokenTest, PrivateKeysCannotBeReadOrMadeExtractable) {
               CKR_KEY_UNEXTRACTABLE);
   }
   f->C_CloseSession(session);
-  f->C_Finalize(nullptr);
-  dlclose(library);
 }
 
 TEST_F(TokenTest,NoticesKeysDeletedByAnotherClient) {
@@ -651,6 +712,266 @@ TEST_F(TokenTest, ConcurrentCallsAreSerialised) {
   EXPECT_EQ(failures.load(), 0);
 }
 
+TEST_F(TokenTest, ProbeSucceedsOnAReadyToken) {
+  Status probe = ProbeToken(module_, label_);
+  EXPECT_TRUE(probe.ok()) << probe.ToString();
+}
+
+TEST_F(TokenTest, ProbeFailsOnUnknownLabelBadModuleAndBadLabel) {
+  Status unknown = ProbeToken(module_, label_ + "-missing");
+  EXPECT_EQ(unknown.code(), Code::kUnavailable);
+  EXPECT_NE(unknown.message().find("no token labelled"), std::string::npos) << unknown.ToString();
+
+  Status no_module = ProbeToken((*dir_ / "no-such-module.so").string(), label_);
+  EXPECT_EQ(no_module.code(), Code::kUnavailable);
+  EXPECT_NE(no_module.message().find("dlopen"), std::string::npos) << no_module.ToString();
+
+  Status not_a_module = ProbeToken("libz.so.1", label_);
+  EXPECT_EQ(not_a_module.code(), Code::kUnavailable);
+  EXPECT_NE(not_a_module.message().find("C_GetFunctionList"), std::string::npos)
+      << not_a_module.ToString();
+
+  EXPECT_EQ(ProbeToken(module_, "").code(), Code::kUnavailable);
+  EXPECT_EQ(ProbeToken(module_, std::string(33, 'x')).code(), Code::kUnavailable);
+}
+
+// The probe shares the module's initialisation with open Tokens: it must not
+// finalise the module under them, nor log them out.
+TEST_F(TokenTest, ProbeLeavesOpenTokensWorking) {
+  auto token = OpenToken();
+  ASSERT_NE(token, nullptr);
+  ASSERT_TRUE(token->GenerateOrgRoot().ok());
+  for (int i = 0; i < 3; ++i) {
+    Status probe = ProbeToken(module_, label_);
+    EXPECT_TRUE(probe.ok()) << probe.ToString();
+  }
+  EXPECT_TRUE(token->Ping().ok());
+  EXPECT_TRUE(token->SignWithOrgRoot(AsBytes("after probe")).ok());
+}
+
+// The probe opens no session, so it never needs or checks a PIN: it succeeds
+// for a token whose user PIN the caller does not know.
+TEST_F(TokenTest, ProbeNeedsNoLogin) {
+  {
+    RawClient client(module_);
+    ASSERT_TRUE(client.ok());
+    ASSERT_EQ(client.TryLogin(label_, CKU_USER, "not-the-pin"), CKR_PIN_INCORRECT);
+  }
+  Status probe = ProbeToken(module_, label_);
+  EXPECT_TRUE(probe.ok()) << probe.ToString();
+}
+
+TEST(TokenFlagsTest, UserReadyNeedsInitialisedTokenAndUsablePin) {
+  const CK_FLAGS ready = CKF_RNG | CKF_LOGIN_REQUIRED | CKF_TOKEN_INITIALIZED |
+                         CKF_USER_PIN_INITIALIZED;
+  EXPECT_TRUE(internal::CheckUserReady(ready).ok());
+  EXPECT_TRUE(internal::CheckUserReady(ready | CKF_USER_PIN_COUNT_LOW).ok());
+  EXPECT_TRUE(internal::CheckUserReady(ready | CKF_SO_PIN_LOCKED).ok());
+
+  const std::pair<CK_FLAGS, const char*> failures[] = {
+      {ready & ~CKF_TOKEN_INITIALIZED, "CKF_TOKEN_INITIALIZED"},
+      {ready & ~CKF_USER_PIN_INITIALIZED, "CKF_USER_PIN_INITIALIZED"},
+      {ready | CKF_USER_PIN_LOCKED, "CKF_USER_PIN_LOCKED"},
+      {ready | CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_COUNT_LOW, "CKF_USER_PIN_FINAL_TRY"},
+      {ready | CKF_USER_PIN_TO_BE_CHANGED, "CKF_USER_PIN_TO_BE_CHANGED"},
+  };
+  for (const auto& [flags, name] : failures) {
+    Status status = internal::CheckUserReady(flags);
+    EXPECT_EQ(status.code(), Code::kUnavailable) << name;
+    EXPECT_NE(status.message().find(name), std::string::npos) << status.ToString();
+  }
+}
+
+// Each test gets its own token directory that starts with no token at all.
+class AdminTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    module_ = FindSoftHsmModule();
+    ASSERT_FALSE(module_.empty()) << "libsofthsm2.so not found; install softhsm2";
+    char tmpl[] = "/tmp/holdfast-hsm-admin-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    if (const char* previous = std::getenv("SOFTHSM2_CONF")) previous_conf_ = previous;
+    ASSERT_EQ(setenv("SOFTHSM2_CONF", WriteSoftHsmConf(dir_).c_str(), 1), 0);
+  }
+
+  void TearDown() override {
+    if (previous_conf_) {
+      setenv("SOFTHSM2_CONF", previous_conf_->c_str(), 1);
+    } else {
+      unsetenv("SOFTHSM2_CONF");
+    }
+    std::error_code ignored;
+    fs::remove_all(dir_, ignored);
+  }
+
+  Status Init(const std::string& label, std::string_view so_pin = kSoPin,
+              std::string_view user_pin = kUserPin) {
+    return InitToken(module_, label, Pin(so_pin), Pin(user_pin));
+  }
+
+  Result<std::unique_ptr<Token>> Open(const std::string& label,
+                                      std::string_view pin = kUserPin) {
+    return Token::Open(TokenConfig{module_, label, Pin(pin)});
+  }
+
+  // The labels of the initialised tokens, as a fresh client sees them.
+  std::vector<std::string> TokenLabels() {
+    RawClient client(module_);
+    std::vector<std::string> labels;
+    for (const auto& [slot, info] : client.Tokens()) {
+      if (info.flags & CKF_TOKEN_INITIALIZED) labels.push_back(internal::TokenLabelOf(info));
+    }
+    return labels;
+  }
+
+  std::string module_;
+  fs::path dir_;
+  std::optional<std::string> previous_conf_;
+};
+
+TEST_F(AdminTest, ProbeFindsNoTokenInAnEmptyTokenDirectory) {
+  {
+    RawClient client(module_);
+    ASSERT_TRUE(client.ok());
+    auto tokens = client.Tokens();
+    ASSERT_EQ(tokens.size(), 1u);  // SoftHSM2's one free slot
+    EXPECT_EQ(tokens[0].second.flags & CKF_TOKEN_INITIALIZED, 0u);
+  }
+  Status probe = ProbeToken(module_, "hf-admin");
+  EXPECT_EQ(probe.code(), Code::kUnavailable);
+  EXPECT_NE(probe.message().find("no token labelled"), std::string::npos) << probe.ToString();
+}
+
+TEST_F(AdminTest, InitTokenCreatesATokenThatOpensWithTheUserPinOnly) {
+  Status init = Init("hf-admin");
+  ASSERT_TRUE(init.ok()) << init.ToString();
+  EXPECT_EQ(TokenLabels(), std::vector<std::string>{"hf-admin"});
+
+  Status probe = ProbeToken(module_, "hf-admin");
+  EXPECT_TRUE(probe.ok()) << probe.ToString();
+
+  // Wrong PIN first: once a Token is logged in, the process stays logged in.
+  auto wrong = Open("hf-admin", "wrong-pin");
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("CKR_PIN_INCORRECT"), std::string::npos)
+      << wrong.status().ToString();
+  auto so_pin_as_user = Open("hf-admin", kSoPin);
+  EXPECT_FALSE(so_pin_as_user.ok());
+
+  auto token = Open("hf-admin");
+  ASSERT_TRUE(token.ok()) << token.status().ToString();
+  EXPECT_TRUE((*token)->Ping().ok());
+  auto root = (*token)->GenerateOrgRoot();
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  auto signature = (*token)->SignWithOrgRoot(AsBytes("fresh token"));
+  ASSERT_TRUE(signature.ok()) << signature.status().ToString();
+  EXPECT_TRUE(VerifyP1363(*root, AsBytes("fresh token"), *signature));
+}
+
+TEST_F(AdminTest, InitTokenSetsTheSoPin) {
+  ASSERT_TRUE(Init("hf-admin").ok());
+  RawClient client(module_);
+  ASSERT_TRUE(client.ok());
+  EXPECT_EQ(client.TryLogin("hf-admin", CKU_SO, kSoPin), CKR_OK);
+  EXPECT_EQ(client.TryLogin("hf-admin", CKU_SO, kUserPin), CKR_PIN_INCORRECT);
+  EXPECT_EQ(client.TryLogin("hf-admin", CKU_USER, kUserPin), CKR_OK);
+  EXPECT_EQ(client.TryLogin("hf-admin", CKU_USER, kSoPin), CKR_PIN_INCORRECT);
+}
+
+TEST_F(AdminTest, SecondInitTokenWithTheSameLabelIsAlreadyExists) {
+  ASSERT_TRUE(Init("hf-admin").ok());
+  Status again = Init("hf-admin");
+  EXPECT_EQ(again.code(), Code::kAlreadyExists) << again.ToString();
+  // Other PINs do not change the token either.
+  Status other_pins = Init("hf-admin", "other-so-pin", "other-user-pin");
+  EXPECT_EQ(other_pins.code(), Code::kAlreadyExists) << other_pins.ToString();
+  EXPECT_EQ(TokenLabels(), std::vector<std::string>{"hf-admin"});
+  auto token = Open("hf-admin");
+  EXPECT_TRUE(token.ok()) << token.status().ToString();
+}
+
+// SoftHSM2 re-enumerates its slots after C_InitToken; while the module stays
+// initialised (a Token is open throughout), each new token must still be
+// found by Token::Open and ProbeToken, and a fresh free slot must appear.
+TEST_F(AdminTest, TokensInitialisedWhileTheModuleStaysInitialisedAreFound) {
+  ASSERT_TRUE(Init("hf-first").ok());
+  auto first = Open("hf-first");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+
+  for (const std::string label : {"hf-second", "hf-third"}) {
+    Status init = Init(label);
+    ASSERT_TRUE(init.ok()) << label << ": " << init.ToString();
+    Status probe = ProbeToken(module_, label);
+    EXPECT_TRUE(probe.ok()) << label << ": " << probe.ToString();
+    auto token = Open(label);
+    ASSERT_TRUE(token.ok()) << label << ": " << token.status().ToString();
+    EXPECT_TRUE((*token)->GenerateEpochKey(1).ok()) << label;
+  }
+  EXPECT_TRUE((*first)->Ping().ok());
+  EXPECT_EQ((*first)->PublicKey(EpochKeyLabel(1)).status().code(), Code::kNotFound);
+  first->reset();
+
+  std::vector<std::string> labels = TokenLabels();
+  std::sort(labels.begin(), labels.end());
+  EXPECT_EQ(labels, (std::vector<std::string>{"hf-first", "hf-second", "hf-third"}));
+}
+
+TEST_F(AdminTest, InitTokenRefusesBadArgumentsBeforeWritingAnything) {
+  EXPECT_EQ(Init("").code(), Code::kInvalidArgument);
+  EXPECT_EQ(Init(std::string(33, 'x')).code(), Code::kInvalidArgument);
+  EXPECT_EQ(Init("trailing ").code(), Code::kInvalidArgument);
+  EXPECT_EQ(Init("hf-admin", "", kUserPin).code(), Code::kInvalidArgument);
+  EXPECT_EQ(Init("hf-admin", kSoPin, "").code(), Code::kInvalidArgument);
+  // SoftHSM2 takes PINs of 4 to 255 bytes.
+  Status short_user = Init("hf-admin", kSoPin, "123");
+  EXPECT_EQ(short_user.code(), Code::kInvalidArgument) << short_user.ToString();
+  Status short_so = Init("hf-admin", "123", kUserPin);
+  EXPECT_EQ(short_so.code(), Code::kInvalidArgument) << short_so.ToString();
+  Status long_user = Init("hf-admin", kSoPin, std::string(256, '7'));
+  EXPECT_EQ(long_user.code(), Code::kInvalidArgument) << long_user.ToString();
+  EXPECT_TRUE(TokenLabels().empty());
+
+  Status no_module = InitToken((dir_ / "no-such-module.so").string(), "hf-admin", Pin(kSoPin),
+                               Pin(kUserPin));
+  EXPECT_EQ(no_module.code(), Code::kUnavailable) << no_module.ToString();
+}
+
+// A token initialised without a user PIN (as if InitToken had stopped after
+// C_InitToken) is not ready; InitToken finishes it, given the SO PIN.
+TEST_F(AdminTest, InitTokenFinishesATokenWithoutUserPin) {
+  {
+    RawClient client(module_);
+    ASSERT_TRUE(client.ok());
+    auto tokens = client.Tokens();
+    ASSERT_EQ(tokens.size(), 1u);
+    CK_UTF8CHAR label[32];
+    std::fill(std::begin(label), std::end(label), ' ');
+    std::memcpy(label, "hf-half", 7);
+    std::string so_pin = kSoPin;
+    ASSERT_EQ(client.f()->C_InitToken(tokens[0].first,
+                                      reinterpret_cast<CK_UTF8CHAR*>(so_pin.data()),
+                                      so_pin.size(), label),
+              CKR_OK);
+  }
+  Status probe = ProbeToken(module_, "hf-half");
+  EXPECT_EQ(probe.code(), Code::kUnavailable);
+  EXPECT_NE(probe.message().find("CKF_USER_PIN_INITIALIZED"), std::string::npos)
+      << probe.ToString();
+
+  Status wrong_so = Init("hf-half", "wrong-so-pin", kUserPin);
+  EXPECT_EQ(wrong_so.code(), Code::kPermissionDenied) << wrong_so.ToString();
+  EXPECT_EQ(ProbeToken(module_, "hf-half").code(), Code::kUnavailable);
+
+  Status finished = Init("hf-half");
+  ASSERT_TRUE(finished.ok()) << finished.ToString();
+  probe = ProbeToken(module_, "hf-half");
+  EXPECT_TRUE(probe.ok()) << probe.ToString();
+  auto token = Open("hf-half");
+  EXPECT_TRUE(token.ok()) << token.status().ToString();
+  EXPECT_EQ(Init("hf-half").code(), Code::kAlreadyExists);
+}
+
 class PinFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -662,9 +983,15 @@ class PinFileTest : public ::testing::Test {
     std::error_code ignored;
     fs::remove_all(dir_, ignored);
   }
-  std::string Write(const std::string& name, const std::string& content) {
+  // Written with exactly this mode, whatever the umask.
+  std::string Write(const std::string& name, const std::string& content, mode_t mode = 0600) {
     fs::path path = dir_ / name;
-    std::ofstream(path, std::ios::binary) << content;
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    EXPECT_GE(fd, 0) << path;
+    if (fd < 0) return path.string();
+    EXPECT_EQ(write(fd, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+    EXPECT_EQ(fchmod(fd, mode), 0);
+    close(fd);
     return path.string();
   }
   fs::path dir_;
@@ -688,6 +1015,32 @@ TEST_F(PinFileTest, RefusesMissingEmptyAndOversizedFiles) {
   EXPECT_EQ(ReadPinFile(Write("newline", "\n")).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(ReadPinFile(Write("big", std::string(300, '7'))).status().code(),
             Code::kInvalidArgument);
+}
+
+TEST_F(PinFileTest, RefusesFilesThatGroupOrOthersCanReadOrWrite) {
+  std::string readable = Write("readable", "1234\n", 0644);
+  auto pin = ReadPinFile(readable);
+  ASSERT_FALSE(pin.ok());
+  EXPECT_EQ(pin.status().code(), Code::kPermissionDenied);
+  EXPECT_NE(pin.status().message().find(readable), std::string::npos) << pin.status().ToString();
+  EXPECT_NE(pin.status().message().find("0644"), std::string::npos) << pin.status().ToString();
+
+  for (mode_t mode : {0640, 0620, 0604, 0602, 0660, 0666}) {
+    auto refused = ReadPinFile(Write("mode", "1234", mode));
+    EXPECT_EQ(refused.status().code(), Code::kPermissionDenied) << std::oct << mode;
+  }
+  // Checked before the content: an empty file that others can read is
+  // refused for its mode.
+  EXPECT_EQ(ReadPinFile(Write("empty-readable", "", 0644)).status().code(),
+            Code::kPermissionDenied);
+}
+
+TEST_F(PinFileTest, AcceptsFilesOnlyTheOwnerCanReadOrWrite) {
+  for (mode_t mode : {0600, 0400}) {
+    auto pin = ReadPinFile(Write("owner-only", "1234\n", mode));
+    ASSERT_TRUE(pin.ok()) << std::oct << mode << ": " << pin.status().ToString();
+    EXPECT_EQ(AsString(pin->view()), "1234");
+  }
 }
 
 }  // namespace

@@ -16,8 +16,8 @@
 
 namespace holdfast::gateway {
 
-// Opens the token named by the configuration (PIN from hsm.pin_file;
-// exports SOFTHSM2_CONF first when hsm.softhsm2_conf is set).
+// Opens the token named by the configuration (PIN from hsm.pin_file).
+// ApplyProcessEnvironment must have run first.
 Result<std::unique_ptr<hsm::Token>> OpenToken(const Config& config);
 
 struct InitReport {

@@ -29,6 +29,7 @@ struct Config {
     std::string module = "/usr/lib/softhsm/libsofthsm2.so";
     std::string token_label = "holdfast";
     std::string pin_file;       // default: <state_dir>/hsm/user.pin
+    std::string so_pin_file;    // default: <state_dir>/hsm/so.pin; only `hsm init-token` reads it
     std::string softhsm2_conf;  // exported as SOFTHSM2_CONF when set
   } hsm;
 
@@ -37,6 +38,9 @@ struct Config {
     std::string tls_cert;       // default: <state_dir>/tls/gateway.pem
     std::string tls_key;        // default: <state_dir>/tls/gateway.key
     uint32_t max_frame_bytes = 1 << 20;
+    // A submitted envelope's sent_at may differ this much from the
+    // gateway's clock; further off is refused (clock_skew).
+    uint32_t max_clock_skew_seconds = 300;
     std::string archive_notice =
         "Messages in this conversation are end-to-end encrypted to its members and to the "
         "organisation's archive. The archive can only be opened under the compliance policy, "
@@ -64,6 +68,11 @@ struct Config {
   static Result<Config> Load(const std::string& path);
   static Result<Config> Parse(const std::string& yaml, const std::string& source_name);
 };
+
+// Exports what the configuration asks of the process environment
+// (SOFTHSM2_CONF). Call once from main, before any thread starts: setenv
+// is not thread-safe.
+void ApplyProcessEnvironment(const Config& config);
 
 // "host:port" -> Endpoint.
 Result<Endpoint> ParseEndpoint(const std::string& text);

@@ -33,7 +33,10 @@ struct TokenConfig {
   SecretBytes pin;           // user PIN; read from a file by the caller
 };
 
-// Reads a PIN from a file, stripping one trailing newline.
+// Reads a PIN from a file, stripping one trailing newline. kPermissionDenied,
+// before anything is read, if group or others may read or write the file
+// (the message names the file and its mode); kInvalidArgument if the PIN is
+// empty or the file is larger than 256 bytes; kNotFound if it is absent.
 Result<SecretBytes> ReadPinFile(const std::string& path);
 
 struct KeyInfo {
