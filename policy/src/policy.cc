@@ -114,6 +114,7 @@ PurposeRule ParseRule(const std::string& purpose, const YAML::Node& node) {
   PurposeRule rule;
   rule.purpose = purpose;
   std::string where = "disclosure." + purpose;
+  bool has_approvals = false;
   ForEachKey(
       node, where,
       {"require_open_case", "require_hold_covering_scope", "require_legal_reference",
@@ -133,6 +134,7 @@ PurposeRule ParseRule(const std::string& purpose, const YAML::Node& node) {
           if (!value.IsSequence()) Fail(value, "requester_roles must be a list of roles");
           for (const YAML::Node& r : value) rule.requester_roles.push_back(ScalarOf(r, "a role"));
         } else {
+          has_approvals = true;
           if (!value.IsSequence()) Fail(value, "approvals must be a list");
           std::set<std::string> roles;
           for (const YAML::Node& a : value) {
@@ -144,6 +146,12 @@ PurposeRule ParseRule(const std::string& purpose, const YAML::Node& node) {
           }
         }
       });
+  // Disclosure without sign-off must be written out, never implied by a
+  // forgotten key.
+  if (!has_approvals) {
+    Fail(node, where + " has no approvals; list the required approvals, or write "
+                       "`approvals: []` to allow this purpose without any");
+  }
   return rule;
 }
 

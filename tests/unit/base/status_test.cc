@@ -31,5 +31,11 @@ TEST(StatusTest, ResultPropagates) {
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
 }
 
+TEST(StatusTest, ResultFromOkStatusIsAnInternalError) {
+  Result<int> r = Status::Ok();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kInternal);
+}
+
 }  // namespace
 }  // namespace holdfast

@@ -37,6 +37,7 @@ disclosure:
     require_open_case: false
     require_hold_covering_scope: false
     require_legal_reference: false
+    approvals: []
 )";
 
 Policy MustParse(std::string_view yaml) {
@@ -239,7 +240,7 @@ TEST(PolicyTest, RuleWithoutRequirementsAllows) {
 }
 
 TEST(PolicyTest, AbsentKeysTakeTheStrictDefault) {
-  Policy p = MustParse("version: 1\ndisclosure:\n  lawful_request: {}\n");
+  Policy p = MustParse("version: 1\ndisclosure:\n  lawful_request:\n    approvals: []\n");
   ASSERT_EQ(p.rules().size(), 1u);
   const PurposeRule& r = p.rules()[0];
   EXPECT_TRUE(r.require_open_case);
@@ -250,6 +251,14 @@ TEST(PolicyTest, AbsentKeysTakeTheStrictDefault) {
   f.purpose = "lawful_request";
   f.case_open = false;
   EXPECT_EQ(p.Decide(f).verdict, Verdict::kDeny);
+}
+
+TEST(PolicyTest, MissingApprovalsIsAnError) {
+  auto p = Policy::Parse("version: 1\ndisclosure:\n  lawful_request:\n    max_custodians: 3\n", "p.yaml");
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(p.status().message().find("p.yaml:4:"), std::string::npos) << p.status().message();
+  EXPECT_NE(p.status().message().find("approvals: []"), std::string::npos) << p.status().message();
 }
 
 TEST(PolicyTest, VerdictNames) {
