@@ -252,6 +252,23 @@ Status AuditRefusal(Connection& conn, int64_t request_id, const std::string& act
   return tx.Commit();
 }
 
+// Recorded, and committed, before the first capsule is opened: plaintext
+// never exists, not even in a partial package after a crash, without an
+// audit event saying who started decrypting what under which decision.
+Status AuditStart(Connection& conn, int64_t request_id, const std::string& actor,
+                  const policy::Decision& d, size_t envelopes) {
+  Connection::Impl& c = conn.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  HF_RETURN_IF_ERROR(internal::AppendAudit(c, actor, "disclosure.export_started",
+                                           JsonObject()
+                                               .Int("request_id", request_id)
+                                               .String("rule", d.rule)
+                                               .String("policy_version", d.policy_version)
+                                               .Int("envelopes", static_cast<int64_t>(envelopes))
+                                               .str()));
+  return tx.Commit();
+}
+
 }  // namespace
 
 Result<policy::DisclosureFacts> DisclosureFactsOf(Connection& conn, int64_t request_id) {
@@ -352,6 +369,7 @@ Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const polic
   summary.out_dir = target.string();
   summary.decision = decision;
 
+  HF_RETURN_IF_ERROR(AuditStart(conn, request_id, actor, decision, envelopes.size()));
   HF_ASSIGN_OR_RETURN(PackageFile messages, PackageFile::Create(temp.path() / kMessagesFile));
   Exporter exporter(store, token);
   for (const auto& [id, stored] : envelopes) {
@@ -458,7 +476,9 @@ Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const polic
   }
   Status committed = tx.Commit();
   if (!committed.ok()) {
+    // An unrecorded package must not stay where it can be handed out.
     fs::rename(target, temp.path(), ec);
+    if (ec) fs::remove_all(target, ec);
     return committed.WithContext("recording the export");
   }
   temp.Release();
