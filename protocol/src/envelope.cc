@@ -5,6 +5,7 @@
 #include "holdfast/protocol/hpke.h"
 #include "holdfast/protocol/labels.h"
 #include "holdfast/protocol/primitives.h"
+#include "hpke_internal.h"
 #include "primitives_internal.h"
 
 namespace holdfast::protocol {
@@ -77,20 +78,64 @@ Bytes ArchiveInfo(uint32_t epoch_id) {
   return Concat({AsBytes(labels::kArchiveCapsuleInfo), BigEndian32(epoch_id)});
 }
 
+// The archive ephemeral key pair for a CEK and message id:
+// ikmE = HKDF(salt = message_id, ikm = CEK, info = kArchiveEphemeral), then
+// DeriveKeyPair(ikmE), whose public key pkE is the capsule's enc.
+Result<hpke::KeyPair> ArchiveEphemeral(ByteView cek, ByteView message_id) {
+  HF_ASSIGN_OR_RETURN(SecretBytes ikm_e,
+                      Hkdf(message_id, cek, AsBytes(labels::kArchiveEphemeral), 32));
+  return hpke::DeriveKeyPair(hpke::KemId::kP256HkdfSha256, ikm_e.view());
+}
+
+Result<internal::P256PublicKey> ParseArchiveKey(ByteView archive_public) {
+  auto key = internal::P256PublicKey::Parse(archive_public);
+  if (!key.ok()) return key.status().WithContext("archive capsule");
+  return key;
+}
+
+// The HPKE part of the archive capsule, given the ephemeral pair already
+// derived and the archive key already decoded: Encap (one ECDH), key
+// schedule, and the seal of the CEK with the header as associated data.
+Result<wire::ArchiveCapsule> SealArchiveCapsule(const hpke::KeyPair& ephemeral,
+                                                const internal::P256PublicKey& archive,
+                                                ByteView cek, uint32_t epoch_id,
+                                                ByteView header_bytes) {
+  auto encap = hpke::internal::EncapP256(ephemeral, archive);
+  if (!encap.ok()) return encap.status().WithContext("archive capsule");
+  hpke::SenderContext context;
+  HF_RETURN_IF_ERROR(hpke::ContextAccess::Init(context, hpke::kArchiveSuite,
+                                               encap->shared_secret.view(),
+                                               ArchiveInfo(epoch_id)));
+  hpke::ContextAccess::SetEnc(context, std::move(encap->enc));
+  HF_ASSIGN_OR_RETURN(Bytes ct, context.Seal(header_bytes, cek));
+  wire::ArchiveCapsule capsule;
+  capsule.set_epoch_id(epoch_id);
+  capsule.set_enc(AsString(context.enc()));
+  capsule.set_ct(AsString(ct));
+  return capsule;
+}
+
+Status EncMismatch() {
+  return Status::CryptoFailure("archive capsule mismatch: enc differs from the recomputed one");
+}
+Status CtMismatch() {
+  return Status::CryptoFailure("archive capsule mismatch: ct differs from the recomputed one");
+}
+
 // Recomputes the deterministic archive capsule for `cek` and compares it with
-// the one carried in the envelope.
+// the one carried in the envelope. enc is compared first: it needs only the
+// ephemeral key (one fixed-base multiplication), and a capsule whose enc
+// differs is rejected without the ECDH that recomputing ct takes.
 Status CheckArchiveCapsule(const ParsedEnvelope& parsed, ByteView cek, ByteView archive_public) {
   const wire::ArchiveCapsule& carried = parsed.content.archive();
+  HF_ASSIGN_OR_RETURN(internal::P256PublicKey archive, ParseArchiveKey(archive_public));
+  HF_ASSIGN_OR_RETURN(hpke::KeyPair ephemeral,
+                      ArchiveEphemeral(cek, View(parsed.header.message_id())));
+  if (!ConstantTimeEqual(ephemeral.public_key, View(carried.enc()))) return EncMismatch();
   HF_ASSIGN_OR_RETURN(wire::ArchiveCapsule expected,
-                      ComputeArchiveCapsule(cek, View(parsed.header.message_id()),
-                                            parsed.header.epoch_id(), archive_public,
-                                            View(parsed.content.header())));
-  if (!ConstantTimeEqual(View(expected.enc()), View(carried.enc()))) {
-    return Status::CryptoFailure("archive capsule mismatch: enc differs from the recomputed one");
-  }
-  if (!ConstantTimeEqual(View(expected.ct()), View(carried.ct()))) {
-    return Status::CryptoFailure("archive capsule mismatch: ct differs from the recomputed one");
-  }
+                      SealArchiveCapsule(ephemeral, archive, cek, parsed.header.epoch_id(),
+                                         View(parsed.content.header())));
+  if (!ConstantTimeEqual(View(expected.ct()), View(carried.ct()))) return CtMismatch();
   return Status::Ok();
 }
 
@@ -199,24 +244,17 @@ Result<wire::ArchiveCapsule> ComputeArchiveCapsule(ByteView cek, ByteView messag
   if (message_id.size() != kMessageIdSize) {
     return Status::InvalidArgument("archive capsule: message id must be 16 bytes");
   }
-  HF_ASSIGN_OR_RETURN(SecretBytes ikm_e,
-                      Hkdf(message_id, cek, AsBytes(labels::kArchiveEphemeral), 32));
-  HF_ASSIGN_OR_RETURN(hpke::KeyPair ephemeral,
-                      hpke::DeriveKeyPair(hpke::KemId::kP256HkdfSha256, ikm_e.view()));
-  auto context = hpke::SetupBaseSenderWithEphemeral(hpke::kArchiveSuite, ephemeral,
-                                                    archive_public, ArchiveInfo(epoch_id));
-  if (!context.ok()) return context.status().WithContext("archive capsule");
-  HF_ASSIGN_OR_RETURN(Bytes ct, context->Seal(header_bytes, cek));
-  wire::ArchiveCapsule capsule;
-  capsule.set_epoch_id(epoch_id);
-  capsule.set_enc(AsString(context->enc()));
-  capsule.set_ct(AsString(ct));
-  return capsule;
+  HF_ASSIGN_OR_RETURN(hpke::KeyPair ephemeral, ArchiveEphemeral(cek, message_id));
+  HF_ASSIGN_OR_RETURN(internal::P256PublicKey archive, ParseArchiveKey(archive_public));
+  return SealArchiveCapsule(ephemeral, archive, cek, epoch_id, header_bytes);
 }
 
 Result<wire::Envelope> SealMessage(const SealRequest& request, ByteView sender_identity_private) {
-  HF_ASSIGN_OR_RETURN(Ed25519KeyPair identity, Ed25519FromSeed(sender_identity_private));
-  const Bytes own_device = DeviceIdFor(identity.public_key);
+  // Loaded once: the public key (for the device id) and the signature both
+  // come from this one key object.
+  HF_ASSIGN_OR_RETURN(internal::Ed25519SigningKey identity,
+                      internal::Ed25519SigningKey::Load(sender_identity_private));
+  const Bytes own_device = DeviceIdFor(identity.public_key());
   if (!request.sender_device.empty() && request.sender_device != own_device) {
     return Status::InvalidArgument("seal: sender_device is not the identity key's device id");
   }
@@ -277,8 +315,7 @@ Result<wire::Envelope> SealMessage(const SealRequest& request, ByteView sender_i
   wire::Envelope envelope;
   envelope.set_content(content.SerializeAsString());
   HF_ASSIGN_OR_RETURN(Bytes signature,
-                      Ed25519Sign(identity.private_key.view(),
-                                  EnvelopeSigningInput(View(envelope.content()))));
+                      identity.Sign(EnvelopeSigningInput(View(envelope.content()))));
   envelope.set_signature(AsString(signature));
   return envelope;
 }
@@ -415,7 +452,35 @@ Result<OpenedMessage> OpenWithArchiveDh(const ParsedEnvelope& parsed, ByteView d
   if (!context.ok()) return context.status().WithContext("archive capsule");
   HF_ASSIGN_OR_RETURN(SecretBytes cek, CheckCek(context->Open(header_bytes, View(archive.ct())),
                                                 "archive capsule"));
-  HF_RETURN_IF_ERROR(CheckArchiveCapsule(parsed, cek.view(), archive_public));
+
+  // Check that the capsule is the deterministic one for this CEK, without a
+  // second ECDH. Full recomputation (ComputeArchiveCapsule) would derive
+  // (skE, pkE) from the CEK, set enc' = pkE, compute DH(skE, pkArchive), run
+  // the key schedule on it with kem_context = enc' || pkArchive and the info
+  // of header.epoch_id, and seal the CEK as message 0 with the header as AAD.
+  // Here:
+  //  - pkE is derived the same way and compared with the carried enc; if
+  //    they are equal, enc' = enc.
+  //  - then DH(skE, pkArchive) = skE * skArchive * G = DH(skArchive, enc),
+  //    which is `dh`, the value the HSM computed for this enc (the caller's
+  //    contract); kem_context and info are the same bytes (the archive epoch
+  //    equals the header epoch, checked below), so the shared secret and the
+  //    key schedule are those `context` already holds.
+  //  - so the recomputed ct is the seal of the CEK as message 0 under
+  //    `context`'s key and base nonce, compared byte for byte as before.
+  // Each step yields the same bytes as the full recomputation, and the same
+  // mismatch is reported for enc and for ct. The one input taken on trust is
+  // `dh` itself, exactly as for the opening above: a `dh` that is not
+  // DH(skArchive, enc) gives a schedule under which the carried ct fails
+  // to open, unless whoever made the envelope could predict that wrong value.
+  HF_ASSIGN_OR_RETURN(hpke::KeyPair ephemeral,
+                      ArchiveEphemeral(cek.view(), View(parsed.header.message_id())));
+  if (!ConstantTimeEqual(ephemeral.public_key, View(archive.enc()))) return EncMismatch();
+  if (archive.epoch_id() != parsed.header.epoch_id()) return CtMismatch();
+  HF_ASSIGN_OR_RETURN(Bytes expected_ct,
+                      hpke::internal::SealWithScheduleOf(*context, 0, header_bytes, cek.view()));
+  if (!ConstantTimeEqual(expected_ct, View(archive.ct()))) return CtMismatch();
+
   HF_ASSIGN_OR_RETURN(std::string text,
                       DecryptBody(cek.view(), header_bytes, View(parsed.content.body())));
   return OpenedMessage{parsed.header, std::move(text)};

@@ -1,8 +1,10 @@
 #include "holdfast/protocol/hpke.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "holdfast/protocol/primitives.h"
 #include "hpke_internal.h"
@@ -115,9 +117,32 @@ Status ValidatePublic(KemId kem, ByteView pk) {
   return Status::Ok();
 }
 
-Result<SecretBytes> Dh(KemId kem, ByteView sk, ByteView pk) {
-  if (kem == KemId::kP256HkdfSha256) return EcdhP256(sk, pk);
-  return X25519(sk, pk);
+// key_schedule_context = mode || psk_id_hash || info_hash (RFC 9180 5.1).
+// In base mode it depends only on the suite and on info, both public, and
+// Holdfast uses a handful of (suite, info) pairs (the device capsule info,
+// the archive info of the current epochs), so it is kept per thread instead
+// of being recomputed with two HMACs for every capsule.
+Bytes KeyScheduleContext(Suite suite, ByteView suite_id, ByteView info) {
+  struct Entry {
+    Suite suite;
+    Bytes info;
+    Bytes context;
+  };
+  constexpr size_t kMaxEntries = 8;
+  thread_local std::vector<Entry> memo;
+  for (const Entry& e : memo) {
+    if (e.suite.kem == suite.kem && e.suite.kdf == suite.kdf && e.suite.aead == suite.aead &&
+        std::equal(e.info.begin(), e.info.end(), info.begin(), info.end())) {
+      return e.context;
+    }
+  }
+  SecretBytes psk_id_hash = LabeledExtract(suite_id, {}, "psk_id_hash", {});
+  SecretBytes info_hash = LabeledExtract(suite_id, {}, "info_hash", info);
+  const uint8_t mode[1] = {kModeBase};
+  if (memo.size() == kMaxEntries) memo.erase(memo.begin());
+  memo.push_back(Entry{suite, Bytes(info.begin(), info.end()),
+                       Concat({ByteView(mode, 1), psk_id_hash.view(), info_hash.view()})});
+  return memo.back().context;
 }
 
 Status ScheduleInto(Suite suite, ByteView shared_secret, ByteView info, SecretBytes& key,
@@ -127,10 +152,7 @@ Status ScheduleInto(Suite suite, ByteView shared_secret, ByteView info, SecretBy
     return Status::InvalidArgument("hpke: shared secret must be 32 bytes");
   }
   Bytes suite_id = HpkeSuiteId(suite);
-  SecretBytes psk_id_hash = LabeledExtract(suite_id, {}, "psk_id_hash", {});
-  SecretBytes info_hash = LabeledExtract(suite_id, {}, "info_hash", info);
-  const uint8_t mode[1] = {kModeBase};
-  Bytes context = Concat({ByteView(mode, 1), psk_id_hash.view(), info_hash.view()});
+  const Bytes context = KeyScheduleContext(suite, suite_id, info);
   SecretBytes secret = LabeledExtract(suite_id, shared_secret, "secret", {});
   if (suite.aead != AeadId::kExportOnly) {
     HF_ASSIGN_OR_RETURN(key, LabeledExpand(suite_id, secret.view(), "key", context,
@@ -168,19 +190,43 @@ namespace internal {
 Result<Encapsulation> EncapWithEphemeral(KemId kem, const KeyPair& ephemeral,
                                          ByteView recipient_public) {
   if (!KnownKem(kem)) return Status::InvalidArgument("hpke: unsupported KEM");
+  if (kem == KemId::kP256HkdfSha256) {
+    HF_ASSIGN_OR_RETURN(prim::P256PublicKey recipient,
+                        prim::P256PublicKey::Parse(recipient_public));
+    HF_RETURN_IF_ERROR(ValidatePublic(kem, ephemeral.public_key));
+    return EncapP256(ephemeral, recipient);
+  }
   HF_RETURN_IF_ERROR(ValidatePublic(kem, recipient_public));
   HF_RETURN_IF_ERROR(ValidatePublic(kem, ephemeral.public_key));
-  HF_ASSIGN_OR_RETURN(SecretBytes dh, Dh(kem, ephemeral.private_key.view(), recipient_public));
+  HF_ASSIGN_OR_RETURN(SecretBytes dh, X25519(ephemeral.private_key.view(), recipient_public));
   Bytes kem_context = Concat({ephemeral.public_key, recipient_public});
   HF_ASSIGN_OR_RETURN(SecretBytes shared, ExtractAndExpand(kem, dh.view(), kem_context));
   return Encapsulation{std::move(shared), ephemeral.public_key};
 }
 
+Result<Encapsulation> EncapP256(const KeyPair& ephemeral, const prim::P256PublicKey& recipient) {
+  HF_ASSIGN_OR_RETURN(SecretBytes dh, prim::P256Dh(ephemeral.private_key.view(), recipient));
+  Bytes kem_context = Concat({ephemeral.public_key, recipient.encoded()});
+  HF_ASSIGN_OR_RETURN(SecretBytes shared,
+                      ExtractAndExpand(KemId::kP256HkdfSha256, dh.view(), kem_context));
+  return Encapsulation{std::move(shared), ephemeral.public_key};
+}
+
 Result<SecretBytes> Decap(KemId kem, ByteView enc, ByteView recipient_private) {
-  HF_ASSIGN_OR_RETURN(Bytes recipient_public, PublicKeyFromPrivate(kem, recipient_private));
+  if (kem == KemId::kP256HkdfSha256) {
+    HF_ASSIGN_OR_RETURN(Bytes recipient_public, prim::P256PublicFromPrivate(recipient_private));
+    HF_ASSIGN_OR_RETURN(prim::P256PublicKey pk_e, prim::P256PublicKey::Parse(enc));
+    HF_ASSIGN_OR_RETURN(SecretBytes dh, prim::P256Dh(recipient_private, pk_e));
+    Bytes kem_context = Concat({enc, recipient_public});
+    return ExtractAndExpand(kem, dh.view(), kem_context);
+  }
+  if (kem != KemId::kX25519HkdfSha256) return Status::InvalidArgument("hpke: unsupported KEM");
+  // Loaded once: OpenSSL computes the public key (needed for kem_context)
+  // while loading, and the same key object then does the DH.
+  HF_ASSIGN_OR_RETURN(prim::X25519PrivateKey own, prim::X25519PrivateKey::Load(recipient_private));
   HF_RETURN_IF_ERROR(ValidatePublic(kem, enc));
-  HF_ASSIGN_OR_RETURN(SecretBytes dh, Dh(kem, recipient_private, enc));
-  Bytes kem_context = Concat({enc, recipient_public});
+  HF_ASSIGN_OR_RETURN(SecretBytes dh, own.Dh(enc));
+  Bytes kem_context = Concat({enc, own.public_key()});
   return ExtractAndExpand(kem, dh.view(), kem_context);
 }
 
@@ -193,6 +239,17 @@ Result<SecretBytes> DecapWithDh(KemId kem, ByteView enc, ByteView dh, ByteView r
   if (ConstantTimeEqual(dh, kZero)) return Status::CryptoFailure("hpke: all-zero DH output");
   Bytes kem_context = Concat({enc, recipient_public});
   return ExtractAndExpand(kem, dh, kem_context);
+}
+
+Result<Bytes> SealWithScheduleOf(const ReceiverContext& c, uint64_t seq, ByteView aad,
+                                 ByteView plaintext) {
+  const Suite suite = ContextAccess::SuiteOf(c);
+  if (suite.aead == AeadId::kExportOnly) {
+    return Status::FailedPrecondition("hpke: export-only context cannot seal");
+  }
+  const std::array<uint8_t, kNn> nonce = ComputeNonce(ContextAccess::BaseNonce(c), seq);
+  return AeadSeal(PrimitiveAead(suite.aead), ContextAccess::Key(c).view(), nonce, aad,
+                  plaintext);
 }
 
 }  // namespace internal
@@ -296,6 +353,20 @@ Result<SecretBytes> ReceiverContext::Export(ByteView exporter_context, size_t le
 
 Result<SenderContext> SetupBaseSender(Suite suite, ByteView recipient_public, ByteView info) {
   HF_RETURN_IF_ERROR(CheckSuite(suite));
+  if (suite.kem == KemId::kX25519HkdfSha256) {
+    // A fresh ephemeral key straight from the DRBG (RFC 9180 only asks that
+    // GenerateKeyPair be random), used as one key object for its public key
+    // and for the DH, so X25519's base multiplication runs once.
+    HF_RETURN_IF_ERROR(ValidatePublic(suite.kem, recipient_public));
+    HF_ASSIGN_OR_RETURN(prim::X25519PrivateKey ephemeral, prim::X25519PrivateKey::Generate());
+    HF_ASSIGN_OR_RETURN(SecretBytes dh, ephemeral.Dh(recipient_public));
+    Bytes kem_context = Concat({ephemeral.public_key(), recipient_public});
+    HF_ASSIGN_OR_RETURN(SecretBytes shared, ExtractAndExpand(suite.kem, dh.view(), kem_context));
+    SenderContext context;
+    HF_RETURN_IF_ERROR(ContextAccess::Init(context, suite, shared.view(), info));
+    ContextAccess::SetEnc(context, ephemeral.public_key());
+    return context;
+  }
   HF_ASSIGN_OR_RETURN(KeyPair ephemeral, GenerateKeyPair(suite.kem));
   return SetupBaseSenderWithEphemeral(suite, ephemeral, recipient_public, info);
 }

@@ -3,6 +3,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ecdsa.h>
+#include <openssl/err.h>
 #include <openssl/obj_mac.h>
 #include <openssl/rand.h>
 
@@ -44,17 +45,32 @@ const uint8_t* NonNull(ByteView v) {
   return v.empty() ? &kEmpty : v.data();
 }
 
+// An HMAC-SHA256 context with the digest already chosen, built once per
+// thread. Setting the digest by name fetches it from the provider on every
+// EVP_MAC_init; duplicating this template instead copies the fetched digest.
+// thread_local rather than shared: an EVP_MAC_CTX is not meant for
+// concurrent use, even read-only duplication is not documented as safe.
+const EVP_MAC_CTX* HmacSha256Template() {
+  thread_local const EvpMacCtxPtr tmpl = [] {
+    EvpMacPtr mac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
+    EvpMacCtxPtr ctx(mac ? EVP_MAC_CTX_new(mac.get()) : nullptr);  // holds its own reference
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (ctx && EVP_MAC_CTX_set_params(ctx.get(), params) != 1) ctx.reset();
+    return ctx;
+  }();
+  return tmpl.get();
+}
+
 Result<SecretBytes> HmacSha256(ByteView key, std::initializer_list<ByteView> parts) {
-  EvpMacPtr mac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
-  if (!mac) return Status::Internal("hmac: fetch failed");
-  EvpMacCtxPtr ctx(EVP_MAC_CTX_new(mac.get()));
+  const EVP_MAC_CTX* tmpl = HmacSha256Template();
+  if (tmpl == nullptr) return Status::Internal("hmac: setup failed");
+  EvpMacCtxPtr ctx(EVP_MAC_CTX_dup(tmpl));
   if (!ctx) return Status::Internal("hmac: context allocation failed");
-  char digest[] = "SHA256";
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-      OSSL_PARAM_construct_end(),
-  };
-  if (EVP_MAC_init(ctx.get(), NonNull(key), key.size(), params) != 1) {
+  if (EVP_MAC_init(ctx.get(), NonNull(key), key.size(), nullptr) != 1) {
     return Status::Internal("hmac: init failed");
   }
   for (ByteView part : parts) {
@@ -111,10 +127,25 @@ Result<Bytes> RawPublicKey(const EVP_PKEY* key, size_t size) {
   return pub;
 }
 
-EcGroupPtr P256Group() { return EcGroupPtr(EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1)); }
+// The P-256 group, built once per thread: EC_GROUP_new_by_curve_name sets up
+// Montgomery contexts and costs about as much as a field inversion, and an
+// EC_GROUP is not documented as safe to share between threads.
+const EC_GROUP* P256Group() {
+  thread_local const EcGroupPtr group(EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1));
+  return group.get();
+}
 
-// An EVP_PKEY holding only a P-256 public point; the point is checked on the curve.
-Result<EvpPkeyPtr> P256PublicKey(ByteView point) {
+// A private scalar as a BIGNUM for EC_POINT_mul, flagged constant-time the
+// way EC_KEY_set_private_key flags it.
+SecretBignumPtr P256Scalar(ByteView scalar) {
+  SecretBignumPtr k(BN_bin2bn(scalar.data(), static_cast<int>(scalar.size()), nullptr));
+  if (k) BN_set_flags(k.get(), BN_FLG_CONSTTIME);
+  return k;
+}
+
+// An EVP_PKEY holding only a P-256 public point, for ECDSA verification.
+// Decoding checks the point (see internal::P256PublicKey::Parse).
+Result<EvpPkeyPtr> P256EvpPublicKey(ByteView point) {
   if (point.size() != internal::kP256PointSize || point[0] != 0x04) {
     return Status::InvalidArgument("p256: public key must be a 65-byte uncompressed point");
   }
@@ -133,54 +164,7 @@ Result<EvpPkeyPtr> P256PublicKey(ByteView point) {
   if (EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params) != 1) {
     return Status::InvalidArgument("p256: public key is not a point on the curve");
   }
-  EvpPkeyPtr key(raw);
-  EvpPkeyCtxPtr check(EVP_PKEY_CTX_new_from_pkey(nullptr, key.get(), nullptr));
-  if (!check || EVP_PKEY_public_check(check.get()) != 1) {
-    return Status::InvalidArgument("p256: public key failed validation");
-  }
-  return key;
-}
-
-Result<EvpPkeyPtr> P256PrivateKey(ByteView scalar) {
-  HF_ASSIGN_OR_RETURN(Bytes pub, internal::P256PublicFromPrivate(scalar));
-  // OSSL_PARAM integers are native-endian.
-  SecretBytes native(internal::kP256ScalarSize);
-  SecretBignumPtr bn(BN_bin2bn(scalar.data(), static_cast<int>(scalar.size()), nullptr));
-  if (!bn || BN_bn2nativepad(bn.get(), native.data(), static_cast<int>(native.size())) < 0) {
-    return Status::Internal("p256: scalar conversion failed");
-  }
-  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
-  if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1) {
-    return Status::Internal("p256: cannot create key context");
-  }
-  char group[] = "prime256v1";
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
-      OSSL_PARAM_construct_BN(OSSL_PKEY_PARAM_PRIV_KEY, native.data(), native.size()),
-      OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, pub.data(), pub.size()),
-      OSSL_PARAM_construct_end(),
-  };
-  EVP_PKEY* raw = nullptr;
-  if (EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_KEYPAIR, params) != 1) {
-    return Status::Internal("p256: cannot load private key");
-  }
   return EvpPkeyPtr(raw);
-}
-
-Result<SecretBytes> Derive(EVP_PKEY* own, EVP_PKEY* peer, size_t expected) {
-  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, own, nullptr));
-  if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1) {
-    return Status::Internal("dh: derive init failed");
-  }
-  if (EVP_PKEY_derive_set_peer(ctx.get(), peer) != 1) {
-    return Status::InvalidArgument("dh: peer public key rejected");
-  }
-  SecretBytes out(expected);
-  size_t len = out.size();
-  if (EVP_PKEY_derive(ctx.get(), out.data(), &len) != 1 || len != expected) {
-    return Status::CryptoFailure("dh: key agreement failed");
-  }
-  return out;
 }
 
 }  // namespace
@@ -190,49 +174,190 @@ Result<SecretBytes> Derive(EVP_PKEY* own, EVP_PKEY* peer, size_t expected) {
 namespace internal {
 
 bool P256ScalarInRange(ByteView scalar) {
+  // The group order n, big-endian.
+  static constexpr uint8_t kOrder[kP256ScalarSize] = {
+      0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51};
   if (scalar.size() != kP256ScalarSize) return false;
-  EcGroupPtr group = P256Group();
-  SecretBignumPtr k(BN_bin2bn(scalar.data(), static_cast<int>(scalar.size()), nullptr));
-  if (!group || !k) return false;
-  return !BN_is_zero(k.get()) && BN_cmp(k.get(), EC_GROUP_get0_order(group.get())) < 0;
+  // scalar < n iff scalar - n borrows; no branch or early exit on the
+  // secret bytes.
+  unsigned borrow = 0;
+  unsigned any = 0;
+  for (size_t i = kP256ScalarSize; i-- > 0;) {
+    const unsigned diff = static_cast<unsigned>(scalar[i]) - kOrder[i] - borrow;
+    borrow = (diff >> 8) & 1u;
+    any |= scalar[i];
+  }
+  return (borrow & static_cast<unsigned>(any != 0)) == 1u;
 }
 
 Result<Bytes> P256PublicFromPrivate(ByteView private_key) {
   if (!P256ScalarInRange(private_key)) {
     return Status::InvalidArgument("p256: private key must be a 32-byte scalar in [1, n-1]");
   }
-  EcGroupPtr group = P256Group();
+  const EC_GROUP* group = P256Group();
   BnCtxPtr bn_ctx(BN_CTX_new());
-  SecretBignumPtr k(
-      BN_bin2bn(private_key.data(), static_cast<int>(private_key.size()), nullptr));
+  SecretBignumPtr k = P256Scalar(private_key);
   if (!group || !bn_ctx || !k) return Status::Internal("p256: allocation failed");
-  BN_set_flags(k.get(), BN_FLG_CONSTTIME);
-  EcPointPtr point(EC_POINT_new(group.get()));
-  if (!point ||
-      EC_POINT_mul(group.get(), point.get(), k.get(), nullptr, nullptr, bn_ctx.get()) != 1) {
+  EcPointPtr point(EC_POINT_new(group));
+  if (!point || EC_POINT_mul(group, point.get(), k.get(), nullptr, nullptr, bn_ctx.get()) != 1) {
     return Status::Internal("p256: scalar multiplication failed");
   }
   Bytes out(kP256PointSize);
-  if (EC_POINT_point2oct(group.get(), point.get(), POINT_CONVERSION_UNCOMPRESSED, out.data(),
+  if (EC_POINT_point2oct(group, point.get(), POINT_CONVERSION_UNCOMPRESSED, out.data(),
                          out.size(), bn_ctx.get()) != kP256PointSize) {
     return Status::Internal("p256: point encoding failed");
   }
   return out;
 }
 
+// What decoding guarantees, checked against OpenSSL 3.0 (crypto/ec/ecp_oct.c,
+// ec_lib.c): EC_POINT_oct2point rejects x or y >= p (EC_R_INVALID_ENCODING)
+// and sets the point with EC_POINT_set_affine_coordinates, which fails
+// unless the point is on the curve. The 65-byte 0x04 form cannot encode the
+// point at infinity (that is the single byte 0x00, refused by the size
+// check). So the decoded point is a finite point of the curve, and as P-256
+// has cofactor 1 every such point has order n. EVP_PKEY_public_check adds
+// exactly one more test, n * Q == infinity, a full scalar multiplication that
+// can never fail for a point that decoded; it is therefore not run. (The same
+// holds for EVP_PKEY_fromdata with OSSL_PKEY_PARAM_PUB_KEY, which decodes with
+// EC_POINT_oct2point; tests/unit/protocol's Wycheproof and invalid-point tests
+// exercise the rejections.)
+Result<P256PublicKey> P256PublicKey::Parse(ByteView encoded) {
+  if (encoded.size() != kP256PointSize || encoded[0] != 0x04) {
+    return Status::InvalidArgument("p256: public key must be a 65-byte uncompressed point");
+  }
+  const EC_GROUP* group = P256Group();
+  if (!group) return Status::Internal("p256: allocation failed");
+  EcPointPtr point(EC_POINT_new(group));
+  if (!point) return Status::Internal("p256: allocation failed");
+  if (EC_POINT_oct2point(group, point.get(), encoded.data(), encoded.size(), nullptr) != 1) {
+    ERR_clear_error();
+    return Status::InvalidArgument("p256: public key is not a point on the curve");
+  }
+  return P256PublicKey(Bytes(encoded.begin(), encoded.end()), std::move(point));
+}
+
 Status ValidateP256Public(ByteView point) {
-  auto key = P256PublicKey(point);
+  auto key = P256PublicKey::Parse(point);
   return key.ok() ? Status::Ok() : key.status();
 }
 
+// The same computation as OpenSSL's ECDH (ossl_ecdh_simple_compute_key):
+// EC_POINT_mul of the peer point by the constant-time-flagged scalar, then
+// the affine x-coordinate. Done here directly on a decoded point and the
+// cached group, so no EVP_PKEY is built for either side.
+Result<SecretBytes> P256Dh(ByteView private_key, const P256PublicKey& peer) {
+  if (!P256ScalarInRange(private_key)) {
+    return Status::InvalidArgument("p256: private key must be a 32-byte scalar in [1, n-1]");
+  }
+  const EC_GROUP* group = P256Group();
+  BnCtxPtr bn_ctx(BN_CTX_new());
+  SecretBignumPtr k = P256Scalar(private_key);
+  SecretBignumPtr x(BN_new());
+  if (!group || !bn_ctx || !k || !x) return Status::Internal("p256: allocation failed");
+  SecretEcPointPtr shared(EC_POINT_new(group));
+  if (!shared ||
+      EC_POINT_mul(group, shared.get(), nullptr, peer.point(), k.get(), bn_ctx.get()) != 1) {
+    return Status::CryptoFailure("dh: key agreement failed");
+  }
+  // Infinity is impossible for k in [1, n-1] and a point of order n; the
+  // call below fails on it anyway.
+  SecretBytes out(kP256ScalarSize);
+  if (EC_POINT_get_affine_coordinates(group, shared.get(), x.get(), nullptr, bn_ctx.get()) != 1 ||
+      BN_bn2binpad(x.get(), out.data(), static_cast<int>(out.size())) !=
+          static_cast<int>(kP256ScalarSize)) {
+    return Status::CryptoFailure("dh: key agreement failed");
+  }
+  return out;
+}
+
 Result<Bytes> X25519PublicFromPrivate(ByteView private_key) {
+  HF_ASSIGN_OR_RETURN(X25519PrivateKey key, X25519PrivateKey::Load(private_key));
+  return key.public_key();
+}
+
+Result<X25519PrivateKey> X25519PrivateKey::Load(ByteView private_key) {
   if (private_key.size() != kX25519KeySize) {
     return Status::InvalidArgument("x25519: private key must be 32 bytes");
   }
+  // Loading computes the public key; it is kept rather than recomputed.
   EvpPkeyPtr key(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, private_key.data(),
                                               private_key.size()));
   if (!key) return Status::Internal("x25519: cannot load private key");
-  return RawPublicKey(key.get(), kX25519KeySize);
+  HF_ASSIGN_OR_RETURN(Bytes pub, RawPublicKey(key.get(), kX25519KeySize));
+  return X25519PrivateKey(std::move(key), std::move(pub));
+}
+
+Result<X25519PrivateKey> X25519PrivateKey::Generate() {
+  // One key-generation context per thread, reused: EVP_PKEY_keygen may be
+  // called repeatedly on a context, and creating one fetches the algorithm.
+  thread_local const EvpPkeyCtxPtr keygen = [] {
+    EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "X25519", nullptr));
+    if (ctx && EVP_PKEY_keygen_init(ctx.get()) != 1) ctx.reset();
+    return ctx;
+  }();
+  if (!keygen) return Status::Internal("x25519: cannot create key generation context");
+  EVP_PKEY* raw = nullptr;
+  if (EVP_PKEY_keygen(keygen.get(), &raw) != 1) {
+    return Status::Internal("x25519: key generation failed");
+  }
+  EvpPkeyPtr key(raw);
+  HF_ASSIGN_OR_RETURN(Bytes pub, RawPublicKey(key.get(), kX25519KeySize));
+  return X25519PrivateKey(std::move(key), std::move(pub));
+}
+
+Result<SecretBytes> X25519PrivateKey::Dh(ByteView peer_public) const {
+  if (peer_public.size() != kX25519KeySize) {
+    return Status::InvalidArgument("x25519: keys must be 32 bytes");
+  }
+  EvpPkeyPtr peer(EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr, peer_public.data(),
+                                              peer_public.size()));
+  if (!peer) return Status::Internal("x25519: cannot load keys");
+  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, key_.get(), nullptr));
+  if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1) {
+    return Status::Internal("dh: derive init failed");
+  }
+  // validate_peer = 0: for X25519, OpenSSL 3.0's public-key check
+  // (ecx_validate) only confirms that the key object holds a public key,
+  // which EVP_PKEY_new_raw_public_key just guaranteed. Every 32-byte string is
+  // a valid X25519 input (RFC 7748); the check that matters, the all-zero
+  // output of a small-order peer, is made below.
+  if (EVP_PKEY_derive_set_peer_ex(ctx.get(), peer.get(), 0) != 1) {
+    return Status::InvalidArgument("dh: peer public key rejected");
+  }
+  SecretBytes shared(kX25519KeySize);
+  size_t len = shared.size();
+  // OpenSSL itself fails the derivation on an all-zero output; check anyway
+  // because RFC 9180 makes it a protocol requirement.
+  if (EVP_PKEY_derive(ctx.get(), shared.data(), &len) != 1 || len != kX25519KeySize) {
+    return Status::CryptoFailure("dh: key agreement failed");
+  }
+  static const std::array<uint8_t, kX25519KeySize> kZero{};
+  if (ConstantTimeEqual(shared.view(), kZero)) {
+    return Status::CryptoFailure("x25519: all-zero shared secret");
+  }
+  return shared;
+}
+
+Result<Ed25519SigningKey> Ed25519SigningKey::Load(ByteView seed) {
+  HF_ASSIGN_OR_RETURN(EvpPkeyPtr key, Ed25519PrivateKey(seed));
+  HF_ASSIGN_OR_RETURN(Bytes pub, RawPublicKey(key.get(), kEd25519KeySize));
+  return Ed25519SigningKey(std::move(key), std::move(pub));
+}
+
+Result<Bytes> Ed25519SigningKey::Sign(ByteView message) const {
+  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
+  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key_.get()) != 1) {
+    return Status::Internal("ed25519: sign init failed");
+  }
+  Bytes sig(kEd25519SignatureSize);
+  size_t len = sig.size();
+  if (EVP_DigestSign(ctx.get(), sig.data(), &len, NonNull(message), message.size()) != 1 ||
+      len != kEd25519SignatureSize) {
+    return Status::Internal("ed25519: sign failed");
+  }
+  return sig;
 }
 
 }  // namespace internal
@@ -400,24 +525,14 @@ Result<Ed25519KeyPair> Ed25519Generate() {
 }
 
 Result<Ed25519KeyPair> Ed25519FromSeed(ByteView seed) {
-  HF_ASSIGN_OR_RETURN(EvpPkeyPtr key, Ed25519PrivateKey(seed));
-  HF_ASSIGN_OR_RETURN(Bytes pub, RawPublicKey(key.get(), kEd25519KeySize));
-  return Ed25519KeyPair{SecretBytes(seed), std::move(pub)};
+  HF_ASSIGN_OR_RETURN(internal::Ed25519SigningKey key, internal::Ed25519SigningKey::Load(seed));
+  return Ed25519KeyPair{SecretBytes(seed), key.public_key()};
 }
 
 Result<Bytes> Ed25519Sign(ByteView private_key, ByteView message) {
-  HF_ASSIGN_OR_RETURN(EvpPkeyPtr key, Ed25519PrivateKey(private_key));
-  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1) {
-    return Status::Internal("ed25519: sign init failed");
-  }
-  Bytes sig(kEd25519SignatureSize);
-  size_t len = sig.size();
-  if (EVP_DigestSign(ctx.get(), sig.data(), &len, NonNull(message), message.size()) != 1 ||
-      len != kEd25519SignatureSize) {
-    return Status::Internal("ed25519: sign failed");
-  }
-  return sig;
+  HF_ASSIGN_OR_RETURN(internal::Ed25519SigningKey key,
+                      internal::Ed25519SigningKey::Load(private_key));
+  return key.Sign(message);
 }
 
 Status Ed25519Verify(ByteView public_key, ByteView message, ByteView signature) {
@@ -448,25 +563,14 @@ Result<SecretBytes> X25519(ByteView private_key, ByteView peer_public) {
       peer_public.size() != internal::kX25519KeySize) {
     return Status::InvalidArgument("x25519: keys must be 32 bytes");
   }
-  EvpPkeyPtr own(EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, private_key.data(),
-                                              private_key.size()));
-  EvpPkeyPtr peer(EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, nullptr, peer_public.data(),
-                                              peer_public.size()));
-  if (!own || !peer) return Status::Internal("x25519: cannot load keys");
-  // OpenSSL itself fails the derivation on an all-zero output; check anyway
-  // because RFC 9180 makes it a protocol requirement.
-  HF_ASSIGN_OR_RETURN(SecretBytes shared, Derive(own.get(), peer.get(), internal::kX25519KeySize));
-  static const std::array<uint8_t, 32> kZero{};
-  if (ConstantTimeEqual(shared.view(), kZero)) {
-    return Status::CryptoFailure("x25519: all-zero shared secret");
-  }
-  return shared;
+  HF_ASSIGN_OR_RETURN(internal::X25519PrivateKey own,
+                      internal::X25519PrivateKey::Load(private_key));
+  return own.Dh(peer_public);
 }
 
 Result<SecretBytes> EcdhP256(ByteView private_key, ByteView peer_public) {
-  HF_ASSIGN_OR_RETURN(EvpPkeyPtr peer, P256PublicKey(peer_public));
-  HF_ASSIGN_OR_RETURN(EvpPkeyPtr own, P256PrivateKey(private_key));
-  return Derive(own.get(), peer.get(), internal::kP256ScalarSize);
+  HF_ASSIGN_OR_RETURN(internal::P256PublicKey peer, internal::P256PublicKey::Parse(peer_public));
+  return internal::P256Dh(private_key, peer);
 }
 
 // ----------------------------------------------------------------- ECDSA
@@ -475,7 +579,7 @@ Status EcdsaP256Verify(ByteView public_key, ByteView message, ByteView signature
   if (signature_p1363.size() != kP1363Size) {
     return Status::InvalidArgument("ecdsa: signature must be 64 bytes");
   }
-  HF_ASSIGN_OR_RETURN(EvpPkeyPtr key, P256PublicKey(public_key));
+  HF_ASSIGN_OR_RETURN(EvpPkeyPtr key, P256EvpPublicKey(public_key));
   HF_ASSIGN_OR_RETURN(Bytes der, EcdsaP1363ToDer(signature_p1363));
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.get()) != 1) {

@@ -34,6 +34,8 @@ using SecretBignumPtr = SslPtr<BIGNUM, BN_clear_free>;
 using BnCtxPtr = SslPtr<BN_CTX, BN_CTX_free>;
 using EcGroupPtr = SslPtr<EC_GROUP, EC_GROUP_free>;
 using EcPointPtr = SslPtr<EC_POINT, EC_POINT_free>;
+// For points derived from a private scalar (ECDH results).
+using SecretEcPointPtr = SslPtr<EC_POINT, EC_POINT_clear_free>;
 using EcdsaSigPtr = SslPtr<ECDSA_SIG, ECDSA_SIG_free>;
 using ParamBldPtr = SslPtr<OSSL_PARAM_BLD, OSSL_PARAM_BLD_free>;
 using ParamPtr = SslPtr<OSSL_PARAM, OSSL_PARAM_free>;
