@@ -11,6 +11,8 @@ HOLDFAST_PACKAGES=(
   libprotobuf-dev protobuf-compiler libp11-kit-dev
   softhsm2 opensc libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-protobuf python3-cryptography prometheus curl procps
+  libargon2-dev
+  clang libclang-rt-14-dev
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -74,23 +76,20 @@ make_tls_cert() {
   chmod 600 "$dir/gateway.key"
 }
 
-# A SoftHSM2 token with random PINs, in DIR/tokens; DIR/softhsm2.conf
-# points there. The SO PIN is kept only for re-initialisation.
-make_softhsm_token() {
-  local dir=$1 label=$2
+# A SoftHSM2 token directory in DIR/tokens with DIR/softhsm2.conf pointing
+# there, and random PINs in DIR/so.pin and DIR/user.pin (mode 0600). The
+# token itself is made by `holdfast-admin hsm init-token`, which reads the
+# PINs from these files: a PIN never appears on a command line. Existing
+# files are kept.
+make_softhsm_dir() {
+  local dir=$1
   mkdir -p "$dir/tokens"
   chmod 700 "$dir" "$dir/tokens"
   if [[ ! -s $dir/softhsm2.conf ]]; then
     printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
       "$dir/tokens" >"$dir/softhsm2.conf"
   fi
-  if ! SOFTHSM2_CONF=$dir/softhsm2.conf softhsm2-util --show-slots 2>/dev/null | grep -Eq "Label:[[:space:]]*$label[[:space:]]*\$"; then
-    # Existing PIN files are kept: they may belong to a token that is
-    # only missing from this listing.
-    (umask 077
-     [[ -s $dir/user.pin ]] || openssl rand -hex 16 >"$dir/user.pin"
-     [[ -s $dir/so.pin ]] || openssl rand -hex 16 >"$dir/so.pin")
-    SOFTHSM2_CONF=$dir/softhsm2.conf softhsm2-util --init-token --free --label "$label" \
-      --so-pin "$(cat "$dir/so.pin")" --pin "$(cat "$dir/user.pin")" >/dev/null
-  fi
+  (umask 077
+   [[ -s $dir/user.pin ]] || openssl rand -hex 16 >"$dir/user.pin"
+   [[ -s $dir/so.pin ]] || openssl rand -hex 16 >"$dir/so.pin")
 }

@@ -20,7 +20,9 @@
 #include <Poco/JSON/Object.h>
 
 #include "holdfast/client/connection.h"
+#include "files.h"
 #include "holdfast/client/device.h"
+#include "holdfast/client/key_store.h"
 #include "holdfast/client/profile.h"
 #include "holdfast/client/session.h"
 
@@ -35,14 +37,19 @@ constexpr milliseconds kConnectTimeout = std::chrono::seconds(10);
 constexpr milliseconds kPendingTimeout = std::chrono::seconds(30);
 constexpr milliseconds kListenPoll = std::chrono::milliseconds(250);
 constexpr size_t kAckBatch = 64;
+constexpr size_t kMaxPassphraseSize = 4096;
+constexpr char kPassphraseEnv[] = "HOLDFAST_PASSPHRASE";
 
 constexpr char kUsage[] =
-    R"(usage: holdfast-client --profile DIR <command> [options]
+    R"(usage: holdfast-client --profile DIR [--passphrase-file FILE] <command> [options]
 
 commands:
   register --server wss://HOST:PORT/v1 --ca FILE --user NAME --code CODE
+           [--insecure-plaintext-keys]
       Enrol a new device. Pins the TLS trust anchor FILE and the org root key,
-      writes the profile to DIR and prints the device id.
+      writes the profile to DIR and prints the device id. The private keys are
+      encrypted under the passphrase (see below); --insecure-plaintext-keys
+      keeps them unencrypted instead and needs no passphrase.
   send --to USER[,USER...] TEXT...
       Send TEXT (the remaining arguments, joined by spaces) to a conversation
       with the named users. Prints "sent <message id> to <conversation>".
@@ -58,7 +65,11 @@ commands:
 sender_user, sender_device, sent_at_ms, text, status ("ok" or "rejected"),
 reason. Rejected messages failed verification; their text is never shown.
 
-The profile keeps private keys unencrypted (file mode 0600).
+The passphrase that encrypts the profile's private keys (Argon2id, then
+ChaCha20-Poly1305) comes from --passphrase-file FILE (mode 0600; one trailing
+newline is ignored) or else from the environment variable HOLDFAST_PASSPHRASE;
+it is never taken from the command line. Every command needs it unless the
+profile was registered with --insecure-plaintext-keys.
 
 exit status: 0 success, 1 usage error, 2 refused or failed (reason on stderr)
 )";
@@ -106,9 +117,9 @@ struct Args {
   }
 };
 
-const std::set<std::string> kValueOptions = {"profile", "server", "ca", "user",
-                                             "code",    "to",     "wait"};
-const std::set<std::string> kFlagOptions = {"json", "help"};
+const std::set<std::string> kValueOptions = {"profile", "server", "ca",   "user",
+                                             "code",    "to",     "wait", "passphrase-file"};
+const std::set<std::string> kFlagOptions = {"json", "help", "insecure-plaintext-keys"};
 
 // Options may appear anywhere; "--" ends them.
 std::variant<Args, UsageError> ParseArgs(int argc, const char* const* argv) {
@@ -236,6 +247,7 @@ class Cli {
   // Rejects options that do not belong to the current command.
   std::optional<int> OnlyOptions(std::set<std::string> allowed) {
     allowed.insert("profile");
+    allowed.insert("passphrase-file");
     for (const auto& [name, value] : args_.options) {
       if (!allowed.count(name)) return Usage("--" + name + " is not an option of " + args_.command);
     }
@@ -245,17 +257,62 @@ class Cli {
     return std::nullopt;
   }
 
-  Result<Device> LoadDevice() {
-    HF_ASSIGN_OR_RETURN(Profile p, LoadProfile(dir_));
-    HF_ASSIGN_OR_RETURN(Device d, Device::FromProfile(std::move(p)));
-    if (!d.registered()) {
+  // The passphrase from --passphrase-file or HOLDFAST_PASSPHRASE, or
+  // nullopt when neither is given.
+  Result<std::optional<PassphraseWrapper>> Passphrase() const {
+    SecretBytes passphrase;
+    std::string source;
+    if (auto file = args_.Get("passphrase-file")) {
+      source = *file;
+      HF_ASSIGN_OR_RETURN(passphrase, internal::ReadSecretFile(*file, kMaxPassphraseSize));
+      size_t n = passphrase.size();
+      if (n > 0 && passphrase.data()[n - 1] == '\n') --n;
+      if (n > 0 && passphrase.data()[n - 1] == '\r') --n;
+      passphrase.resize(n);
+    } else if (const char* env = std::getenv(kPassphraseEnv)) {
+      source = kPassphraseEnv;
+      passphrase = SecretBytes(AsBytes(env));
+    } else {
+      return std::optional<PassphraseWrapper>();
+    }
+    if (passphrase.empty()) {
+      return Status::InvalidArgument("the passphrase in " + source + " is empty");
+    }
+    HF_ASSIGN_OR_RETURN(auto wrapper, PassphraseWrapper::Create(passphrase.view()));
+    return std::optional<PassphraseWrapper>(std::move(wrapper));
+  }
+
+  static Status NoPassphrase(const std::string& what) {
+    return Status::FailedPrecondition(what + " needs a passphrase: set " + kPassphraseEnv +
+                                      " or pass --passphrase-file FILE");
+  }
+
+  // Loads the profile (unwrapping its keys) and keeps its key store for saving.
+  Result<Device> LoadDevice(bool require_registered = true) {
+    HF_ASSIGN_OR_RETURN(auto wrapper, Passphrase());
+    if (!wrapper) {
+      HF_ASSIGN_OR_RETURN(ProfileSummary summary, PeekProfile(dir_));
+      if (summary.version == kProfileVersion && summary.scheme != kInsecurePlaintextScheme) {
+        return NoPassphrase("the profile in " + dir_.string() + " is encrypted and");
+      }
+    }
+    auto loaded = LoadProfile(dir_, wrapper ? &*wrapper : nullptr);
+    if (!loaded.ok()) return loaded.status().WithContext("profile " + dir_.string());
+    store_.emplace(std::move(loaded->store));
+    HF_ASSIGN_OR_RETURN(Device d, Device::FromProfile(std::move(loaded->profile)));
+    if (require_registered && !d.registered()) {
       return Status::FailedPrecondition("profile in " + dir_.string() +
                                         " is not registered; run register");
     }
     return d;
   }
 
+  Status Save(const Device& device) { return SaveProfile(dir_, device.profile(), *store_); }
+
   Result<Session> Login(const Device& device, wire::Authenticated* authenticated) {
+    if (device.profile().ca_file.empty()) {
+      return Status::FailedPrecondition("profile pins no TLS trust anchor");
+    }
     HF_ASSIGN_OR_RETURN(
         Connection c, Connection::Connect(device.profile().server_url,
                                           dir_ / device.profile().ca_file, kConnectTimeout));
@@ -267,7 +324,9 @@ class Cli {
   }
 
   int Register() {
-    if (auto u = OnlyOptions({"server", "ca", "user", "code"})) return *u;
+    if (auto u = OnlyOptions({"server", "ca", "user", "code", "insecure-plaintext-keys"})) {
+      return *u;
+    }
     auto server = args_.Get("server");
     auto ca = args_.Get("ca");
     auto user = args_.Get("user");
@@ -278,21 +337,43 @@ class Cli {
     if (!args_.positional.empty()) return Usage("register takes no arguments");
     if (user->empty()) return Usage("--user must not be empty");
     if (auto url = ParseServerUrl(*server); !url.ok()) return Usage(url.status().message());
+    const bool insecure = args_.flags.count("insecure-plaintext-keys") != 0;
+
+    if (insecure && (args_.Get("passphrase-file") || std::getenv(kPassphraseEnv) != nullptr)) {
+      return Usage("--insecure-plaintext-keys and a passphrase (" + std::string(kPassphraseEnv) +
+                   " or --passphrase-file) exclude each other");
+    }
+    auto wrapper = Passphrase();
+    if (!wrapper.ok()) return Fail(wrapper.status());
+    if (!insecure && !*wrapper) {
+      return Fail(Status::FailedPrecondition(
+          "register needs a passphrase to encrypt the new profile's keys: set " +
+          std::string(kPassphraseEnv) +
+          " or pass --passphrase-file FILE (or pass --insecure-plaintext-keys to keep them "
+          "unencrypted)"));
+    }
 
     if (ProfileExists(dir_)) {
-      auto existing = LoadProfile(dir_);
+      auto existing = PeekProfile(dir_);
       if (!existing.ok()) return Fail(existing.status());
-      if (!existing->device_id.empty()) {
+      if (existing->registered) {
         return Fail(Status::AlreadyExists("profile in " + dir_.string() +
                                           " is already registered as " + existing->user));
       }
     }
     auto device = Device::Generate(*user, NowMs());
     if (!device.ok()) return Fail(device.status());
+    if (insecure) {
+      store_.emplace(KeyStore::InsecurePlaintext());
+    } else {
+      auto store = KeyStore::Create(**wrapper);
+      if (!store.ok()) return Fail(store.status());
+      store_.emplace(std::move(*store));
+    }
     // The unregistered profile is written first so that a directory problem
     // shows before the gateway has enrolled keys we could not keep.
     if (Status s = InstallCaFile(dir_, *ca); !s.ok()) return Fail(s);
-    if (Status s = SaveProfile(dir_, device->profile()); !s.ok()) return Fail(s);
+    if (Status s = Save(*device); !s.ok()) return Fail(s);
 
     auto connection = Connection::Connect(*server, *ca, kConnectTimeout);
     if (!connection.ok()) return Fail(connection.status());
@@ -302,7 +383,7 @@ class Cli {
     if (Status s = device->AcceptRegistration(*registered, *server, kProfileCaFileName); !s.ok()) {
       return Fail(s);
     }
-    if (Status s = SaveProfile(dir_, device->profile()); !s.ok()) return Fail(s);
+    if (Status s = Save(*device); !s.ok()) return Fail(s);
     (void)session.Close();
     out_ << ToHex(device->device_id()) << "\n";
     return kExitOk;
@@ -377,7 +458,7 @@ class Cli {
     if (notice.empty() || device.NoticeShown(conversation_id)) return Status::Ok();
     out_ << "notice (" << ForTerminal(conversation_id) << "): " << ForTerminal(notice) << "\n";
     device.MarkNoticeShown(conversation_id);
-    return SaveProfile(dir_, device.profile());
+    return Save(device);
   }
 
   void Report(const wire::Deliver& d, const Result<ReceivedMessage>& r, bool json) {
@@ -449,7 +530,7 @@ class Cli {
     auto flush = [&]() -> Status {
       if (batch.empty()) return Status::Ok();
       out_.flush();
-      if (dirty) HF_RETURN_IF_ERROR(SaveProfile(dir_, device->profile()));
+      if (dirty) HF_RETURN_IF_ERROR(Save(*device));
       dirty = false;
       Status s = session->Ack(batch);
       batch.clear();
@@ -505,13 +586,18 @@ class Cli {
   int WhoAmI() {
     if (auto u = OnlyOptions({})) return *u;
     if (!args_.positional.empty()) return Usage("whoami takes no arguments");
-    auto profile = LoadProfile(dir_);
-    if (!profile.ok()) return Fail(profile.status());
-    out_ << "user: " << ForTerminal(profile->user) << "\n"
-         << "device: " << (profile->device_id.empty() ? "(unregistered)" : ToHex(profile->device_id))
+    auto device = LoadDevice(/*require_registered=*/false);
+    if (!device.ok()) return Fail(device.status());
+    const Profile& profile = device->profile();
+    out_ << "user: " << ForTerminal(profile.user) << "\n"
+         << "device: " << (profile.device_id.empty() ? "(unregistered)" : ToHex(profile.device_id))
          << "\n"
-         << "server: " << ForTerminal(profile->server_url) << "\n"
-         << "org: " << ForTerminal(profile->org) << "\n";
+         << "server: " << ForTerminal(profile.server_url) << "\n"
+         << "org: " << ForTerminal(profile.org) << "\n"
+         << "keys: "
+         << (store_->encrypted() ? "encrypted (" + std::string(store_->scheme()) + ")"
+                                 : std::string("UNENCRYPTED (--insecure-plaintext-keys)"))
+         << "\n";
     return kExitOk;
   }
 
@@ -519,6 +605,8 @@ class Cli {
   std::ostream& err_;
   Args args_;
   fs::path dir_;
+  // How the loaded or new profile's keys are kept; set before any save.
+  std::optional<KeyStore> store_;
 };
 
 }  // namespace

@@ -36,9 +36,20 @@ Result<wire::EpochCertificateBody> CheckEpoch(const Profile& profile,
 }  // namespace
 
 Result<Device> Device::Generate(std::string user, int64_t now_ms) {
+  SecretBytes seed(kDeviceSeedSize);
+  HF_RETURN_IF_ERROR(protocol::RandomBytes(seed.span()));
+  return FromSeed(std::move(user), now_ms, seed.view());
+}
+
+Result<Device> Device::FromSeed(std::string user, int64_t now_ms, ByteView seed) {
   if (user.empty()) return Status::InvalidArgument("user name is empty");
-  HF_ASSIGN_OR_RETURN(auto identity, protocol::Ed25519Generate());
-  HF_ASSIGN_OR_RETURN(auto prekey, hpke::GenerateKeyPair(hpke::KemId::kX25519HkdfSha256));
+  if (seed.size() != kDeviceSeedSize) {
+    return Status::InvalidArgument("device seed must be " + std::to_string(kDeviceSeedSize) +
+                                   " bytes");
+  }
+  HF_ASSIGN_OR_RETURN(auto identity, protocol::Ed25519FromSeed(seed.first(32)));
+  HF_ASSIGN_OR_RETURN(auto prekey,
+                      hpke::DeriveKeyPair(hpke::KemId::kX25519HkdfSha256, seed.subspan(32)));
   HF_ASSIGN_OR_RETURN(auto signed_prekey,
                       protocol::SignPrekey(identity.private_key.view(), prekey.public_key, now_ms));
   Profile p;
@@ -62,6 +73,9 @@ Result<Device> Device::FromProfile(Profile profile) {
   }
   if (Status s = protocol::VerifyPrekey(identity->public_key, profile.prekey); !s.ok()) {
     return s.WithContext("profile: prekey signature");
+  }
+  if (!profile.org_root_key.empty() && !IsP256Point(profile.org_root_key)) {
+    return Status::InvalidArgument("profile: pinned org root key is not a P-256 point");
   }
   if (!profile.device_id.empty()) {
     if (profile.device_id != protocol::DeviceIdFor(identity->public_key)) {
@@ -92,8 +106,21 @@ wire::RegisterRequest Device::MakeRegisterRequest(std::string enrollment_code) c
   return r;
 }
 
+Status Device::PinOrgRoot(ByteView org_root_public) {
+  if (!IsP256Point(org_root_public)) {
+    return Status::InvalidArgument("org root key is not a P-256 point");
+  }
+  if (!profile_.org_root_key.empty()) {
+    if (ConstantTimeEqual(profile_.org_root_key, org_root_public)) return Status::Ok();
+    return Status::FailedPrecondition("a different org root key is already pinned");
+  }
+  profile_.org_root_key.assign(org_root_public.begin(), org_root_public.end());
+  return Status::Ok();
+}
+
 Status Device::AcceptRegistration(const wire::RegisterResponse& response, std::string server_url,
                                   std::string ca_file) {
+  if (registered()) return Status::AlreadyExists("device is already registered");
   const Bytes expected = protocol::DeviceIdFor(identity_public_);
   if (!ConstantTimeEqual(View(response.device_id()), expected)) {
     return Status::PermissionDenied("gateway assigned device id " +
@@ -104,6 +131,10 @@ Status Device::AcceptRegistration(const wire::RegisterResponse& response, std::s
     return Status::InvalidArgument("gateway sent an org root key that is not a P-256 point");
   }
   if (response.org().empty()) return Status::InvalidArgument("gateway sent an empty org name");
+  if (!profile_.org_root_key.empty() &&
+      !ConstantTimeEqual(profile_.org_root_key, View(response.org_root_key()))) {
+    return Status::PermissionDenied("gateway sent an org root key other than the pinned one");
+  }
   profile_.device_id = expected;
   profile_.org_root_key.assign(response.org_root_key().begin(), response.org_root_key().end());
   profile_.org = response.org();

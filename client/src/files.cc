@@ -107,4 +107,35 @@ Result<std::string> ReadSmallFile(const std::filesystem::path& path, size_t max_
   return out;
 }
 
+Result<SecretBytes> ReadSecretFile(const std::filesystem::path& path, size_t max_size) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return Status::NotFound(path.string() + " does not exist");
+    return Errno("open", path);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Errno("stat", path);
+  if (!S_ISREG(st.st_mode)) {
+    return Status::InvalidArgument(path.string() + " is not a regular file");
+  }
+  if ((st.st_mode & 077) != 0) {
+    return Status::PermissionDenied(path.string() +
+                                    " is accessible by group or others; run chmod 600 on it");
+  }
+  SecretBytes out(max_size + 1);
+  size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::read(fd.get(), out.data() + got, out.size() - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("read", path);
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  if (got > max_size) return Status::InvalidArgument(path.string() + " is too large");
+  out.resize(got);
+  return out;
+}
+
 }  // namespace holdfast::client::internal

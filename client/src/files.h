@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "holdfast/base/bytes.h"
 #include "holdfast/base/status.h"
 
 namespace holdfast::client::internal {
@@ -46,5 +47,9 @@ Status WriteFileAtomic(const std::filesystem::path& path, std::string_view conte
 
 // Reads a regular file of at most `max_size` bytes.
 Result<std::string> ReadSmallFile(const std::filesystem::path& path, size_t max_size);
+
+// Reads a secret (a passphrase file) of at most `max_size` bytes straight
+// into a wiped buffer. Refuses a file that group or others can access.
+Result<SecretBytes> ReadSecretFile(const std::filesystem::path& path, size_t max_size);
 
 }  // namespace holdfast::client::internal

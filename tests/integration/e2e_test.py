@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from harness import CLIENT, Deployment
+from harness import CLIENT, CLIENT_ENV, Deployment
 
 MESSAGES = [
     "Quarterly numbers attached",
@@ -164,7 +164,7 @@ class ChatAndDisclosureTest(unittest.TestCase):
         # it is stored, without bob asking for his queue.
         listener = subprocess.Popen(
             [CLIENT, "--profile", self.d.profile("bob"), "listen", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLIENT_ENV)
         try:
             # Wait until the listener's session is authenticated.
             deadline = time.time() + 15

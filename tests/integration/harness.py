@@ -23,6 +23,10 @@ GATEWAY = os.environ["HOLDFAST_GATEWAY"]
 ADMIN = os.environ["HOLDFAST_ADMIN"]
 CLIENT = os.environ["HOLDFAST_CLIENT"]
 PG_CLUSTER = os.path.join(SOURCE_DIR, "scripts", "pg-cluster")
+# Every test profile's private keys are encrypted under this passphrase;
+# holdfast-client reads it from the environment.
+TEST_PASSPHRASE = "holdfast integration test passphrase"
+CLIENT_ENV = {**os.environ, "HOLDFAST_PASSPHRASE": TEST_PASSPHRASE}
 LIB_SH = os.path.join(SOURCE_DIR, "scripts", "lib.sh")
 
 
@@ -55,7 +59,7 @@ class Deployment:
 
         hsm_dir = os.path.join(self.dir, "hsm")
         tls_dir = os.path.join(self.dir, "tls")
-        module = run(["bash", "-c", f'source "{LIB_SH}" && make_softhsm_token "$1" holdfast && '
+        module = run(["bash", "-c", f'source "{LIB_SH}" && make_softhsm_dir "$1" && '
                       f'make_tls_cert "$2" && softhsm_module', "_", hsm_dir, tls_dir]).stdout.strip()
         self.ca = os.path.join(tls_dir, "gateway.pem")
         self.ports_file = os.path.join(self.dir, "ports.json")
@@ -77,6 +81,7 @@ admin:
   listen: 127.0.0.1:{free_port()}
 ports_file: {self.ports_file}
 """)
+        self.admin("hsm", "init-token")
         self.admin("init")
 
     # ------------------------------------------------------------ processes
@@ -88,7 +93,8 @@ ports_file: {self.ports_file}
         return os.path.join(self.dir, "profiles", user)
 
     def client(self, user, *args, check=True, timeout=60):
-        return run([CLIENT, "--profile", self.profile(user), *args], check=check, timeout=timeout)
+        return run([CLIENT, "--profile", self.profile(user), *args], check=check, timeout=timeout,
+                   env=CLIENT_ENV)
 
     def start_gateway(self):
         if os.path.exists(self.ports_file):

@@ -1,7 +1,10 @@
 #include "holdfast/client/cli.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <fstream>
 #include <sstream>
@@ -36,6 +39,20 @@ CliRun Cli(std::vector<std::string> args) {
   return {code, out.str(), err.str()};
 }
 
+constexpr char kPassphraseEnv[] = "HOLDFAST_PASSPHRASE";
+
+// Writes `passphrase` and a newline to a file with `mode`.
+std::string PassphraseFile(const std::filesystem::path& path, const std::string& passphrase,
+                           mode_t mode = 0600) {
+  std::ofstream(path) << passphrase << "\n";
+  EXPECT_EQ(::chmod(path.c_str(), mode), 0);
+  return path.string();
+}
+
+PassphraseWrapper Passphrase(const std::string& passphrase) {
+  return PassphraseWrapper::Create(AsBytes(passphrase)).value();
+}
+
 TEST(CliTest, UsageErrors) {
   TempDir tmp;
   const std::string p = tmp.path().string();
@@ -56,6 +73,9 @@ TEST(CliTest, UsageErrors) {
            {"--profile", p, "register", "--server", "http://h/v1", "--ca", "c", "--user", "u",
             "--code", "x"},
            {"--profile"},
+           {"--profile", p, "send", "--to", "bob", "--insecure-plaintext-keys", "hi"},
+           {"--profile", p, "register", "--server", "wss://h/v1", "--ca", "c", "--user", "u",
+            "--code", "x", "--insecure-plaintext-keys", "--passphrase-file", "f"},
        }) {
     CliRun r = Cli(args);
     EXPECT_EQ(r.code, kExitUsage) << ::testing::PrintToString(args);
@@ -77,41 +97,124 @@ TEST(CliTest, FailuresExitTwoWithOneLine) {
 }
 
 TEST(CliTest, RegisterThenWhoAmI) {
+  ::unsetenv(kPassphraseEnv);
   TempDir tmp;
   testing::OrgRoot root;
   auto cert = testing::MakeSelfSignedCert("IP:127.0.0.1,DNS:localhost");
   const auto ca = tmp.path() / "gateway.pem";
   std::ofstream(ca) << cert.cert_pem;
   const std::string dir = (tmp.path() / "alice").string();
+  const std::string pw_file = PassphraseFile(tmp.path() / "pw", "alice's passphrase");
   std::string device_id;
   {
     testing::TestServer server(cert, testing::EchoHandler(root.public_key()));
     CliRun r = Cli({"--profile", dir, "register", "--server", server.url(), "--ca", ca.string(),
-                 "--user", "alice", "--code", "ENROL-1"});
+                 "--user", "alice", "--code", "ENROL-1", "--passphrase-file", pw_file});
     ASSERT_EQ(r.code, kExitOk) << r.err;
     device_id = r.out;
     ASSERT_EQ(device_id.size(), 33u) << device_id;
     device_id.pop_back();
 
-    auto p = LoadProfile(dir);
+    const auto wrapper = Passphrase("alice's passphrase");
+    auto p = LoadProfile(dir, &wrapper);
     ASSERT_TRUE(p.ok()) << p.status().ToString();
-    EXPECT_EQ(ToHex(p->device_id), device_id);
-    EXPECT_EQ(p->org_root_key, root.public_key());
-    EXPECT_EQ(p->org, "acme");
-    EXPECT_EQ(p->server_url, server.url());
+    EXPECT_TRUE(p->store.encrypted());
+    EXPECT_EQ(ToHex(p->profile.device_id), device_id);
+    EXPECT_EQ(p->profile.org_root_key, root.public_key());
+    EXPECT_EQ(p->profile.org, "acme");
+    EXPECT_EQ(p->profile.server_url, server.url());
     EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(dir) / kProfileCaFileName));
 
-    CliRun who = Cli({"--profile", dir, "whoami"});
-    EXPECT_EQ(who.code, kExitOk);
+    CliRun who = Cli({"--profile", dir, "whoami", "--passphrase-file", pw_file});
+    EXPECT_EQ(who.code, kExitOk) << who.err;
     EXPECT_NE(who.out.find("user: alice"), std::string::npos);
     EXPECT_NE(who.out.find("device: " + device_id), std::string::npos);
     EXPECT_NE(who.out.find("server: " + server.url()), std::string::npos);
+    EXPECT_NE(who.out.find("keys: encrypted (argon2id)"), std::string::npos) << who.out;
   }
+  // The environment variable works as well as the file.
+  ASSERT_EQ(::setenv(kPassphraseEnv, "alice's passphrase", 1), 0);
+  CliRun who = Cli({"--profile", dir, "whoami"});
+  EXPECT_EQ(who.code, kExitOk) << who.err;
+  ASSERT_EQ(::setenv(kPassphraseEnv, "something else", 1), 0);
+  who = Cli({"--profile", dir, "whoami"});
+  EXPECT_EQ(who.code, kExitFailed);
+  EXPECT_NE(who.err.find("wrong passphrase"), std::string::npos) << who.err;
+  // The file takes precedence over the environment.
+  who = Cli({"--profile", dir, "whoami", "--passphrase-file", pw_file});
+  EXPECT_EQ(who.code, kExitOk) << who.err;
+  ::unsetenv(kPassphraseEnv);
+
+  // No passphrase at all: a clear refusal naming both sources.
+  who = Cli({"--profile", dir, "recv"});
+  EXPECT_EQ(who.code, kExitFailed);
+  EXPECT_NE(who.err.find("HOLDFAST_PASSPHRASE"), std::string::npos) << who.err;
+  EXPECT_NE(who.err.find("--passphrase-file"), std::string::npos) << who.err;
+  EXPECT_EQ(std::count(who.err.begin(), who.err.end(), '\n'), 1) << who.err;
+  // A passphrase file others can read is refused, as is an empty one.
+  who = Cli({"--profile", dir, "whoami", "--passphrase-file",
+             PassphraseFile(tmp.path() / "pw-open", "alice's passphrase", 0644)});
+  EXPECT_EQ(who.code, kExitFailed);
+  EXPECT_NE(who.err.find("chmod 600"), std::string::npos) << who.err;
+  who = Cli({"--profile", dir, "whoami", "--passphrase-file",
+             PassphraseFile(tmp.path() / "pw-empty", "")});
+  EXPECT_EQ(who.code, kExitFailed);
+  EXPECT_NE(who.err.find("empty"), std::string::npos) << who.err;
+
   // A registered profile is never overwritten.
   CliRun again = Cli({"--profile", dir, "register", "--server", "wss://127.0.0.1:1/v1", "--ca",
-                   ca.string(), "--user", "alice", "--code", "ENROL-2"});
+                   ca.string(), "--user", "alice", "--code", "ENROL-2", "--passphrase-file",
+                   pw_file});
   EXPECT_EQ(again.code, kExitFailed);
   EXPECT_NE(again.err.find("already registered"), std::string::npos) << again.err;
+}
+
+TEST(CliTest, RegisterWithoutPassphraseIsRefused) {
+  ::unsetenv(kPassphraseEnv);
+  TempDir tmp;
+  const auto dir = tmp.path() / "bob";
+  CliRun r = Cli({"--profile", dir.string(), "register", "--server", "wss://127.0.0.1:1/v1",
+                  "--ca", (tmp.path() / "ca.pem").string(), "--user", "bob", "--code", "X"});
+  EXPECT_EQ(r.code, kExitFailed);
+  EXPECT_NE(r.err.find("HOLDFAST_PASSPHRASE"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--insecure-plaintext-keys"), std::string::npos) << r.err;
+  EXPECT_FALSE(ProfileExists(dir));
+}
+
+TEST(CliTest, InsecurePlaintextKeysOnRequest) {
+  ::unsetenv(kPassphraseEnv);
+  TempDir tmp;
+  testing::OrgRoot root;
+  auto cert = testing::MakeSelfSignedCert("IP:127.0.0.1,DNS:localhost");
+  const auto ca = tmp.path() / "gateway.pem";
+  std::ofstream(ca) << cert.cert_pem;
+  const std::string dir = (tmp.path() / "carol").string();
+  testing::TestServer server(cert, testing::EchoHandler(root.public_key()));
+  CliRun r = Cli({"--profile", dir, "register", "--server", server.url(), "--ca", ca.string(),
+                  "--user", "carol", "--code", "ENROL-1", "--insecure-plaintext-keys"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  CliRun who = Cli({"--profile", dir, "whoami"});
+  EXPECT_EQ(who.code, kExitOk) << who.err;
+  EXPECT_NE(who.out.find("keys: UNENCRYPTED"), std::string::npos) << who.out;
+  auto p = LoadProfile(dir, nullptr);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_FALSE(p->store.encrypted());
+}
+
+TEST(CliTest, OldPlaintextProfileIsRefused) {
+  ::unsetenv(kPassphraseEnv);
+  TempDir tmp;
+  const auto dir = tmp.path() / "dave";
+  std::filesystem::create_directories(dir);
+  const auto file = dir / kProfileFileName;
+  std::ofstream(file) << R"({"version": 1, "user": "dave", "server": "wss://h/v1",)"
+                      << R"( "device_id": "0011", "org": "acme", "org_root_key": "",)"
+                      << R"( "ca_file": "ca.pem"})";
+  ASSERT_EQ(::chmod(file.c_str(), 0600), 0);
+  CliRun r = Cli({"--profile", dir.string(), "recv"});
+  EXPECT_EQ(r.code, kExitFailed);
+  EXPECT_NE(r.err.find("version 1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("register this device again"), std::string::npos) << r.err;
 }
 
 }  // namespace
@@ -189,7 +292,13 @@ class CliFlowTest : public ::testing::Test {
     epoch_ = root_.Certify(body);
   }
 
-  // A registered profile on disk for `user`, pointing at `url`.
+  void SetUp() override { ASSERT_EQ(::setenv(kPassphraseEnv, kFlowPassphrase, 1), 0); }
+  void TearDown() override { ::unsetenv(kPassphraseEnv); }
+
+  static constexpr char kFlowPassphrase[] = "flow test passphrase";
+
+  // A registered profile on disk for `user`, pointing at `url`, encrypted
+  // under kFlowPassphrase with cheap Argon2id parameters.
   Device MakeProfile(const std::string& user, const std::string& url) {
     auto d = Device::Generate(user, Now());
     EXPECT_TRUE(d.ok());
@@ -198,12 +307,17 @@ class CliFlowTest : public ::testing::Test {
     r.set_org_root_key(AsString(root_.public_key()));
     r.set_org("acme");
     EXPECT_TRUE(d->AcceptRegistration(r, url, kProfileCaFileName).ok());
-    EXPECT_TRUE(SaveProfile(Dir(user), d->profile()).ok());
+    EXPECT_TRUE(SaveProfile(Dir(user), d->profile(), KeyStore::Create(pw_).value()).ok());
     EXPECT_TRUE(InstallCaFile(Dir(user), ca_).ok());
     return std::move(d).value();
   }
 
   std::filesystem::path Dir(const std::string& user) const { return tmp_.path() / user; }
+
+  const PassphraseWrapper pw_ =
+      PassphraseWrapper::Create(AsBytes(std::string_view(kFlowPassphrase)),
+                                Argon2idParams::Create(1, 64, 1).value())
+          .value();
 
   TempDir tmp_;
   testing::OrgRoot root_;
@@ -243,17 +357,17 @@ TEST_F(CliFlowTest, SendThenReceive) {
         EXPECT_EQ(f.open_conversation().members_size(), 1);
       }
     }
-    auto p = LoadProfile(Dir("alice"));
+    auto p = LoadProfile(Dir("alice"), &pw_);
     EXPECT_TRUE(p.ok());
-    EXPECT_EQ(p->notices_shown, std::vector<std::string>{"c1"});
+    EXPECT_EQ(p->profile.notices_shown, std::vector<std::string>{"c1"});
     return bob;
   }();
   ASSERT_FALSE(sent.content().empty());
 
   Device mallory = MakeProfile("mallory", "wss://127.0.0.1:1/v1");
-  auto alice_profile = LoadProfile(Dir("alice"));
+  auto alice_profile = LoadProfile(Dir("alice"), &pw_);
   ASSERT_TRUE(alice_profile.ok());
-  auto alice = Device::FromProfile(std::move(alice_profile).value());
+  auto alice = Device::FromProfile(std::move(alice_profile->profile));
   ASSERT_TRUE(alice.ok());
 
   auto receiver = std::make_shared<FakeGateway>();
@@ -271,10 +385,10 @@ TEST_F(CliFlowTest, SendThenReceive) {
   });
   // Point Bob's profile at this server.
   {
-    auto p = LoadProfile(Dir("bob"));
+    auto p = LoadProfile(Dir("bob"), &pw_);
     ASSERT_TRUE(p.ok());
-    p->server_url = server.url();
-    ASSERT_TRUE(SaveProfile(Dir("bob"), *p).ok());
+    p->profile.server_url = server.url();
+    ASSERT_TRUE(SaveProfile(Dir("bob"), p->profile, p->store).ok());
   }
   CliRun r = Cli({"--profile", Dir("bob").string(), "recv", "--json", "--wait", "0.2"});
   ASSERT_EQ(r.code, kExitOk) << r.err;
@@ -305,10 +419,11 @@ TEST_F(CliFlowTest, SendThenReceive) {
   }
   EXPECT_EQ(acked, (std::vector<uint64_t>{1, 2, 3}));
 
-  auto p = LoadProfile(Dir("bob"));
+  auto p = LoadProfile(Dir("bob"), &pw_);
   ASSERT_TRUE(p.ok());
-  ASSERT_EQ(p->seen_message_ids.size(), 1u);
-  EXPECT_EQ(AsString(p->seen_message_ids[0]), UnverifiedHeader(receiver->pushes[0])->message_id());
+  ASSERT_EQ(p->profile.seen_message_ids.size(), 1u);
+  EXPECT_EQ(AsString(p->profile.seen_message_ids[0]),
+            UnverifiedHeader(receiver->pushes[0])->message_id());
 }
 
 TEST_F(CliFlowTest, RefusedSubmitExitsTwo) {

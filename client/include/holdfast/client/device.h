@@ -27,11 +27,19 @@ struct ReceivedMessage {
   std::string text;
 };
 
+inline constexpr size_t kDeviceSeedSize = 64;
+
 class Device {
  public:
   // Fresh Ed25519 identity and X25519 prekey (signed at now_ms); not yet
   // registered with any gateway.
   static Result<Device> Generate(std::string user, int64_t now_ms);
+  // The same from caller-supplied randomness: the first 32 bytes of `seed`
+  // are the Ed25519 identity seed, the next 32 the ikm of RFC 9180
+  // DeriveKeyPair for the X25519 prekey. Deterministic (Ed25519 signatures
+  // are), so tests can pin keys. `seed` must be kDeviceSeedSize secret,
+  // uniformly random bytes.
+  static Result<Device> FromSeed(std::string user, int64_t now_ms, ByteView seed);
   // Checks that the profile's keys fit together (identity seed, device id,
   // prekey pair and its signature, pinned root key shape).
   static Result<Device> FromProfile(Profile profile);
@@ -45,9 +53,15 @@ class Device {
 
   // ------------------------------------------------------------ enrollment
   wire::RegisterRequest MakeRegisterRequest(std::string enrollment_code) const;
+  // Pins the org root key learnt out of band (an MDM profile, say) before
+  // registration, so that AcceptRegistration refuses a gateway that presents
+  // another one. Once registered, only the key already pinned is accepted
+  // (kFailedPrecondition otherwise).
+  Status PinOrgRoot(ByteView org_root_public);
   // Checks the gateway assigned the device id derived from our identity key
-  // and pins the org root key. `ca_file` is the trust anchor's file name in
-  // the profile directory.
+  // and pins the org root key (or checks it against the one pinned by
+  // PinOrgRoot: kPermissionDenied on a mismatch). `ca_file` is the trust
+  // anchor's file name in the profile directory, or empty.
   Status AcceptRegistration(const wire::RegisterResponse& response, std::string server_url,
                             std::string ca_file);
 

@@ -1,11 +1,16 @@
 // A device profile: who this device is, which gateway it talks to, what it
 // trusts, and its private keys. One profile per directory.
 //
-// WARNING: the identity and prekey private keys are stored IN THE CLEAR in
-// profile.json. The file is created with mode 0600 inside a 0700 directory,
-// which protects it from other local users only — not from root, backups or
-// a stolen disk. Encryption at rest (Argon2id-derived key) is not
-// implemented yet.
+// On disk (profile.json, version 2) the private keys are sealed by a
+// KeyStore (key_store.h): every other field stays readable but is bound into
+// the AEAD associated data, so changing the pinned org root key, the prekey,
+// the seen-message list or anything else makes the file fail to load with
+// kCryptoFailure. Only a store created with KeyStore::InsecurePlaintext()
+// writes the keys in the clear; that is an explicit opt-in.
+//
+// WARNING: the TLS trust anchor (ca.pem beside profile.json) is not covered
+// by the key store's authentication; it is protected by file modes only.
+// Version 1 files (keys always in the clear) are refused, not converted.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +21,7 @@
 
 #include "holdfast/base/bytes.h"
 #include "holdfast/base/status.h"
+#include "holdfast/client/key_store.h"
 #include "holdfast/protocol/envelope.h"
 
 namespace holdfast::client {
@@ -24,6 +30,7 @@ namespace wire = ::holdfast::wire::v1;
 
 inline constexpr char kProfileFileName[] = "profile.json";
 inline constexpr char kProfileCaFileName[] = "ca.pem";
+inline constexpr int kProfileVersion = 2;
 // How many recently opened message ids the profile remembers for
 // de-duplicating at-least-once deliveries.
 inline constexpr size_t kSeenMessageIdsLimit = 4096;
@@ -34,7 +41,8 @@ struct Profile {
   Bytes device_id;          // empty until registration completed
   std::string org;
   Bytes org_root_key;       // pinned P-256 uncompressed point
-  std::string ca_file;      // file name of the pinned TLS trust anchor, inside the profile directory
+  std::string ca_file;      // file name of the pinned TLS trust anchor inside the profile
+                            // directory; empty when the embedding app pins TLS itself
   SecretBytes identity_private;  // Ed25519 seed
   SecretBytes prekey_private;    // X25519
   wire::SignedPrekey prekey;
@@ -42,14 +50,40 @@ struct Profile {
   std::deque<Bytes> seen_message_ids;      // oldest first, at most kSeenMessageIdsLimit
 };
 
+struct LoadedProfile {
+  Profile profile;
+  KeyStore store;  // re-seals on the next save without asking for the secret again
+};
+
+// The file's bytes (JSON). An encrypted store seals the private keys; an
+// insecure-plaintext store writes them as hex.
+Result<std::string> EncodeProfile(const Profile& profile, const KeyStore& store);
+// Parses and, for an encrypted file, unwraps with `wrapper` and checks the
+// tag. `wrapper` may be null only for an insecure-plaintext file; otherwise
+// kFailedPrecondition. Wrong passphrase: kPermissionDenied; altered file:
+// kCryptoFailure; malformed: kInvalidArgument. Checks syntax only;
+// Device::FromProfile checks that the keys fit together.
+Result<LoadedProfile> DecodeProfile(std::string_view text, const KeyWrapper* wrapper);
+
 // Writes <dir>/profile.json atomically with mode 0600; creates `dir` with
 // mode 0700 (or tightens an existing one to 0700).
-Status SaveProfile(const std::filesystem::path& dir, const Profile& profile);
+Status SaveProfile(const std::filesystem::path& dir, const Profile& profile,
+                   const KeyStore& store);
 
-// Reads <dir>/profile.json. Refuses a file that group or others can read or
-// write, as ssh does for private keys. Checks syntax only; Device::FromProfile
-// checks that the keys fit together.
-Result<Profile> LoadProfile(const std::filesystem::path& dir);
+// Reads <dir>/profile.json with DecodeProfile. Refuses a file that group or
+// others can read or write, as ssh does for private keys.
+Result<LoadedProfile> LoadProfile(const std::filesystem::path& dir, const KeyWrapper* wrapper);
+
+// Fields read WITHOUT any key or authentication, for decisions that may not
+// rely on them being genuine (refusing to overwrite a registered profile,
+// choosing what to ask the user for).
+struct ProfileSummary {
+  int64_t version = 0;
+  std::string user;
+  bool registered = false;
+  std::string scheme;  // kInsecurePlaintextScheme, kArgon2idScheme or a platform scheme
+};
+Result<ProfileSummary> PeekProfile(const std::filesystem::path& dir);
 
 bool ProfileExists(const std::filesystem::path& dir);
 
