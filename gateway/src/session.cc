@@ -140,7 +140,12 @@ class SessionImpl final : public Session {
     ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
       res.set(http::field::server, "holdfast-gateway");
     }));
-    ws_.read_message_max(hub_.config.gateway.max_frame_bytes);
+    // The frame limit is the read buffer's size limit, not Beast's
+    // read_message_max: Beast reports message_too_big only if its own TLS
+    // shutdown succeeds, which it rarely does while the rest of the frame is
+    // still arriving, so the refusal would go uncounted.
+    ws_.read_message_max(0);
+    buffer_.max_size(hub_.config.gateway.max_frame_bytes);
     ws_.async_accept(upgrade_, [self = Self()](beast::error_code ec) {
       if (ec) return;
       self->buffer_.clear();
@@ -180,12 +185,15 @@ class SessionImpl final : public Session {
   void OnRead(beast::error_code ec) {
     reading_ = false;
     if (ec) {
-      if (ec == websocket::error::message_too_big) {
-        hub_.metrics.reject("frame_too_large").Increment();
-      }
       closing_ = true;
       auth_timer_.cancel();
       Unregister();
+      if (ec == websocket::error::buffer_overflow || ec == websocket::error::message_too_big) {
+        hub_.metrics.reject("frame_too_large").Increment();
+        // Mid-frame: no orderly close is possible, so drop the connection.
+        beast::error_code ignored;
+        beast::get_lowest_layer(ws_).socket().close(ignored);
+      }
       return;
     }
     hub_.metrics.frames_received->Increment();

@@ -1,0 +1,1099 @@
+// The gateway's side of the client protocol (docs/protocol.md sections 9 to
+// 11), exercised end to end: a real Gateway in this process, on a fresh
+// PostgreSQL database and a SoftHSM2 token, spoken to over wss:// by honest,
+// careless and hostile clients. Every refusal is checked for its exact
+// Error.code, for storing nothing, and for the reject metric it counts.
+#include "holdfast/gateway/gateway.h"
+
+#include <gtest/gtest.h>
+
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+#include <stdlib.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "holdfast/archive/database.h"
+#include "holdfast/archive/store.h"
+#include "holdfast/client/connection.h"
+#include "holdfast/client/device.h"
+#include "holdfast/client/session.h"
+#include "holdfast/gateway/ceremony.h"
+#include "holdfast/gateway/config.h"
+#include "holdfast/protocol/envelope.h"
+#include "holdfast/protocol/labels.h"
+#include "holdfast/protocol/primitives.h"
+#include "holdfast/testing/pg_cluster.h"
+#include "holdfast/testing/pg_fixture.h"
+#include "holdfast/testing/softhsm.h"
+
+namespace holdfast::gateway {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace wire = protocol::wire;
+namespace fs = std::filesystem;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using namespace std::chrono_literals;
+
+constexpr int64_t kHourMs = 3600 * 1000;
+constexpr int64_t kDayMs = 24 * kHourMs;
+constexpr uint32_t kMaxFrameBytes = 64 * 1024;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Bytes ToBytes(const std::string& s) { return Bytes(s.begin(), s.end()); }
+
+// Runs handlers of `ioc` until `done()` or the deadline.
+void RunUntil(asio::io_context& ioc, const std::function<bool()>& done, Clock::time_point deadline) {
+  while (!done()) {
+    const auto now = Clock::now();
+    if (now >= deadline) return;
+    ioc.restart();
+    ioc.run_one_for(deadline - now);
+  }
+}
+
+// A TLS client context that trusts only `ca` (the gateway's self-signed
+// certificate) and checks that the peer is 127.0.0.1.
+Status TrustOnly(asio::ssl::context& tls, const fs::path& ca) {
+  beast::error_code ec;
+  tls.set_verify_mode(asio::ssl::verify_peer, ec);
+  if (!ec) tls.load_verify_file(ca.string(), ec);
+  if (ec) return Status::Internal("trust anchor " + ca.string() + ": " + ec.message());
+  return Status::Ok();
+}
+
+// A bare WebSocket connection to the gateway that can send any bytes, as
+// binary or text messages; for what holdfast::client::Connection refuses
+// to produce.
+class RawSocket {
+ public:
+  enum class Got { kFrame, kNotAFrame, kTimeout, kClosed };
+
+  ~RawSocket() {
+    if (!ws_) return;
+    beast::error_code ec;
+    beast::get_lowest_layer(*ws_).socket().close(ec);
+    ioc_.restart();
+    ioc_.run_for(1s);
+  }
+
+  Status Open(uint16_t port, const fs::path& ca) {
+    HF_RETURN_IF_ERROR(TrustOnly(tls_, ca));
+    ws_.emplace(ioc_, tls_);
+    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ws_->next_layer().native_handle()),
+                                      "127.0.0.1") != 1) {
+      return Status::Internal("cannot pin the peer address");
+    }
+    beast::error_code ec;
+    beast::get_lowest_layer(*ws_).connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
+    if (!ec) ws_->next_layer().handshake(asio::ssl::stream_base::client, ec);
+    if (!ec) ws_->handshake("127.0.0.1:" + std::to_string(port), "/v1", ec);
+    if (ec) return Status::Unavailable("raw WebSocket to the gateway: " + ec.message());
+    return Status::Ok();
+  }
+
+  Status Send(const std::string& bytes, bool binary) {
+    ws_->binary(binary);
+    bool done = false;
+    beast::error_code ec;
+    ws_->async_write(asio::buffer(bytes), [&](beast::error_code e, size_t) {
+      ec = e;
+      done = true;
+    });
+    RunUntil(ioc_, [&] { return done; }, Clock::now() + 10s);
+    if (!done) return Status::Unavailable("write timed out");
+    if (ec) return Status::Unavailable("write: " + ec.message());
+    return Status::Ok();
+  }
+
+  // The next message from the gateway. A read that timed out stays pending.
+  Got Next(wire::ServerFrame* out, milliseconds timeout) {
+    if (!reading_) {
+      reading_ = true;
+      read_done_ = false;
+      ws_->async_read(buffer_, [this](beast::error_code ec, size_t) {
+        read_ec_ = ec;
+        read_done_ = true;
+      });
+    }
+    RunUntil(ioc_, [this] { return read_done_; }, Clock::now() + timeout);
+    if (!read_done_) return Got::kTimeout;
+    reading_ = false;
+    if (read_ec_) return Got::kClosed;
+    const auto data = buffer_.cdata();
+    const bool ok = ws_->got_binary() && out->ParseFromArray(data.data(), static_cast<int>(data.size()));
+    buffer_.consume(buffer_.size());
+    return ok ? Got::kFrame : Got::kNotAFrame;
+  }
+
+ private:
+  asio::io_context ioc_;
+  asio::ssl::context tls_{asio::ssl::context::tls_client};
+  std::optional<websocket::stream<beast::ssl_stream<beast::tcp_stream>>> ws_;
+  beast::flat_buffer buffer_;
+  bool reading_ = false;
+  bool read_done_ = false;
+  beast::error_code read_ec_;
+};
+
+// GET https://127.0.0.1:<port><target>, trusting only `ca`.
+Result<std::string> HttpsGet(uint16_t port, const fs::path& ca, const std::string& target) {
+  asio::io_context ioc;
+  asio::ssl::context tls(asio::ssl::context::tls_client);
+  HF_RETURN_IF_ERROR(TrustOnly(tls, ca));
+  beast::ssl_stream<beast::tcp_stream> stream(ioc, tls);
+  if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(stream.native_handle()), "127.0.0.1") != 1) {
+    return Status::Internal("cannot pin the peer address");
+  }
+  beast::error_code ec;
+  beast::get_lowest_layer(stream).connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
+  if (!ec) stream.handshake(asio::ssl::stream_base::client, ec);
+  http::request<http::empty_body> req{http::verb::get, target, 11};
+  req.set(http::field::host, "127.0.0.1:" + std::to_string(port));
+  req.set(http::field::connection, "close");
+  if (!ec) http::write(stream, req, ec);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> res;
+  if (!ec) http::read(stream, buffer, res, ec);
+  if (ec) return Status::Unavailable("GET " + target + ": " + ec.message());
+  if (res.result() != http::status::ok) {
+    return Status::Unavailable("GET " + target + ": HTTP " + std::to_string(res.result_int()));
+  }
+  beast::get_lowest_layer(stream).close();
+  return res.body();
+}
+
+// The value of one series in Prometheus text format, or nullopt.
+std::optional<double> SeriesValue(const std::string& exposition, const std::string& series) {
+  std::istringstream in(exposition);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return std::nullopt;
+}
+
+std::string RejectSeries(const std::string& reason) {
+  return "holdfast_client_rejects_total{reason=\"" + reason + "\"}";
+}
+
+// "malformed_frame" for an Error answer, a description otherwise: so that a
+// single EXPECT_EQ shows what came back instead.
+std::string Outcome(const Result<wire::ServerFrame>& r) {
+  if (!r.ok()) return "(no answer: " + r.status().ToString() + ")";
+  if (r->has_error()) return r->error().code();
+  return "(answered with ServerFrame kind " + std::to_string(static_cast<int>(r->kind_case())) + ")";
+}
+
+// One client connection driven frame by frame. Answers are matched by
+// request id; pushed Deliver frames and anything unexpected are filed.
+class Peer {
+ public:
+  explicit Peer(client::Connection conn) : conn_(std::move(conn)) {}
+
+  // Sends the frame as is (request id included).
+  Status SendAsIs(const wire::ClientFrame& frame) { return conn_.Send(frame, 10s); }
+
+  // Sends the frame with a fresh request id and returns that id.
+  Result<uint64_t> SendRequest(wire::ClientFrame frame) {
+    const uint64_t id = next_id_++;
+    frame.set_request_id(id);
+    HF_RETURN_IF_ERROR(conn_.Send(frame, 10s));
+    return id;
+  }
+
+  Result<wire::ServerFrame> Await(uint64_t id, milliseconds timeout = 10s) {
+    for (auto it = answers_.begin(); it != answers_.end(); ++it) {
+      if (it->request_id() == id) {
+        wire::ServerFrame f = std::move(*it);
+        answers_.erase(it);
+        return f;
+      }
+    }
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      HF_ASSIGN_OR_RETURN(auto frame, conn_.Receive(Left(deadline)));
+      if (!frame) return Status::Unavailable("no answer to request " + std::to_string(id) + " in time");
+      if (frame->request_id() == id) return std::move(*frame);
+      File(std::move(*frame));
+    }
+  }
+
+  Result<wire::ServerFrame> Call(wire::ClientFrame frame, milliseconds timeout = 10s) {
+    HF_ASSIGN_OR_RETURN(uint64_t id, SendRequest(std::move(frame)));
+    return Await(id, timeout);
+  }
+
+  // The next pushed Deliver, or nullopt if none came within `timeout`.
+  Result<std::optional<wire::Deliver>> NextDeliver(milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (delivered_.empty()) {
+      HF_ASSIGN_OR_RETURN(auto frame, conn_.Receive(Left(deadline)));
+      if (!frame) return std::optional<wire::Deliver>();
+      File(std::move(*frame));
+    }
+    wire::Deliver d = std::move(delivered_.front());
+    delivered_.pop_front();
+    return std::optional<wire::Deliver>(std::move(d));
+  }
+
+  // True if the gateway closes the connection within `timeout`; frames
+  // arriving meanwhile are filed.
+  bool ClosedWithin(milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      auto frame = conn_.Receive(Left(deadline));
+      if (!frame.ok()) return true;
+      if (!frame->has_value()) return false;
+      File(std::move(**frame));
+    }
+  }
+
+  // Every answer (frames with a request id, and errors with request id 0)
+  // received so far that no Await took.
+  const std::vector<wire::ServerFrame>& answers() const { return answers_; }
+
+ private:
+  static milliseconds Left(Clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    return left.count() < 0 ? 0ms : left;
+  }
+  void File(wire::ServerFrame frame) {
+    if (frame.request_id() == 0 && frame.has_deliver()) {
+      delivered_.push_back(std::move(*frame.mutable_deliver()));
+    } else {
+      answers_.push_back(std::move(frame));
+    }
+  }
+
+  client::Connection conn_;
+  uint64_t next_id_ = 1;
+  std::deque<wire::Deliver> delivered_;
+  std::vector<wire::ServerFrame> answers_;
+};
+
+wire::ClientFrame SubmitFrame(const wire::Envelope& envelope) {
+  wire::ClientFrame f;
+  *f.mutable_submit()->mutable_envelope() = envelope;
+  return f;
+}
+
+std::string MessageIdOf(const wire::Envelope& envelope) {
+  auto parsed = protocol::ParseEnvelope(envelope);
+  return parsed.ok() ? parsed->header.message_id() : std::string();
+}
+
+protocol::Recipient RecipientOf(const client::Device& d, std::string user = {}) {
+  protocol::Recipient r;
+  r.user = user.empty() ? d.profile().user : std::move(user);
+  r.device_id = d.device_id();
+  r.prekey_public = ToBytes(d.profile().prekey.public_key());
+  return r;
+}
+
+class GatewaySessionTest : public holdfast::testing::PostgresTest {
+ protected:
+  void SetUp() override {
+    PostgresTest::SetUp();
+    if (HasFatalFailure()) return;
+
+    char dir_template[] = "/tmp/holdfast-gw-session-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir_template), nullptr);
+    dir_ = dir_template;
+    cert_ = dir_ / "gateway.pem";
+    const fs::path key = dir_ / "gateway.key";
+    auto made = holdfast::testing::RunCommand(
+        {"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", key.string(), "-out", cert_.string()});
+    ASSERT_TRUE(made.ok()) << made.status().ToString();
+    fs::copy_file(fs::path(HOLDFAST_SOURCE_DIR) / "deploy" / "policy.yaml", dir_ / "policy.yaml");
+
+    auto hsm = holdfast::testing::TempSoftHsm::Create("gw-session-test");
+    ASSERT_TRUE(hsm.ok()) << hsm.status().ToString();
+    hsm_ = std::move(hsm).value();
+    const fs::path pin = dir_ / "user.pin";
+    std::ofstream(pin) << hsm_->user_pin() << "\n";
+    fs::permissions(pin, fs::perms::owner_read | fs::perms::owner_write);
+
+    config_.org = "Session Test Org";
+    config_.state_dir = dir_.string();
+    config_.database.conninfo = conninfo();
+    config_.hsm.module = hsm_->module_path();
+    config_.hsm.token_label = hsm_->token_label();
+    config_.hsm.pin_file = pin.string();
+    config_.gateway.listen = Endpoint{"127.0.0.1", 0};
+    config_.gateway.tls_cert = cert_.string();
+    config_.gateway.tls_key = key.string();
+    config_.gateway.max_frame_bytes = kMaxFrameBytes;
+    config_.admin.listen = Endpoint{"127.0.0.1", 0};
+    config_.admin.tls_cert = cert_.string();
+    config_.admin.tls_key = key.string();
+    config_.keys.rotate_ahead_days = 0;
+    config_.policy_file = (dir_ / "policy.yaml").string();
+    config_.export_dir = (dir_ / "exports").string();
+
+    auto conn = archive::Connection::Open(conninfo());
+    ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+    db_.emplace(std::move(conn).value());
+    ASSERT_TRUE(archive::Migrate(*db_).ok());
+    {
+      auto token = OpenToken(config_);
+      ASSERT_TRUE(token.ok()) << token.status().ToString();
+      auto keys = InitializeKeys(**token, *db_, config_, "session-test", NowMs());
+      ASSERT_TRUE(keys.ok()) << keys.status().ToString();
+      root_public_ = keys->root_public;
+    }
+
+    auto gateway = Gateway::Create(config_);
+    ASSERT_TRUE(gateway.ok()) << gateway.status().ToString();
+    gateway_ = std::move(gateway).value();
+    Status started = gateway_->Start();
+    ASSERT_TRUE(started.ok()) << started.ToString();
+  }
+
+  void TearDown() override {
+    peers_.clear();
+    gateway_.reset();
+    db_.reset();
+    hsm_.reset();
+    if (!dir_.empty()) {
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+    }
+  }
+
+  archive::Store store() { return archive::Store(*db_); }
+
+  std::string Url() const { return "wss://127.0.0.1:" + std::to_string(gateway_->client_port()) + "/v1"; }
+
+  Result<std::unique_ptr<Peer>> Connect() {
+    HF_ASSIGN_OR_RETURN(auto conn, client::Connection::Connect(Url(), cert_, 10s));
+    return std::make_unique<Peer>(std::move(conn));
+  }
+
+  // hello, challenge, authenticate.
+  Result<wire::Authenticated> Login(Peer& peer, const client::Device& device) {
+    wire::ClientFrame hello;
+    *hello.mutable_hello() = device.MakeHello();
+    auto challenge = peer.Call(hello);
+    if (!challenge.ok() || !challenge->has_challenge()) {
+      return Status::Internal("hello answered with " + Outcome(challenge));
+    }
+    HF_ASSIGN_OR_RETURN(auto answer, device.AnswerChallenge(challenge->challenge()));
+    wire::ClientFrame auth;
+    *auth.mutable_authenticate() = answer;
+    auto done = peer.Call(auth);
+    if (!done.ok() || !done->has_authenticated()) {
+      return Status::Internal("authenticate answered with " + Outcome(done));
+    }
+    return done->authenticated();
+  }
+
+  // A new connection on which `device` is authenticated. The fixture owns it.
+  Result<Peer*> Online(const client::Device& device) {
+    HF_ASSIGN_OR_RETURN(auto peer, Connect());
+    HF_RETURN_IF_ERROR(Login(*peer, device).status());
+    peers_.push_back(std::move(peer));
+    return peers_.back().get();
+  }
+
+  // Creates `user` if needed and registers a new device for it through the
+  // gateway, as the reference client does.
+  Result<client::Device> Enroll(const std::string& user) {
+    archive::Store s = store();
+    HF_ASSIGN_OR_RETURN(bool exists, s.UserExists(user));
+    if (!exists) HF_RETURN_IF_ERROR(s.CreateUser(user, user));
+    HF_ASSIGN_OR_RETURN(std::string code, s.IssueEnrollmentCode(user, kHourMs));
+    HF_ASSIGN_OR_RETURN(auto device, client::Device::Generate(user, NowMs()));
+    HF_ASSIGN_OR_RETURN(auto conn, client::Connection::Connect(Url(), cert_, 10s));
+    client::Session session(std::move(conn));
+    HF_ASSIGN_OR_RETURN(auto registered, session.Register(device.MakeRegisterRequest(code)));
+    HF_RETURN_IF_ERROR(device.AcceptRegistration(registered, Url(), "ca.pem"));
+    (void)session.Close();
+    return device;
+  }
+
+  std::string Metrics() {
+    auto text = HttpsGet(gateway_->admin_port(), cert_, "/metrics");
+    EXPECT_TRUE(text.ok()) << text.status().ToString();
+    return text.ok() ? *text : std::string();
+  }
+
+  // Polls /metrics until `series` equals `want` (a reject is counted just
+  // before its answer is sent, a dropped connection just after); returns the
+  // last value seen, -1 when the series is missing.
+  double WaitForMetric(const std::string& series, double want, milliseconds timeout = 5s) {
+    const auto deadline = Clock::now() + timeout;
+    double value = -1;
+    for (;;) {
+      value = SeriesValue(Metrics(), series).value_or(-1);
+      if (value == want || Clock::now() >= deadline) return value;
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+
+  uint64_t StoredEnvelopes() {
+    auto n = store().CountEnvelopes();
+    EXPECT_TRUE(n.ok()) << n.status().ToString();
+    return n.ok() ? *n : ~uint64_t{0};
+  }
+
+  uint64_t Pending(const client::Device& d) {
+    auto n = store().CountPendingDeliveries(d.device_id());
+    EXPECT_TRUE(n.ok()) << n.status().ToString();
+    return n.ok() ? *n : ~uint64_t{0};
+  }
+
+  // alice (one device, authenticated on alice_), bob (two devices), carol
+  // (one device), and the conversation {alice, bob} opened by alice.
+  void SetUpChat() {
+    for (const char* user : {"alice", "bob", "bob", "carol"}) {
+      auto d = Enroll(user);
+      ASSERT_TRUE(d.ok()) << user << ": " << d.status().ToString();
+      devices_.push_back(std::move(d).value());
+    }
+    auto peer = Online(alice());
+    ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+    alice_ = *peer;
+    auto conv = OpenConversation(*alice_, {"bob"});
+    ASSERT_TRUE(conv.ok()) << conv.status().ToString();
+    conv_ = *conv;
+    ASSERT_EQ(conv_.devices_size(), 3);
+    auto body = protocol::VerifyEpochCertificate(conv_.epoch(), root_public_, NowMs());
+    ASSERT_TRUE(body.ok()) << body.status().ToString();
+    epoch_id_ = body->epoch_id();
+    epoch_public_ = ToBytes(body->public_key());
+  }
+  const client::Device& alice() const { return devices_[0]; }
+  const client::Device& bob1() const { return devices_[1]; }
+  const client::Device& bob2() const { return devices_[2]; }
+  const client::Device& carol() const { return devices_[3]; }
+  std::vector<protocol::Recipient> Bobs() const { return {RecipientOf(bob1()), RecipientOf(bob2())}; }
+
+  Result<wire::ConversationInfo> OpenConversation(Peer& peer, const std::vector<std::string>& members) {
+    wire::ClientFrame f;
+    auto* oc = f.mutable_open_conversation();
+    for (const auto& m : members) oc->add_members(m);
+    auto answer = peer.Call(f);
+    if (!answer.ok() || !answer->has_conversation()) {
+      return Status::Internal("open_conversation answered with " + Outcome(answer));
+    }
+    return answer->conversation();
+  }
+
+  // An envelope from alice to conv_ for `recipients`; `tweak` may change
+  // the request first; `signer` (default alice) signs it.
+  wire::Envelope Seal(std::vector<protocol::Recipient> recipients,
+                      const std::function<void(protocol::SealRequest&)>& tweak = {},
+                      const client::Device* signer = nullptr, const std::string& text = "hello bob") {
+    protocol::SealRequest req;
+    req.conversation_id = conv_.conversation_id();
+    req.sender_user = alice().profile().user;
+    req.sender_device = alice().device_id();
+    req.sent_at_ms = NowMs();
+    req.epoch_id = epoch_id_;
+    req.archive_public = epoch_public_;
+    req.recipients = std::move(recipients);
+    req.text = text;
+    if (tweak) tweak(req);
+    const client::Device& key = signer ? *signer : alice();
+    auto sealed = protocol::SealMessage(req, key.profile().identity_private.view());
+    EXPECT_TRUE(sealed.ok()) << sealed.status().ToString();
+    return sealed.ok() ? *sealed : wire::Envelope();
+  }
+
+  // Submits on alice's connection and expects the refusal `code`, carrying
+  // the envelope's message id when `names_message` is set, with nothing
+  // stored.
+  void ExpectRefused(const wire::Envelope& envelope, const std::string& code, bool names_message = true) {
+    auto answer = alice_->Call(SubmitFrame(envelope));
+    EXPECT_EQ(Outcome(answer), code);
+    if (answer.ok() && answer->has_error()) {
+      EXPECT_EQ(answer->error().message_id(), names_message ? MessageIdOf(envelope) : std::string());
+    }
+    EXPECT_EQ(StoredEnvelopes(), 0u);
+  }
+
+  fs::path dir_;
+  fs::path cert_;
+  Config config_;
+  std::unique_ptr<holdfast::testing::TempSoftHsm> hsm_;
+  std::optional<archive::Connection> db_;
+  Bytes root_public_;
+  std::unique_ptr<Gateway> gateway_;
+  std::vector<std::unique_ptr<Peer>> peers_;
+
+  std::vector<client::Device> devices_;
+  Peer* alice_ = nullptr;
+  wire::ConversationInfo conv_;
+  uint32_t epoch_id_ = 0;
+  Bytes epoch_public_;
+};
+
+// ----------------------------------------------------------------- framing
+
+TEST_F(GatewaySessionTest, BytesThatAreNotAClientFrameAreMalformedAndTheThirdClosesTheConnection) {
+  RawSocket raw;
+  ASSERT_TRUE(raw.Open(gateway_->client_port(), cert_).ok());
+  const std::string junk[] = {
+      std::string("\x00\x01", 2),               // field number 0
+      std::string("\x12\x10" "ab"),             // register: 16 bytes announced, 2 sent
+      std::string(11, '\xff'),                  // a varint that never ends
+  };
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(raw.Send(junk[i], /*binary=*/true).ok()) << i;
+    wire::ServerFrame answer;
+    ASSERT_EQ(raw.Next(&answer, 10s), RawSocket::Got::kFrame) << i;
+    EXPECT_EQ(answer.request_id(), 0u) << i;
+    ASSERT_TRUE(answer.has_error()) << i;
+    EXPECT_EQ(answer.error().code(), "malformed_frame") << i;
+  }
+  wire::ServerFrame after;
+  EXPECT_EQ(raw.Next(&after, 10s), RawSocket::Got::kClosed) << "the connection stayed open";
+  EXPECT_EQ(WaitForMetric(RejectSeries("malformed_frame"), 3), 3);
+  EXPECT_EQ(StoredEnvelopes(), 0u);
+}
+
+TEST_F(GatewaySessionTest, ATextMessageIsMalformedEvenIfItHoldsAFrame) {
+  RawSocket raw;
+  ASSERT_TRUE(raw.Open(gateway_->client_port(), cert_).ok());
+  wire::ClientFrame hello;
+  hello.set_request_id(7);
+  hello.mutable_hello()->set_device_id("ABCDEFGHIJKLMNOP");
+  const std::string bytes = hello.SerializeAsString();
+  for (char c : bytes) ASSERT_LT(static_cast<unsigned char>(c), 0x80) << "must be valid UTF-8 text";
+
+  ASSERT_TRUE(raw.Send(bytes, /*binary=*/false).ok());
+  wire::ServerFrame answer;
+  ASSERT_EQ(raw.Next(&answer, 10s), RawSocket::Got::kFrame);
+  EXPECT_EQ(answer.request_id(), 0u);
+  ASSERT_TRUE(answer.has_error());
+  EXPECT_EQ(answer.error().code(), "malformed_frame");
+
+  // The same bytes as a binary message are a well-formed hello.
+  ASSERT_TRUE(raw.Send(bytes, /*binary=*/true).ok());
+  ASSERT_EQ(raw.Next(&answer, 10s), RawSocket::Got::kFrame);
+  EXPECT_EQ(answer.request_id(), 7u);
+  ASSERT_TRUE(answer.has_error());
+  EXPECT_EQ(answer.error().code(), "unknown_device");
+  EXPECT_EQ(WaitForMetric(RejectSeries("malformed_frame"), 1), 1);
+}
+
+TEST_F(GatewaySessionTest, AFrameWithoutAKindIsMalformed) {
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  auto answer = (*peer)->Call(wire::ClientFrame());
+  EXPECT_EQ(Outcome(answer), "malformed_frame");
+  EXPECT_EQ(WaitForMetric(RejectSeries("malformed_frame"), 1), 1);
+}
+
+TEST_F(GatewaySessionTest, AFrameLargerThanTheLimitClosesTheConnection) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  wire::Envelope huge = Seal(Bobs());
+  huge.mutable_content()->append(kMaxFrameBytes, 'x');
+  (void)alice_->SendRequest(SubmitFrame(huge));  // the gateway may hang up while it is written
+  EXPECT_TRUE(alice_->ClosedWithin(10s)) << "the connection stayed open";
+  EXPECT_EQ(WaitForMetric(RejectSeries("frame_too_large"), 1), 1);
+  EXPECT_EQ(StoredEnvelopes(), 0u);
+  EXPECT_EQ(Pending(bob1()), 0u);
+}
+
+// --------------------------------------------------------- authentication
+
+TEST_F(GatewaySessionTest, RequestsBeforeAuthenticationAreRefused) {
+  auto device = Enroll("alice");
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  Peer& p = **peer;
+
+  wire::ClientFrame open;
+  open.mutable_open_conversation()->add_members("alice");
+  EXPECT_EQ(Outcome(p.Call(open)), "unauthenticated");
+
+  wire::Envelope envelope;
+  envelope.set_content("not checked before authentication");
+  envelope.set_signature(std::string(64, '\x01'));
+  EXPECT_EQ(Outcome(p.Call(SubmitFrame(envelope))), "unauthenticated");
+
+  wire::ClientFrame ack;
+  ack.mutable_delivery_ack()->add_delivery_ids(1);
+  EXPECT_EQ(Outcome(p.Call(ack)), "unauthenticated");
+
+  // A hello answered with a challenge is not authentication yet.
+  wire::ClientFrame hello;
+  *hello.mutable_hello() = device->MakeHello();
+  auto challenge = p.Call(hello);
+  ASSERT_TRUE(challenge.ok() && challenge->has_challenge()) << Outcome(challenge);
+  EXPECT_EQ(Outcome(p.Call(SubmitFrame(envelope))), "unauthenticated");
+
+  EXPECT_EQ(WaitForMetric(RejectSeries("unauthenticated"), 4), 4);
+  EXPECT_EQ(StoredEnvelopes(), 0u);
+}
+
+TEST_F(GatewaySessionTest, RegistrationIsRefusedForBadKeysAndCodes) {
+  ASSERT_TRUE(store().CreateUser("alice", "Alice").ok());
+  ASSERT_TRUE(store().CreateUser("bob", "Bob").ok());
+  auto code = store().IssueEnrollmentCode("alice", kHourMs);
+  auto bob_code = store().IssueEnrollmentCode("bob", kHourMs);
+  ASSERT_TRUE(code.ok() && bob_code.ok());
+  auto device = client::Device::Generate("alice", NowMs());
+  auto stranger = client::Device::Generate("alice", NowMs());
+  ASSERT_TRUE(device.ok() && stranger.ok());
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  Peer& p = **peer;
+  auto reg = [](wire::RegisterRequest r) {
+    wire::ClientFrame f;
+    *f.mutable_register_() = std::move(r);
+    return f;
+  };
+
+  wire::RegisterRequest short_key = device->MakeRegisterRequest(*code);
+  short_key.mutable_identity_key()->resize(31);
+  EXPECT_EQ(Outcome(p.Call(reg(short_key))), "enrollment_refused") << "31-byte identity key";
+
+  wire::RegisterRequest bad_sig = device->MakeRegisterRequest(*code);
+  (*bad_sig.mutable_prekey()->mutable_signature())[5] ^= 0x20;
+  EXPECT_EQ(Outcome(p.Call(reg(bad_sig))), "enrollment_refused") << "bad prekey signature";
+
+  wire::RegisterRequest foreign_prekey = device->MakeRegisterRequest(*code);
+  *foreign_prekey.mutable_prekey() = stranger->profile().prekey;
+  EXPECT_EQ(Outcome(p.Call(reg(foreign_prekey))), "enrollment_refused") << "prekey of another identity";
+
+  EXPECT_EQ(Outcome(p.Call(reg(device->MakeRegisterRequest("AAAA-BBBB-CCCC-DDDD")))),
+            "enrollment_refused")
+      << "wrong code";
+  EXPECT_EQ(Outcome(p.Call(reg(device->MakeRegisterRequest(*bob_code)))), "enrollment_refused")
+      << "code issued to another user";
+  EXPECT_EQ(store().DevicesOfUsers({"alice"})->size(), 0u);
+
+  // None of that consumed the code.
+  auto ok = p.Call(reg(device->MakeRegisterRequest(*code)));
+  ASSERT_TRUE(ok.ok() && ok->has_registered()) << Outcome(ok);
+  EXPECT_EQ(ToBytes(ok->registered().device_id()), protocol::DeviceIdFor(device->identity_public()));
+  auto root = store().GetSetting(std::string(archive::kOrgRootPublicKeySetting));
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  EXPECT_EQ(ToBytes(ok->registered().org_root_key()), *root);
+  EXPECT_EQ(*root, root_public_);
+  EXPECT_EQ(ok->registered().org(), config_.org);
+
+  EXPECT_EQ(Outcome(p.Call(reg(stranger->MakeRegisterRequest(*code)))), "enrollment_refused")
+      << "reused code";
+  auto fresh = store().IssueEnrollmentCode("alice", kHourMs);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(Outcome(p.Call(reg(device->MakeRegisterRequest(*fresh)))), "enrollment_refused")
+      << "identity key registered twice";
+
+  auto devices = store().DevicesOfUsers({"alice"});
+  ASSERT_TRUE(devices.ok());
+  ASSERT_EQ(devices->size(), 1u);
+  EXPECT_EQ((*devices)[0].device_id, protocol::DeviceIdFor(device->identity_public()));
+  EXPECT_EQ(WaitForMetric(RejectSeries("enrollment_refused"), 7), 7);
+}
+
+TEST_F(GatewaySessionTest, HelloForAnUnknownDeviceIsRefused) {
+  auto device = Enroll("alice");
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok());
+  wire::ClientFrame hello;
+  hello.mutable_hello()->set_device_id(AsString(protocol::RandomBytes(16)));
+  EXPECT_EQ(Outcome((*peer)->Call(hello)), "unknown_device");
+  // One hello per connection, even after unknown_device.
+  *hello.mutable_hello() = device->MakeHello();
+  EXPECT_EQ(Outcome((*peer)->Call(hello)), "auth_failed");
+
+  auto other = Connect();
+  ASSERT_TRUE(other.ok());
+  hello.mutable_hello()->set_device_id(std::string(15, '\x07'));
+  EXPECT_EQ(Outcome((*other)->Call(hello)), "unknown_device") << "15-byte device id";
+
+  EXPECT_EQ(WaitForMetric(RejectSeries("unknown_device"), 2), 2);
+  EXPECT_EQ(WaitForMetric(RejectSeries("auth_failed"), 1), 1);
+}
+
+TEST_F(GatewaySessionTest, AWrongChallengeSignatureFailsAndClosesTheConnection) {
+  auto alice = Enroll("alice");
+  auto mallory = Enroll("mallory");
+  ASSERT_TRUE(alice.ok() && mallory.ok());
+
+  // (signature answering a challenge) for: garbage, and a valid signature
+  // of the right transcript by another device's key.
+  const std::vector<std::function<Bytes(const wire::Challenge&)>> forgeries = {
+      [](const wire::Challenge&) { return Bytes(64, 0x42); },
+      [&](const wire::Challenge& c) {
+        return protocol::Ed25519Sign(mallory->profile().identity_private.view(),
+                                     protocol::AuthTranscript(ToBytes(c.nonce()), alice->device_id()))
+            .value();
+      },
+  };
+  for (size_t i = 0; i < forgeries.size(); ++i) {
+    auto peer = Connect();
+    ASSERT_TRUE(peer.ok());
+    Peer& p = **peer;
+    wire::ClientFrame hello;
+    *hello.mutable_hello() = alice->MakeHello();
+    auto challenge = p.Call(hello);
+    ASSERT_TRUE(challenge.ok() && challenge->has_challenge()) << Outcome(challenge);
+    EXPECT_EQ(challenge->challenge().nonce().size(), 32u);
+    wire::ClientFrame auth;
+    auth.mutable_authenticate()->set_signature(AsString(forgeries[i](challenge->challenge())));
+    EXPECT_EQ(Outcome(p.Call(auth)), "auth_failed") << i;
+    EXPECT_TRUE(p.ClosedWithin(10s)) << "connection " << i << " stayed open";
+  }
+  EXPECT_EQ(WaitForMetric(RejectSeries("auth_failed"), 2), 2);
+}
+
+TEST_F(GatewaySessionTest, OnlyOneHelloAndOneAuthenticationPerConnection) {
+  auto device = Enroll("alice");
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok());
+  Peer& p = **peer;
+
+  wire::ClientFrame early;
+  early.mutable_authenticate()->set_signature(std::string(64, '\0'));
+  EXPECT_EQ(Outcome(p.Call(early)), "auth_failed") << "authenticate before hello";
+
+  wire::ClientFrame hello;
+  *hello.mutable_hello() = device->MakeHello();
+  auto challenge = p.Call(hello);
+  ASSERT_TRUE(challenge.ok() && challenge->has_challenge()) << Outcome(challenge);
+  EXPECT_EQ(Outcome(p.Call(hello)), "auth_failed") << "second hello";
+
+  // The first challenge still stands.
+  auto answer = device->AnswerChallenge(challenge->challenge());
+  ASSERT_TRUE(answer.ok());
+  wire::ClientFrame auth;
+  *auth.mutable_authenticate() = *answer;
+  auto authenticated = p.Call(auth);
+  ASSERT_TRUE(authenticated.ok() && authenticated->has_authenticated()) << Outcome(authenticated);
+  EXPECT_EQ(authenticated->authenticated().user(), "alice");
+  EXPECT_EQ(authenticated->authenticated().pending(), 0u);
+
+  EXPECT_EQ(Outcome(p.Call(hello)), "auth_failed") << "hello after authentication";
+  EXPECT_EQ(Outcome(p.Call(auth)), "auth_failed") << "authenticate after authentication";
+  EXPECT_EQ(WaitForMetric(RejectSeries("auth_failed"), 4), 4);
+}
+
+// ------------------------------------------------------------------ submit
+
+TEST_F(GatewaySessionTest, SubmitRefusesAnEnvelopeThatDoesNotParse) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  wire::Envelope short_signature = Seal(Bobs());
+  short_signature.mutable_signature()->resize(63);
+  ExpectRefused(short_signature, "bad_envelope", /*names_message=*/false);
+
+  wire::Envelope garbage;
+  garbage.set_content("\x0a\x05" "hi");
+  garbage.set_signature(std::string(64, '\x01'));
+  ExpectRefused(garbage, "bad_envelope", /*names_message=*/false);
+
+  EXPECT_EQ(WaitForMetric(RejectSeries("bad_envelope"), 2), 2);
+}
+
+TEST_F(GatewaySessionTest, SubmitRefusesAnEnvelopeFromAnotherSender) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  // Signed by bob's device, which its header names, but sent on alice's session.
+  ExpectRefused(Seal(Bobs(), [](protocol::SealRequest& r) { r.sender_device.clear(); }, &bob1()),
+                "wrong_sender");
+  ExpectRefused(Seal(Bobs(), [](protocol::SealRequest& r) { r.sender_user = "bob"; }), "wrong_sender");
+  EXPECT_EQ(WaitForMetric(RejectSeries("wrong_sender"), 2), 2);
+}
+
+TEST_F(GatewaySessionTest, SubmitRefusesABadSignature) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  wire::Envelope flipped = Seal(Bobs());
+  (*flipped.mutable_signature())[10] ^= 0x01;
+  ExpectRefused(flipped, "bad_signature");
+  // alice's header, signed by bob's device.
+  wire::Envelope foreign = Seal(Bobs());
+  auto signature = protocol::Ed25519Sign(
+      bob1().profile().identity_private.view(),
+      Concat({AsBytes(protocol::labels::kEnvelopeSig), AsBytes(foreign.content())}));
+  ASSERT_TRUE(signature.ok());
+  foreign.set_signature(AsString(*signature));
+  ExpectRefused(foreign, "bad_signature");
+  EXPECT_EQ(WaitForMetric(RejectSeries("bad_signature"), 2), 2);
+}
+
+TEST_F(GatewaySessionTest, SubmitRefusesAConversationTheSenderIsNotIn) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  auto bob = Online(bob1());
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+  auto bob_and_carol = OpenConversation(**bob, {"carol"});
+  ASSERT_TRUE(bob_and_carol.ok()) << bob_and_carol.status().ToString();
+  ASSERT_NE(bob_and_carol->conversation_id(), conv_.conversation_id());
+
+  ExpectRefused(Seal({RecipientOf(bob1()), RecipientOf(bob2()), RecipientOf(carol())},
+                     [&](protocol::SealRequest& r) { r.conversation_id = bob_and_carol->conversation_id(); }),
+                "not_member");
+  ExpectRefused(Seal(Bobs(), [](protocol::SealRequest& r) { r.conversation_id = "c_ffffffffffffffff"; }),
+                "not_member");
+  EXPECT_EQ(WaitForMetric(RejectSeries("not_member"), 2), 2);
+}
+
+TEST_F(GatewaySessionTest, SubmitRefusesAnEpochThatIsUnknownOrNotCurrent) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  const int64_t now = NowMs();
+  archive::EpochRecord past;
+  past.epoch_id = epoch_id_ + 1;
+  past.certificate = ToBytes(conv_.epoch().SerializeAsString());
+  past.public_key = epoch_public_;
+  past.not_before_ms = now - 10 * kDayMs;
+  past.not_after_ms = now - kDayMs;
+  ASSERT_TRUE(store().PutEpoch(past).ok());
+  archive::EpochRecord future = past;
+  future.epoch_id = epoch_id_ + 2;
+  future.not_before_ms = now + kDayMs;
+  future.not_after_ms = now + 10 * kDayMs;
+  ASSERT_TRUE(store().PutEpoch(future).ok());
+
+  for (uint32_t epoch : {epoch_id_ + 1, epoch_id_ + 2, epoch_id_ + 100}) {
+    SCOPED_TRACE("epoch " + std::to_string(epoch));
+    ExpectRefused(Seal(Bobs(), [&](protocol::SealRequest& r) { r.epoch_id = epoch; }), "stale_epoch");
+  }
+  EXPECT_EQ(WaitForMetric(RejectSeries("stale_epoch"), 3), 3);
+
+  auto ok = alice_->Call(SubmitFrame(Seal(Bobs())));
+  EXPECT_TRUE(ok.ok() && ok->has_submit_ack()) << Outcome(ok);
+  EXPECT_EQ(StoredEnvelopes(), 1u);
+}
+
+TEST_F(GatewaySessionTest, SubmitRefusesCapsulesThatDoNotMatchTheConversation) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  {
+    SCOPED_TRACE("one of bob's devices missing");
+    ExpectRefused(Seal({RecipientOf(bob1())}), "recipients_mismatch");
+  }
+  {
+    SCOPED_TRACE("a device outside the conversation added");
+    ExpectRefused(Seal({RecipientOf(bob1()), RecipientOf(bob2()), RecipientOf(carol())}),
+                  "recipients_mismatch");
+  }
+  {
+    SCOPED_TRACE("a capsule for the submitting device itself");
+    ExpectRefused(Seal({RecipientOf(bob1()), RecipientOf(bob2()), RecipientOf(alice())}),
+                  "recipients_mismatch");
+  }
+  {
+    SCOPED_TRACE("a capsule naming the wrong user for a member device");
+    ExpectRefused(Seal({RecipientOf(bob1()), RecipientOf(bob2(), "carol")}), "recipients_mismatch");
+  }
+  EXPECT_EQ(WaitForMetric(RejectSeries("recipients_mismatch"), 4), 4);
+
+  auto ok = alice_->Call(SubmitFrame(Seal(Bobs())));
+  EXPECT_TRUE(ok.ok() && ok->has_submit_ack()) << Outcome(ok);
+  EXPECT_EQ(StoredEnvelopes(), 1u);
+}
+
+// ------------------------------------------------- storage and delivery
+
+TEST_F(GatewaySessionTest, ADuplicateSubmitIsAcknowledgedOnceStoredAndDeliveredOnce) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  auto bob = Online(bob1());
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+  const wire::Envelope envelope = Seal(Bobs());
+
+  auto first = alice_->Call(SubmitFrame(envelope));
+  ASSERT_TRUE(first.ok() && first->has_submit_ack()) << Outcome(first);
+  // The retransmission of a client that lost the answer: a new connection.
+  auto again = Online(alice());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  auto second = (*again)->Call(SubmitFrame(envelope));
+  ASSERT_TRUE(second.ok() && second->has_submit_ack()) << Outcome(second);
+
+  EXPECT_EQ(first->submit_ack().message_id(), MessageIdOf(envelope));
+  EXPECT_EQ(second->submit_ack().message_id(), MessageIdOf(envelope));
+  EXPECT_EQ(second->submit_ack().stored_at_ms(), first->submit_ack().stored_at_ms());
+  EXPECT_EQ(StoredEnvelopes(), 1u);
+  EXPECT_EQ(WaitForMetric("holdfast_messages_duplicate_total", 1), 1);
+  EXPECT_EQ(WaitForMetric("holdfast_messages_stored_total", 1), 1);
+
+  auto delivered = (*bob)->NextDeliver(10s);
+  ASSERT_TRUE(delivered.ok()) << delivered.status().ToString();
+  ASSERT_TRUE(delivered->has_value()) << "bob got nothing";
+  auto extra = (*bob)->NextDeliver(1500ms);
+  ASSERT_TRUE(extra.ok()) << extra.status().ToString();
+  EXPECT_FALSE(extra->has_value()) << "bob got the message twice";
+  EXPECT_EQ(Pending(bob1()), 1u);
+  EXPECT_EQ(Pending(bob2()), 1u);
+}
+
+TEST_F(GatewaySessionTest, TwoIdenticalSubmitsInFlightAreStoredOnce) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  auto bob = Online(bob1());
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+  const wire::Envelope envelope = Seal(Bobs());
+
+  // Both sent before either is answered: they may share one group commit.
+  auto id1 = alice_->SendRequest(SubmitFrame(envelope));
+  auto id2 = alice_->SendRequest(SubmitFrame(envelope));
+  ASSERT_TRUE(id1.ok() && id2.ok());
+  auto first = alice_->Await(*id1);
+  auto second = alice_->Await(*id2);
+  ASSERT_TRUE(first.ok() && first->has_submit_ack()) << Outcome(first);
+  ASSERT_TRUE(second.ok() && second->has_submit_ack()) << Outcome(second);
+  EXPECT_EQ(second->submit_ack().stored_at_ms(), first->submit_ack().stored_at_ms());
+  EXPECT_EQ(StoredEnvelopes(), 1u);
+  EXPECT_EQ(WaitForMetric("holdfast_messages_duplicate_total", 1), 1);
+
+  auto delivered = (*bob)->NextDeliver(10s);
+  ASSERT_TRUE(delivered.ok()) << delivered.status().ToString();
+  ASSERT_TRUE(delivered->has_value()) << "bob got nothing";
+  auto extra = (*bob)->NextDeliver(1500ms);
+  ASSERT_TRUE(extra.ok()) << extra.status().ToString();
+  EXPECT_FALSE(extra->has_value()) << "bob got the message twice";
+  EXPECT_EQ(Pending(bob1()), 1u);
+}
+
+TEST_F(GatewaySessionTest, AnOnlineRecipientGetsTheExactEnvelopeAndAcknowledges) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  auto bob = Online(bob1());
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+  const wire::Envelope envelope = Seal(Bobs(), {}, nullptr, "quarterly numbers");
+
+  auto ack = alice_->Call(SubmitFrame(envelope));
+  ASSERT_TRUE(ack.ok() && ack->has_submit_ack()) << Outcome(ack);
+
+  auto delivered = (*bob)->NextDeliver(10s);
+  ASSERT_TRUE(delivered.ok()) << delivered.status().ToString();
+  ASSERT_TRUE(delivered->has_value()) << "nothing was pushed to bob";
+  const wire::Deliver& d = **delivered;
+  EXPECT_NE(d.delivery_id(), 0u);
+  EXPECT_EQ(d.envelope().content(), envelope.content());
+  EXPECT_EQ(d.envelope().signature(), envelope.signature());
+  EXPECT_EQ(d.sender().device_id(), AsString(alice().device_id()));
+  EXPECT_EQ(d.sender().user(), "alice");
+  EXPECT_EQ(d.epoch().body(), conv_.epoch().body());
+  EXPECT_EQ(d.archive_notice(), config_.gateway.archive_notice);
+  auto opened = bob1().OpenDelivery(d);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  EXPECT_EQ(opened->text, "quarterly numbers");
+
+  EXPECT_EQ(Pending(bob1()), 1u);
+  EXPECT_EQ(Pending(bob2()), 1u);
+  EXPECT_EQ(Pending(alice()), 0u);
+
+  wire::ClientFrame done;
+  done.mutable_delivery_ack()->add_delivery_ids(d.delivery_id());
+  ASSERT_TRUE((*bob)->SendRequest(done).ok());
+  const auto deadline = Clock::now() + 5s;
+  while (Pending(bob1()) != 0 && Clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(Pending(bob1()), 0u);
+  EXPECT_EQ(Pending(bob2()), 1u) << "bob's other device has not acknowledged";
+  // A delivery_ack has no answer on success, and the message is not pushed again.
+  auto again = (*bob)->NextDeliver(300ms);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_FALSE(again->has_value());
+  EXPECT_TRUE((*bob)->answers().empty());
+}
+
+TEST_F(GatewaySessionTest, AQueuedDeliveryIsPushedAtLoginUntilAcknowledged) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  const wire::Envelope envelope = Seal(Bobs());
+  auto ack = alice_->Call(SubmitFrame(envelope));
+  ASSERT_TRUE(ack.ok() && ack->has_submit_ack()) << Outcome(ack);
+
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok());
+  auto login = Login(**peer, bob2());
+  ASSERT_TRUE(login.ok()) << login.status().ToString();
+  EXPECT_EQ(login->pending(), 1u);
+  auto delivered = (*peer)->NextDeliver(10s);
+  ASSERT_TRUE(delivered.ok() && delivered->has_value());
+  EXPECT_EQ((*delivered)->envelope().content(), envelope.content());
+  EXPECT_EQ((*delivered)->envelope().signature(), envelope.signature());
+  wire::ClientFrame done;
+  done.mutable_delivery_ack()->add_delivery_ids((*delivered)->delivery_id());
+  ASSERT_TRUE((*peer)->SendRequest(done).ok());
+  const auto deadline = Clock::now() + 5s;
+  while (Pending(bob2()) != 0 && Clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(Pending(bob2()), 0u);
+
+  auto later = Connect();
+  ASSERT_TRUE(later.ok());
+  auto relogin = Login(**later, bob2());
+  ASSERT_TRUE(relogin.ok()) << relogin.status().ToString();
+  EXPECT_EQ(relogin->pending(), 0u);
+  auto none = (*later)->NextDeliver(500ms);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_F(GatewaySessionTest, EverythingAcknowledgedIsStoredWhenStopReturns) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  const wire::Envelope before = Seal(Bobs());
+  auto ack = alice_->Call(SubmitFrame(before));
+  ASSERT_TRUE(ack.ok() && ack->has_submit_ack()) << Outcome(ack);
+
+  // More submissions in flight while the gateway stops.
+  std::vector<wire::Envelope> in_flight;
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 20; ++i) {
+    in_flight.push_back(Seal(Bobs(), {}, nullptr, "message " + std::to_string(i)));
+    auto id = alice_->SendRequest(SubmitFrame(in_flight.back()));
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    ids.push_back(*id);
+  }
+  gateway_->Stop();
+
+  auto stored = store().EnvelopesOfCustodian("alice", NowMs() - kDayMs, NowMs() + kDayMs);
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  std::set<std::string> stored_ids;
+  for (const auto& e : *stored) stored_ids.insert(AsString(e.message_id));
+  EXPECT_EQ(stored_ids.count(MessageIdOf(before)), 1u) << "acknowledged before Stop, not stored";
+
+  // Whatever answers made it out before the connection went: every ack
+  // names a stored envelope.
+  (void)alice_->ClosedWithin(1s);
+  size_t acked = 0;
+  for (const auto& answer : alice_->answers()) {
+    if (!answer.has_submit_ack()) continue;
+    ++acked;
+    EXPECT_EQ(stored_ids.count(answer.submit_ack().message_id()), 1u)
+        << "acknowledged (request " << answer.request_id() << ") but not stored";
+  }
+  EXPECT_LE(acked + 1, stored_ids.size());
+  EXPECT_EQ(StoredEnvelopes(), stored_ids.size());
+}
+
+}  // namespace
+}  // namespace holdfast::gateway
