@@ -1,6 +1,7 @@
 #include "holdfast/gateway/ceremony.h"
 
 #include <algorithm>
+#include <utility>
 #include <cstdlib>
 
 #include "holdfast/archive/compliance.h"
@@ -24,17 +25,29 @@ Result<std::unique_ptr<hsm::Token>> OpenToken(const Config& config) {
   return hsm::Token::Open(tc);
 }
 
-Result<archive::EpochRecord> CreateEpoch(hsm::Token& token, archive::Connection& conn,
-                                         const Config& config, const std::string& actor,
-                                         int64_t not_before_ms) {
-  // One ceremony at a time across processes (a timer and an operator may
-  // rotate together); the lock is the session's and released on return.
-  HF_RETURN_IF_ERROR(conn.Execute("SELECT pg_advisory_lock(" + std::to_string(kCeremonyLock) + ")"));
-  struct Unlock {
-    archive::Connection& c;
-    ~Unlock() { (void)c.Execute("SELECT pg_advisory_unlock(" + std::to_string(kCeremonyLock) + ")"); }
-  } unlock{conn};
+namespace {
 
+// Holds the ceremony lock for its lifetime; the lock is the session's.
+class CeremonyLock {
+ public:
+  static Result<CeremonyLock> Take(archive::Connection& conn) {
+    HF_RETURN_IF_ERROR(conn.Execute("SELECT pg_advisory_lock(" + std::to_string(kCeremonyLock) + ")"));
+    return CeremonyLock(conn);
+  }
+  CeremonyLock(CeremonyLock&& other) noexcept : conn_(std::exchange(other.conn_, nullptr)) {}
+  CeremonyLock& operator=(CeremonyLock&&) = delete;
+  ~CeremonyLock() {
+    if (conn_) (void)conn_->Execute("SELECT pg_advisory_unlock(" + std::to_string(kCeremonyLock) + ")");
+  }
+
+ private:
+  explicit CeremonyLock(archive::Connection& conn) : conn_(&conn) {}
+  archive::Connection* conn_;
+};
+
+Result<archive::EpochRecord> CreateEpochLocked(hsm::Token& token, archive::Connection& conn,
+                                               const Config& config, const std::string& actor,
+                                               int64_t not_before_ms) {
   archive::Store store(conn);
   HF_ASSIGN_OR_RETURN(auto epochs, store.ListEpochs());
   const uint32_t id = epochs.empty() ? 1 : epochs.back().epoch_id + 1;
@@ -77,17 +90,29 @@ Result<archive::EpochRecord> CreateEpoch(hsm::Token& token, archive::Connection&
   return rec;
 }
 
+}  // namespace
+
+// One ceremony at a time across processes (a timer and an operator may
+// rotate together): the decision and the creation happen under one lock.
+Result<archive::EpochRecord> CreateEpoch(hsm::Token& token, archive::Connection& conn,
+                                         const Config& config, const std::string& actor,
+                                         int64_t not_before_ms) {
+  HF_ASSIGN_OR_RETURN(CeremonyLock lock, CeremonyLock::Take(conn));
+  return CreateEpochLocked(token, conn, config, actor, not_before_ms);
+}
+
 Result<std::optional<archive::EpochRecord>> RotateIfDue(hsm::Token& token, archive::Connection& conn,
                                                         const Config& config, const std::string& actor,
                                                         int64_t now_ms) {
   if (config.keys.rotate_ahead_days == 0) return std::optional<archive::EpochRecord>();
+  HF_ASSIGN_OR_RETURN(CeremonyLock lock, CeremonyLock::Take(conn));
   archive::Store store(conn);
   HF_ASSIGN_OR_RETURN(auto epochs, store.ListEpochs());
   if (epochs.empty()) return std::optional<archive::EpochRecord>();
   const int64_t ends = epochs.back().not_after_ms;
   const int64_t ahead_ms = int64_t{config.keys.rotate_ahead_days} * 24 * 3600 * 1000;
   if (ends - now_ms > ahead_ms) return std::optional<archive::EpochRecord>();
-  HF_ASSIGN_OR_RETURN(auto next, CreateEpoch(token, conn, config, actor, std::max(ends, now_ms)));
+  HF_ASSIGN_OR_RETURN(auto next, CreateEpochLocked(token, conn, config, actor, std::max(ends, now_ms)));
   return std::optional<archive::EpochRecord>(std::move(next));
 }
 

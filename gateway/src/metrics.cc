@@ -56,7 +56,7 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   database_up = &BuildGauge().Name("holdfast_database_up")
                      .Help("1 if the last database check succeeded.").Register(r).Add({});
   hsm_up = &BuildGauge().Name("holdfast_hsm_up")
-                .Help("1 if the HSM session is open and logged in.").Register(r).Add({});
+                .Help("1 if the HSM token is present with a usable user PIN (probed without logging in).").Register(r).Add({});
   epoch_remaining_seconds = &BuildGauge().Name("holdfast_archive_epoch_remaining_seconds")
                                  .Help("Seconds until the latest certified archive epoch ends.")
                                  .Register(r).Add({});

@@ -55,8 +55,8 @@ struct Config {
 
   struct {
     uint32_t epoch_days = 31;   // validity of an archive epoch certificate
-    // The gateway creates and certifies the next epoch this many days before
-    // the current one ends (0 turns automatic rotation off).
+    // `holdfast-admin epoch rotate-if-due` certifies the next epoch this many
+    // days before the newest one ends (0: only `epoch rotate` creates epochs).
     uint32_t rotate_ahead_days = 7;
   } keys;
 
