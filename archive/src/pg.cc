@@ -1,6 +1,7 @@
 #include "pg.h"
 
 #include <cstring>
+#include <utility>
 
 namespace holdfast::archive {
 
@@ -194,6 +195,52 @@ Params& Params::Int8Array(const std::vector<int64_t>& v) {
                PutBe64(out, static_cast<uint64_t>(x));
                return out;
              }));
+}
+
+// One dimension: ndim, has-null flag, element oid, size, lower bound.
+constexpr size_t kArrayHeader = 20;
+
+ArrayBuilder::ArrayBuilder(Oid element_type)
+    : element_type_(element_type), buf_(kArrayHeader, '\0') {}
+
+ArrayBuilder& ArrayBuilder::Element(const void* data, size_t size) {
+  PutBe32(buf_, static_cast<uint32_t>(size));
+  buf_.append(static_cast<const char*>(data), size);
+  ++count_;
+  return *this;
+}
+
+ArrayBuilder& ArrayBuilder::Bytea(ByteView v) { return Element(v.data(), v.size()); }
+ArrayBuilder& ArrayBuilder::Text(std::string_view v) { return Element(v.data(), v.size()); }
+
+ArrayBuilder& ArrayBuilder::Int8(int64_t v) {
+  PutBe32(buf_, 8);
+  PutBe64(buf_, static_cast<uint64_t>(v));
+  ++count_;
+  return *this;
+}
+
+std::string ArrayBuilder::Take() {
+  std::string header;
+  PutBe32(header, count_ == 0 ? 0 : 1);
+  PutBe32(header, 0);
+  PutBe32(header, element_type_);
+  if (count_ == 0) {
+    buf_ = header;  // an empty array has no dimensions
+  } else {
+    PutBe32(header, static_cast<uint32_t>(count_));
+    PutBe32(header, 1);
+    buf_.replace(0, kArrayHeader, header);
+  }
+  count_ = 0;
+  return std::exchange(buf_, std::string(kArrayHeader, '\0'));
+}
+
+Params& Params::Array(ArrayBuilder&& array) {
+  Oid type = array.element_type_ == kByteaOid  ? kByteaArrayOid
+             : array.element_type_ == kTextOid ? kTextArrayOid
+                                               : kInt8ArrayOid;
+  return Add(type, array.Take());
 }
 
 std::vector<const char*> Params::values() const {

@@ -79,6 +79,29 @@ class PgResult {
   PGresult* res_ = nullptr;
 };
 
+// A one-dimensional binary array parameter (array_send format) built one
+// element at a time, so large batches are encoded without per-element
+// copies. Elements are never NULL.
+class ArrayBuilder {
+ public:
+  // element_type: kByteaOid, kTextOid or kInt8Oid.
+  explicit ArrayBuilder(Oid element_type);
+  ArrayBuilder& Bytea(ByteView v);
+  ArrayBuilder& Text(std::string_view v);
+  ArrayBuilder& Int8(int64_t v);
+  void Reserve(size_t bytes) { buf_.reserve(buf_.size() + bytes); }
+  size_t size() const { return count_; }
+
+ private:
+  friend class Params;
+  ArrayBuilder& Element(const void* data, size_t size);
+  // The encoded array (header filled in); leaves the builder empty.
+  std::string Take();
+  Oid element_type_;
+  size_t count_ = 0;
+  std::string buf_;  // header placeholder, then the elements
+};
+
 // Statement parameters, all sent in binary format with explicit types.
 class Params {
  public:
@@ -92,6 +115,7 @@ class Params {
   Params& TextArray(const std::vector<std::string>& v);
   Params& ByteaArray(const std::vector<Bytes>& v);
   Params& Int8Array(const std::vector<int64_t>& v);
+  Params& Array(ArrayBuilder&& array);
 
   int size() const { return static_cast<int>(types_.size()); }
   const Oid* types() const { return types_.data(); }

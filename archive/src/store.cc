@@ -1,7 +1,10 @@
 #include "holdfast/archive/store.h"
 
 #include <algorithm>
-#include <set>
+#include <functional>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "audit.h"
 #include "json.h"
@@ -83,29 +86,61 @@ std::string Sql(std::string_view a, std::string_view b, std::string_view c = {})
   return s;
 }
 
-// One statement per item: store the envelope unless its message id is
-// known, add its deliveries only if it was new, and report either the new
-// rows or the stored envelope.
+// The whole batch in one statement. $1..$7 are the envelope columns, one
+// element per distinct message id in input order; $8/$9 pair each delivery
+// with its envelope's message id, in input order. Envelopes whose message id
+// is already stored are skipped by ON CONFLICT; deliveries are added only
+// for the envelopes this statement inserted, and delivery ids are assigned
+// in input order. Result rows:
+//   kind 0: envelope_id, message_id, stored_at of a new envelope
+//   kind 1: the same for an envelope stored before this statement's snapshot
+//   kind 2: envelope_id, device_id, delivery_id of a new delivery
+// A message id committed by a concurrent transaction after the snapshot is
+// skipped by the insert but not seen by the kind-1 lookup; the caller reads
+// it back afterwards.
 constexpr std::string_view kIngestSql = R"sql(
 WITH ins AS (
   INSERT INTO envelopes (message_id, conversation_id, sender_user, sender_device, epoch_id,
                          sent_at, envelope)
-  VALUES ($1, $2, $3, $4, $5, hf_ts($6), $7)
+  SELECT b.message_id, b.conversation_id, b.sender_user, b.sender_device, b.epoch_id,
+         hf_ts(b.sent_ms), b.envelope
+  FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bytea[], $5::int8[], $6::int8[],
+              $7::bytea[]) WITH ORDINALITY
+       AS b(message_id, conversation_id, sender_user, sender_device, epoch_id, sent_ms,
+            envelope, ord)
+  ORDER BY b.ord
   ON CONFLICT (message_id) DO NOTHING
-  RETURNING envelope_id, stored_at),
+  RETURNING envelope_id, message_id, stored_at),
 dl AS (
   INSERT INTO deliveries (envelope_id, device_id, created_at)
   SELECT ins.envelope_id, r.device_id, ins.stored_at
-  FROM ins, unnest($8::bytea[]) WITH ORDINALITY AS r(device_id, ord)
+  FROM unnest($8::bytea[], $9::bytea[]) WITH ORDINALITY AS r(message_id, device_id, ord)
+  JOIN ins USING (message_id)
   ORDER BY r.ord
-  RETURNING delivery_id, device_id)
-SELECT ins.envelope_id, hf_ms(ins.stored_at), false, dl.device_id, dl.delivery_id
-FROM ins LEFT JOIN dl ON true
+  RETURNING envelope_id, device_id, delivery_id)
+SELECT 0, envelope_id, message_id, hf_ms(stored_at) FROM ins
 UNION ALL
-SELECT e.envelope_id, hf_ms(e.stored_at), true, NULL::bytea, NULL::bigint
+SELECT 1, e.envelope_id, e.message_id, hf_ms(e.stored_at)
 FROM envelopes e
-WHERE e.message_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)
+WHERE e.message_id = ANY (ARRAY(
+  SELECT m.message_id FROM unnest($1::bytea[]) AS m(message_id)
+  WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.message_id = m.message_id)))
+UNION ALL
+SELECT 2, envelope_id, device_id, delivery_id FROM dl
 )sql";
+
+// Hashes a message id for the batch's lookup table.
+struct ViewHash {
+  size_t operator()(ByteView v) const {
+    return std::hash<std::string_view>()(
+        std::string_view(reinterpret_cast<const char*>(v.data()), v.size()));
+  }
+};
+struct ViewEqual {
+  bool operator()(ByteView a, ByteView b) const {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end());
+  }
+};
 
 }  // namespace
 
@@ -318,56 +353,141 @@ Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestIt
   Connection::Impl& c = conn_.impl();
   if (c.in_transaction) return Status::Internal("IngestBatch inside a transaction");
 
-  // BEGIN, one statement per item and COMMIT travel in one round trip.
-  Pipeline pipe(c);
-  HF_RETURN_IF_ERROR(pipe.Send("BEGIN"));
-  for (const IngestItem& item : items) {
-    std::vector<Bytes> recipients;
-    std::set<Bytes> seen;
+  // A message id repeated within the batch is stored once, by its first
+  // item; first[i] is the index of that item. Repeated recipients of one
+  // item get one delivery.
+  std::unordered_map<ByteView, size_t, ViewHash, ViewEqual> by_message;
+  by_message.reserve(items.size());
+  std::vector<size_t> first(items.size());
+  internal::ArrayBuilder message_ids(internal::kByteaOid), conversations(internal::kTextOid),
+      senders(internal::kTextOid), sender_devices(internal::kByteaOid),
+      epochs(internal::kInt8Oid), sent_at(internal::kInt8Oid),
+      envelopes(internal::kByteaOid), delivery_messages(internal::kByteaOid),
+      delivery_devices(internal::kByteaOid);
+  size_t envelope_bytes = 0;
+  for (const IngestItem& item : items) envelope_bytes += item.envelope.size() + 4;
+  envelopes.Reserve(envelope_bytes);
+  std::vector<ByteView> recipients;
+  std::unordered_set<ByteView, ViewHash, ViewEqual> seen;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const IngestItem& item = items[i];
+    auto [it, fresh] = by_message.emplace(ByteView(item.message_id), i);
+    first[i] = it->second;
+    if (!fresh) continue;
+    message_ids.Bytea(item.message_id);
+    conversations.Text(item.conversation_id);
+    senders.Text(item.sender_user);
+    sender_devices.Bytea(item.sender_device);
+    epochs.Int8(item.epoch_id);
+    sent_at.Int8(item.sent_at_ms);
+    envelopes.Bytea(item.envelope);
+    // A linear scan for the usual handful of recipients, a hash set for
+    // large groups.
+    const bool hashed = item.recipient_devices.size() > 16;
+    recipients.clear();
+    seen.clear();
     for (const Bytes& d : item.recipient_devices) {
-      if (seen.insert(d).second) recipients.push_back(d);
+      ByteView device(d);
+      bool repeated = hashed ? !seen.insert(device).second
+                             : std::any_of(recipients.begin(), recipients.end(),
+                                           [&](ByteView r) { return ViewEqual()(r, device); });
+      if (repeated) continue;
+      if (!hashed) recipients.push_back(device);
+      delivery_messages.Bytea(item.message_id);
+      delivery_devices.Bytea(device);
     }
-    HF_RETURN_IF_ERROR(pipe.Send(kIngestSql, Params()
-                                                 .Bytea(item.message_id)
-                                                 .Text(item.conversation_id)
-                                                 .Text(item.sender_user)
-                                                 .Bytea(item.sender_device)
-                                                 .Int8(item.epoch_id)
-                                                 .Int8(item.sent_at_ms)
-                                                 .Bytea(item.envelope)
-                                                 .ByteaArray(recipients)));
   }
-  HF_RETURN_IF_ERROR(pipe.Send("COMMIT"));
-  HF_ASSIGN_OR_RETURN(std::vector<PgResult> results, pipe.Finish());
-  if (results.size() != items.size() + 2) return Status::Internal("pipeline lost results");
+  const size_t unique = by_message.size();
+  Params params;
+  params.Array(std::move(message_ids))
+      .Array(std::move(conversations))
+      .Array(std::move(senders))
+      .Array(std::move(sender_devices))
+      .Array(std::move(epochs))
+      .Array(std::move(sent_at))
+      .Array(std::move(envelopes))
+      .Array(std::move(delivery_messages))
+      .Array(std::move(delivery_devices));
+
+  // BEGIN, the statement and COMMIT travel in one round trip.
+  std::vector<PgResult> results;
+  {
+    Pipeline pipe(c);
+    HF_RETURN_IF_ERROR(pipe.Send("BEGIN"));
+    HF_RETURN_IF_ERROR(pipe.Send(kIngestSql, params));
+    HF_RETURN_IF_ERROR(pipe.Send("COMMIT"));
+    HF_ASSIGN_OR_RETURN(results, pipe.Finish());
+  }
+  if (results.size() != 3) return Status::Internal("pipeline lost results");
   if (std::string_view(PQcmdStatus(const_cast<PGresult*>(results.back().get()))) != "COMMIT") {
     return Status::Internal("ingest transaction was rolled back");
   }
 
+  // Envelope rows first (the statement lists them before the deliveries).
+  const PgResult& r = results[1];
+  std::vector<bool> resolved(items.size(), false);
+  std::unordered_map<int64_t, size_t> by_envelope;
+  by_envelope.reserve(unique);
+  auto resolve = [&](ByteView message_id, int64_t envelope_id, int64_t stored_at_ms,
+                     bool duplicate) -> Status {
+    auto it = by_message.find(message_id);
+    if (it == by_message.end() || resolved[it->second]) {
+      return Status::Internal("ingest returned an unexpected envelope");
+    }
+    IngestOutcome& out = outcomes[it->second];
+    out.envelope_id = envelope_id;
+    out.stored_at_ms = stored_at_ms;
+    out.duplicate = duplicate;
+    resolved[it->second] = true;
+    if (!duplicate) by_envelope.emplace(envelope_id, it->second);
+    return Status::Ok();
+  };
+  size_t found = 0;
+  for (int row = 0; row < r.rows(); ++row) {
+    int64_t kind = r.Int(row, 0);
+    if (kind == 2) continue;
+    Bytes message_id = r.Bytea(row, 2);
+    HF_RETURN_IF_ERROR(resolve(message_id, r.Int(row, 1), r.Int(row, 3), kind == 1));
+    ++found;
+  }
+  for (int row = 0; row < r.rows(); ++row) {
+    if (r.Int(row, 0) != 2) continue;
+    auto it = by_envelope.find(r.Int(row, 1));
+    if (it == by_envelope.end()) return Status::Internal("ingest returned a stray delivery");
+    outcomes[it->second].deliveries.emplace_back(r.Bytea(row, 2), r.Int(row, 3));
+  }
+
+  if (found < unique) {
+    // Message ids committed by a concurrent transaction after the
+    // statement's snapshot was taken: they are stored, so read them back.
+    std::vector<Bytes> missing;
+    for (const auto& [message_id, index] : by_message) {
+      if (!resolved[index]) missing.emplace_back(message_id.begin(), message_id.end());
+    }
+    HF_ASSIGN_OR_RETURN(auto stored,
+                        Exec(c,
+                             "SELECT envelope_id, message_id, hf_ms(stored_at) FROM envelopes"
+                             " WHERE message_id = ANY($1)",
+                             Params().ByteaArray(missing)));
+    for (int row = 0; row < stored.rows(); ++row) {
+      Bytes message_id = stored.Bytea(row, 1);
+      HF_RETURN_IF_ERROR(resolve(message_id, stored.Int(row, 0), stored.Int(row, 2), true));
+      ++found;
+    }
+    if (found != unique) return Status::Internal("stored envelope not found");
+  }
+
   for (size_t i = 0; i < items.size(); ++i) {
-    const PgResult& r = results[i + 1];
-    IngestOutcome& out = outcomes[i];
-    if (r.rows() == 0) {
-      // The message id was committed by a concurrent transaction after this
-      // statement's snapshot was taken; it is stored, so read it back.
-      HF_ASSIGN_OR_RETURN(auto found,
-                          Exec(c,
-                               "SELECT envelope_id, hf_ms(stored_at) FROM envelopes"
-                               " WHERE message_id = $1",
-                               Params().Bytea(items[i].message_id)));
-      if (found.rows() != 1) return Status::Internal("stored envelope not found");
-      out.envelope_id = found.Int(0, 0);
-      out.stored_at_ms = found.Int(0, 1);
-      out.duplicate = true;
+    if (first[i] != i) {
+      // A repeat within the batch: the envelope its first item stored.
+      const IngestOutcome& original = outcomes[first[i]];
+      outcomes[i].envelope_id = original.envelope_id;
+      outcomes[i].stored_at_ms = original.stored_at_ms;
+      outcomes[i].duplicate = true;
       continue;
     }
-    out.envelope_id = r.Int(0, 0);
-    out.stored_at_ms = r.Int(0, 1);
-    out.duplicate = r.Bool(0, 2);
-    for (int row = 0; row < r.rows(); ++row) {
-      if (!r.IsNull(row, 3)) out.deliveries.emplace_back(r.Bytea(row, 3), r.Int(row, 4));
-    }
-    std::sort(out.deliveries.begin(), out.deliveries.end(),
+    auto& deliveries = outcomes[i].deliveries;
+    std::sort(deliveries.begin(), deliveries.end(),
               [](const auto& a, const auto& b) { return a.second < b.second; });
   }
   return outcomes;
