@@ -477,6 +477,25 @@ Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestIt
     if (found != unique) return Status::Internal("stored envelope not found");
   }
 
+  // A duplicate is only the same message if it is the same envelope; a
+  // different envelope under a known message id is a conflict. Duplicates
+  // are rare, so their stored bytes are fetched only when there are some.
+  std::vector<Bytes> stored_duplicates;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (first[i] == i && outcomes[i].duplicate) stored_duplicates.push_back(items[i].message_id);
+  }
+  if (!stored_duplicates.empty()) {
+    HF_ASSIGN_OR_RETURN(auto stored, Exec(c,
+                                          "SELECT message_id, envelope FROM envelopes"
+                                          " WHERE message_id = ANY($1)",
+                                          Params().ByteaArray(stored_duplicates)));
+    for (int row = 0; row < stored.rows(); ++row) {
+      auto it = by_message.find(ByteView(stored.Bytea(row, 0)));
+      if (it == by_message.end()) continue;
+      outcomes[it->second].conflict = stored.Bytea(row, 1) != items[it->second].envelope;
+    }
+  }
+
   for (size_t i = 0; i < items.size(); ++i) {
     if (first[i] != i) {
       // A repeat within the batch: the envelope its first item stored.
@@ -484,6 +503,7 @@ Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestIt
       outcomes[i].envelope_id = original.envelope_id;
       outcomes[i].stored_at_ms = original.stored_at_ms;
       outcomes[i].duplicate = true;
+      outcomes[i].conflict = original.conflict || items[i].envelope != items[first[i]].envelope;
       continue;
     }
     auto& deliveries = outcomes[i].deliveries;

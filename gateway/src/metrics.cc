@@ -68,7 +68,8 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   for (const char* reason : {"malformed_frame", "unauthenticated", "bad_envelope", "bad_signature",
                              "wrong_sender", "stale_epoch", "recipients_mismatch", "not_member",
                              "enrollment_refused", "unknown_device", "auth_failed", "unavailable",
-                             "frame_too_large", "auth_timeout", "clock_skew"}) {
+                             "frame_too_large", "auth_timeout", "clock_skew",
+                             "message_id_conflict"}) {
     rejects_->Add({{"reason", reason}});
   }
 }

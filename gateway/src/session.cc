@@ -660,6 +660,12 @@ class SessionImpl final : public Session {
     if (!r.ok()) {
       return Reject(rid, "unavailable", "not stored, send again: " + r.status().message(), mid);
     }
+    if (r->conflict) {
+      return Reject(rid, "message_id_conflict",
+                    "a different envelope is already stored under this message id; "
+                    "seal the message again with a new message id",
+                    mid);
+    }
     wire::ServerFrame ack;
     ack.set_request_id(rid);
     ack.mutable_submit_ack()->set_message_id(mid);

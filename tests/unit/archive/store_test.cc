@@ -278,6 +278,30 @@ TEST_F(StoreTest, DuplicateInsideOneBatch) {
   EXPECT_EQ(*store().CountPendingDeliveries(Id(3)), 0u);
 }
 
+TEST_F(StoreTest, SameMessageIdWithAnotherEnvelopeIsAConflict) {
+  ASSERT_TRUE(store().IngestBatch({Item(1, "c_1", "alice", 1, kT0, {2})}).ok());
+  IngestItem same = Item(1, "c_1", "alice", 1, kT0, {2});
+  IngestItem other = Item(1, "c_1", "mallory", 9, kT0, {2});
+  other.envelope[0] ^= 1;
+  auto out = store().IngestBatch({same, other});
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_TRUE((*out)[0].duplicate);
+  EXPECT_FALSE((*out)[0].conflict);
+  EXPECT_TRUE((*out)[1].duplicate);
+  EXPECT_TRUE((*out)[1].conflict);
+
+  // Inside one batch, too: the second envelope is not the stored one.
+  auto fresh = store().IngestBatch({Item(5, "c_1", "alice", 1, kT0, {2}), [&] {
+                                      IngestItem x = Item(5, "c_1", "alice", 1, kT0, {2});
+                                      x.envelope.back() ^= 1;
+                                      return x;
+                                    }()});
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_FALSE((*fresh)[0].conflict);
+  EXPECT_TRUE((*fresh)[1].conflict);
+  EXPECT_EQ(*store().CountEnvelopes(), 2u);
+}
+
 TEST_F(StoreTest, RepeatedRecipientGetsOneDelivery) {
   auto out = store().IngestBatch({Item(1, "c_1", "alice", 1, kT0, {2, 2, 3})});
   ASSERT_TRUE(out.ok()) << out.status().ToString();

@@ -51,6 +51,9 @@ struct IngestOutcome {
   int64_t envelope_id = 0;
   int64_t stored_at_ms = 0;
   bool duplicate = false;            // message id was already stored
+  // A duplicate whose stored envelope is not byte for byte this item's:
+  // this item was NOT stored and must not be acknowledged.
+  bool conflict = false;
   // (device_id, delivery_id) for each new delivery row.
   std::vector<std::pair<Bytes, int64_t>> deliveries;
 };
