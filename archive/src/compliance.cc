@@ -3,7 +3,7 @@
 #include "audit.h"
 #include "json.h"
 #include "pg.h"
-#include "sha256.h"
+#include "holdfast/protocol/primitives.h"
 
 namespace holdfast::archive {
 
@@ -44,7 +44,7 @@ Bytes AuditHash(ByteView prev_hash, int64_t seq, int64_t at_ms, std::string_view
   PutField(encoded, AsBytes(actor));
   PutField(encoded, AsBytes(action));
   PutField(encoded, AsBytes(detail));
-  return internal::Sha256(encoded);
+  return protocol::Sha256(encoded);
 }
 
 bool ValidDisclosureState(std::string_view s) {

@@ -4,7 +4,7 @@
 
 #include "migrations.h"
 #include "pg.h"
-#include "sha256.h"
+#include "holdfast/protocol/primitives.h"
 
 namespace holdfast::archive {
 
@@ -65,7 +65,7 @@ Status ApplyOne(Connection::Impl& c, const internal::Migration& m) {
                                 " name text NOT NULL,"
                                 " sha256 bytea NOT NULL,"
                                 " applied_at timestamptz NOT NULL DEFAULT now())"));
-  Bytes digest = internal::Sha256(AsBytes(m.sql));
+  Bytes digest = protocol::Sha256(AsBytes(m.sql));
   HF_ASSIGN_OR_RETURN(auto applied,
                       Exec(c, "SELECT sha256 FROM schema_migrations WHERE version = $1",
                            Params().Int4(m.version)));

@@ -21,7 +21,7 @@
 #include "holdfast/protocol/labels.h"
 #include "json.h"
 #include "pg.h"
-#include "sha256.h"
+#include "holdfast/protocol/primitives.h"
 
 namespace holdfast::archive {
 
@@ -115,9 +115,9 @@ class PackageFile {
   uint64_t bytes() const { return bytes_; }
 
  private:
-  explicit PackageFile(int fd) : fd_(fd), hasher_(std::make_unique<internal::Sha256Hasher>()) {}
+  explicit PackageFile(int fd) : fd_(fd), hasher_(std::make_unique<protocol::Sha256Hasher>()) {}
   int fd_;
-  std::unique_ptr<internal::Sha256Hasher> hasher_;
+  std::unique_ptr<protocol::Sha256Hasher> hasher_;
   uint64_t bytes_ = 0;
 };
 

@@ -9,8 +9,7 @@
 #include "audit.h"
 #include "json.h"
 #include "pg.h"
-#include "random.h"
-#include "sha256.h"
+#include "holdfast/protocol/primitives.h"
 
 namespace holdfast::archive {
 
@@ -37,7 +36,7 @@ std::string NormaliseCode(std::string_view code) {
   return out;
 }
 
-Bytes CodeHash(std::string_view code) { return internal::Sha256(AsBytes(NormaliseCode(code))); }
+Bytes CodeHash(std::string_view code) { return protocol::Sha256(AsBytes(NormaliseCode(code))); }
 
 void AppendBe32(Bytes& out, uint32_t v) {
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(v >> shift));
@@ -50,7 +49,7 @@ Bytes MemberSetHash(const std::vector<std::string>& sorted_members) {
     AppendBe32(encoded, static_cast<uint32_t>(m.size()));
     encoded.insert(encoded.end(), m.begin(), m.end());
   }
-  return internal::Sha256(encoded);
+  return protocol::Sha256(encoded);
 }
 
 DeviceRecord DeviceFromRow(const PgResult& r, int row) {
@@ -161,7 +160,7 @@ Result<bool> Store::UserExists(const std::string& user) {
 Result<std::string> Store::IssueEnrollmentCode(const std::string& user, int64_t ttl_ms) {
   if (ttl_ms <= 0) return Status::InvalidArgument("enrollment code lifetime must be positive");
   static_assert(256 % kCodeAlphabet.size() == 0, "uniform choice needs a power-of-two alphabet");
-  HF_ASSIGN_OR_RETURN(Bytes random, internal::RandomBytes(kCodeLength));
+  Bytes random = protocol::RandomBytes(kCodeLength);
   std::string code;
   for (size_t i = 0; i < kCodeLength; ++i) {
     if (i > 0 && i % kCodeGroup == 0) code.push_back('-');
@@ -252,7 +251,7 @@ Result<ConversationRecord> Store::OpenConversation(std::vector<std::string> memb
   members.erase(std::unique(members.begin(), members.end()), members.end());
   if (members.empty()) return Status::InvalidArgument("a conversation needs members");
   Bytes member_set = MemberSetHash(members);
-  HF_ASSIGN_OR_RETURN(Bytes random, internal::RandomBytes(8));
+  const Bytes random = protocol::RandomBytes(8);
   std::string new_id = "c_" + ToHex(random);
 
   Connection::Impl& c = conn_.impl();

@@ -1,6 +1,5 @@
 #include "holdfast/policy/policy.h"
 
-#include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <sstream>
 
 #include "holdfast/base/bytes.h"
+#include "holdfast/protocol/primitives.h"
 
 namespace holdfast::policy {
 namespace {
@@ -184,12 +184,7 @@ std::vector<PurposeRule> ParseDocument(const YAML::Node& root) {
 }
 
 std::string Sha256Version(std::string_view data) {
-  uint8_t digest[32];
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr) != 1) {
-    std::abort();
-  }
-  return "sha256:" + ToHex(ByteView(digest, len));
+  return "sha256:" + ToHex(protocol::Sha256(AsBytes(data)));
 }
 
 Status ErrorAt(const std::string& source, const YAML::Mark& mark, const std::string& message) {

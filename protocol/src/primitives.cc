@@ -393,6 +393,29 @@ Bytes Sha256(ByteView data) {
   return out;
 }
 
+struct Sha256Hasher::Ctx {
+  EvpMdCtxPtr md;
+};
+
+Sha256Hasher::Sha256Hasher() : ctx_(std::make_unique<Ctx>()) {
+  ctx_->md.reset(EVP_MD_CTX_new());
+  // Fails only on allocation failure or a broken OpenSSL build.
+  if (!ctx_->md || EVP_DigestInit_ex(ctx_->md.get(), EVP_sha256(), nullptr) != 1) std::abort();
+}
+
+Sha256Hasher::~Sha256Hasher() = default;
+
+void Sha256Hasher::Update(ByteView data) {
+  if (EVP_DigestUpdate(ctx_->md.get(), NonNull(data), data.size()) != 1) std::abort();
+}
+
+Bytes Sha256Hasher::Finish() {
+  Bytes out(kSha256Size);
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(ctx_->md.get(), out.data(), &len) != 1 || len != kSha256Size) std::abort();
+  return out;
+}
+
 // ------------------------------------------------------------------ HKDF
 
 SecretBytes HkdfExtract(ByteView salt, ByteView ikm) {

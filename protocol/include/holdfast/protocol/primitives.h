@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "holdfast/base/bytes.h"
 #include "holdfast/base/status.h"
@@ -14,6 +15,22 @@ Status RandomBytes(std::span<uint8_t> out);
 Bytes RandomBytes(size_t n);
 
 Bytes Sha256(ByteView data);
+
+// Incremental SHA-256, for data that arrives in pieces (files, streams).
+class Sha256Hasher {
+ public:
+  Sha256Hasher();
+  ~Sha256Hasher();
+  Sha256Hasher(const Sha256Hasher&) = delete;
+  Sha256Hasher& operator=(const Sha256Hasher&) = delete;
+  void Update(ByteView data);
+  // The digest of everything passed to Update; the hasher is spent after.
+  Bytes Finish();
+
+ private:
+  struct Ctx;
+  std::unique_ptr<Ctx> ctx_;
+};
 
 // RFC 5869.
 SecretBytes HkdfExtract(ByteView salt, ByteView ikm);
