@@ -16,12 +16,13 @@
 #include "audit.h"
 #include "holdfast/archive/compliance.h"
 #include "holdfast/archive/store.h"
+#include "holdfast/base/time.h"
 #include "holdfast/hsm/token.h"
 #include "holdfast/protocol/envelope.h"
 #include "holdfast/protocol/labels.h"
+#include "holdfast/protocol/primitives.h"
 #include "json.h"
 #include "pg.h"
-#include "holdfast/protocol/primitives.h"
 
 namespace holdfast::archive {
 
@@ -34,34 +35,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+std::string IsoMillis(int64_t ms) { return FormatUtc(ms, TimePrecision::kMillis); }
+
 constexpr std::string_view kFormat = "holdfast-export/1";
 constexpr std::string_view kMessagesFile = "messages.jsonl";
 constexpr std::string_view kManifestFile = "manifest.json";
 constexpr std::string_view kSignatureFile = "manifest.sig";
 
-// ISO-8601 UTC with milliseconds, e.g. 2026-01-01T10:00:00.123Z.
-std::string IsoTime(int64_t ms) {
-  int64_t secs = ms / 1000;
-  int64_t frac = ms % 1000;
-  if (frac < 0) {
-    frac += 1000;
-    --secs;
-  }
-  std::time_t t = static_cast<std::time_t>(secs);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[48];
-  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(frac));
-  return out;
-}
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string ErrnoMessage(const std::string& what) { return what + ": " + std::strerror(errno); }
 
@@ -179,7 +160,7 @@ class Exporter {
           .String("conversation_id", stored.conversation_id)
           .String("sender_user", stored.sender_user)
           .String("sender_device", ToHex(stored.sender_device))
-          .String("sent_at", IsoTime(stored.sent_at_ms))
+          .String("sent_at", IsoMillis(stored.sent_at_ms))
           .Int("epoch_id", stored.epoch_id)
           .Bool("signature_valid", false)
           .Raw("text", "null")
@@ -192,7 +173,7 @@ class Exporter {
         .String("conversation_id", h.conversation_id())
         .String("sender_user", h.sender_user())
         .String("sender_device", ToHex(AsBytes(h.sender_device())))
-        .String("sent_at", IsoTime(h.sent_at_ms()))
+        .String("sent_at", IsoMillis(h.sent_at_ms()))
         .Int("epoch_id", h.epoch_id());
 
     std::string problem;
@@ -390,7 +371,7 @@ Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const polic
     approvals_json += JsonObject()
                           .String("officer", approvals[i].officer)
                           .String("role", approvals[i].role)
-                          .String("at", IsoTime(approvals[i].at_ms))
+                          .String("at", IsoMillis(approvals[i].at_ms))
                           .str();
   }
   approvals_json += "]";
@@ -403,15 +384,15 @@ Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const polic
           .Int("case_id", request.case_id)
           .String("purpose", request.purpose)
           .Raw("custodians", internal::JsonStringArray(request.custodians))
-          .String("from", IsoTime(request.from_ms))
-          .String("to", IsoTime(request.to_ms))
+          .String("from", IsoMillis(request.from_ms))
+          .String("to", IsoMillis(request.to_ms))
           .String("legal_reference", request.legal_reference)
           .String("requester", request.requester)
           .String("policy_version", decision.policy_version)
           .String("decision_rule", decision.rule)
           .Raw("decision_reasons", ReasonsJson(decision))
           .Raw("approvals", approvals_json)
-          .String("created_at", IsoTime(NowMs()))
+          .String("created_at", IsoMillis(NowMs()))
           .String("created_by", actor)
           .Int("message_count", static_cast<int64_t>(summary.message_count))
           .Int("signature_failures", static_cast<int64_t>(summary.signature_failures))

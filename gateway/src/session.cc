@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 
+#include "holdfast/base/time.h"
 #include "holdfast/protocol/envelope.h"
 #include "holdfast/protocol/primitives.h"
 
@@ -29,11 +30,6 @@ namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 namespace wire = protocol::wire;
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string Key(ByteView b) { return AsString(b); }
 

@@ -22,6 +22,7 @@
 #include "holdfast/archive/database.h"
 #include "holdfast/archive/disclosure.h"
 #include "holdfast/archive/store.h"
+#include "holdfast/base/time.h"
 #include "holdfast/gateway/ceremony.h"
 #include "holdfast/gateway/config.h"
 #include "holdfast/hsm/admin.h"
@@ -104,11 +105,6 @@ std::string Need(const Args& a, const std::string& flag) {
   return *v;
 }
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 int64_t ParseDate(const std::string& s) {
   if (!s.empty() && s.find('-') == std::string::npos) {
@@ -122,14 +118,7 @@ int64_t ParseDate(const std::string& s) {
   return static_cast<int64_t>(timegm(&tm)) * 1000;
 }
 
-std::string FormatMs(int64_t ms) {
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string FormatMs(int64_t ms) { return FormatUtc(ms, TimePrecision::kSeconds); }
 
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;

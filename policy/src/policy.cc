@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "holdfast/base/bytes.h"
+#include "holdfast/base/time.h"
 #include "holdfast/protocol/primitives.h"
 
 namespace holdfast::policy {
@@ -193,32 +194,7 @@ Status ErrorAt(const std::string& source, const YAML::Mark& mark, const std::str
                                  std::to_string(mark.column + 1) + ": " + message);
 }
 
-// ISO-8601 UTC: the date alone at midnight, otherwise the time to the
-// second or millisecond.
-std::string FormatTime(int64_t ms) {
-  int64_t secs = ms / 1000;
-  int64_t frac = ms % 1000;
-  if (frac < 0) {
-    frac += 1000;
-    --secs;
-  }
-  std::time_t t = static_cast<std::time_t>(secs);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  if (frac == 0 && tm.tm_hour == 0 && tm.tm_min == 0 && tm.tm_sec == 0) {
-    std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
-    return buf;
-  }
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::string out = buf;
-  if (frac != 0) {
-    char ms_buf[8];
-    std::snprintf(ms_buf, sizeof ms_buf, ".%03d", static_cast<int>(frac));
-    out += ms_buf;
-  }
-  return out + "Z";
-}
+std::string FormatTime(int64_t ms) { return FormatUtc(ms, TimePrecision::kShortest); }
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
