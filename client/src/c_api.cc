@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "holdfast/client/device.h"
 #include "holdfast/client/key_store.h"
@@ -27,11 +28,18 @@ struct hf_device {
   hfc::Device device;
   // Set by protect_with_* or import_*; holds the unwrapped store key.
   std::optional<hfc::KeyStore> store;
+  // What the most recent hf_device_open_delivery failure warrants reporting.
+  std::optional<hfc::wire::ReportDelivery> last_report;
+};
+
+struct hf_notices {
+  std::vector<hfc::Notice> items;
 };
 
 struct hf_message {
-  hfc::ReceivedMessage opened;
+  hfc::ReceivedMessage opened;  // its notices moved to `notices`
   std::string notice;
+  hf_notices notices;
 
   hf_message() = default;
   hf_message(const hf_message&) = delete;
@@ -221,8 +229,40 @@ hf_error Import(const uint8_t* store, size_t store_len, const hfc::KeyWrapper& w
   }
   auto device = hfc::Device::FromProfile(std::move(loaded->profile));
   if (!device.ok()) return FromStatus(device.status());
-  *out = new hf_device{std::move(device).value(), std::move(loaded->store)};
+  *out = new hf_device{std::move(device).value(), std::move(loaded->store), std::nullopt};
   return HF_OK;
+}
+
+hf_error Create(const char* user, int64_t now_ms, const hf_rng* rng, bool with_master,
+                hf_device** out) {
+  if (out == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "out is NULL");
+  *out = nullptr;
+  if (user == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "user is NULL");
+  Result<hfc::Device> device = Status::Internal("unset");
+  if (rng != nullptr) {
+    if (rng->fill == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "rng has no fill function");
+    SecretBytes seed(with_master ? hfc::kDeviceSeedWithMasterSize : hfc::kDeviceSeedSize);
+    if (rng->fill(rng->context, seed.data(), seed.size()) != 0) {
+      return Fail(HF_ERR_RNG_FAILURE, "the caller's rng reported failure");
+    }
+    device = hfc::Device::FromSeed(user, now_ms, seed.view());
+  } else {
+    device = hfc::Device::Generate(user, now_ms, with_master);
+  }
+  if (!device.ok()) return FromStatus(device.status());
+  *out = new hf_device{std::move(device).value(), std::nullopt, std::nullopt};
+  return HF_OK;
+}
+
+hf_notice_kind KindOf(hfc::Notice::Kind kind) {
+  switch (kind) {
+    case hfc::Notice::Kind::kArchived: return HF_NOTICE_ARCHIVED;
+    case hfc::Notice::Kind::kNewDevice: return HF_NOTICE_NEW_DEVICE;
+    case hfc::Notice::Kind::kDeviceRemoved: return HF_NOTICE_DEVICE_REMOVED;
+    case hfc::Notice::Kind::kMasterKeyChanged: return HF_NOTICE_MASTER_KEY_CHANGED;
+    case hfc::Notice::Kind::kMembersChanged: return HF_NOTICE_MEMBERS_CHANGED;
+  }
+  return HF_NOTICE_ARCHIVED;  // unreachable: the switch is exhaustive
 }
 
 // Accessor results; a NULL message reads as empty.
@@ -261,25 +301,13 @@ const char* hf_error_string(hf_error error) {
 const char* hf_last_error_message(void) { return t_last_error.c_str(); }
 
 hf_error hf_device_create(const char* user, int64_t now_ms, const hf_rng* rng, hf_device** out) {
-  return Guard([&]() -> hf_error {
-    if (out == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "out is NULL");
-    *out = nullptr;
-    if (user == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "user is NULL");
-    Result<hfc::Device> device = Status::Internal("unset");
-    if (rng != nullptr) {
-      if (rng->fill == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "rng has no fill function");
-      SecretBytes seed(hfc::kDeviceSeedSize);
-      if (rng->fill(rng->context, seed.data(), seed.size()) != 0) {
-        return Fail(HF_ERR_RNG_FAILURE, "the caller's rng reported failure");
-      }
-      device = hfc::Device::FromSeed(user, now_ms, seed.view());
-    } else {
-      device = hfc::Device::Generate(user, now_ms);
-    }
-    if (!device.ok()) return FromStatus(device.status());
-    *out = new hf_device{std::move(device).value(), std::nullopt};
-    return HF_OK;
-  });
+  return Guard([&]() -> hf_error { return Create(user, now_ms, rng, /*with_master=*/true, out); });
+}
+
+hf_error hf_device_create_without_master(const char* user, int64_t now_ms, const hf_rng* rng,
+                                         hf_device** out) {
+  return Guard(
+      [&]() -> hf_error { return Create(user, now_ms, rng, /*with_master=*/false, out); });
 }
 
 void hf_device_free(hf_device** device) {
@@ -374,6 +402,15 @@ int hf_device_is_registered(const hf_device* device) {
   return device != nullptr && device->device.registered() ? 1 : 0;
 }
 
+hf_error hf_device_identity_key(const hf_device* device, uint8_t* out, size_t* out_len) {
+  return Guard([&]() -> hf_error {
+    if (device == nullptr || out_len == nullptr) {
+      return Fail(HF_ERR_INVALID_ARGUMENT, "device or out_len is NULL");
+    }
+    return WriteOut(device->device.identity_public(), out, out_len);
+  });
+}
+
 hf_error hf_device_set_org_root(hf_device* device, const uint8_t* org_root_key,
                                 size_t org_root_key_len) {
   return Guard([&]() -> hf_error {
@@ -385,14 +422,15 @@ hf_error hf_device_set_org_root(hf_device* device, const uint8_t* org_root_key,
 }
 
 hf_error hf_device_register_request(const hf_device* device, const char* enrollment_code,
-                                    uint8_t* out, size_t* out_len) {
+                                    int64_t now_ms, uint8_t* out, size_t* out_len) {
   return Guard([&]() -> hf_error {
     if (device == nullptr || enrollment_code == nullptr || out_len == nullptr) {
       return Fail(HF_ERR_INVALID_ARGUMENT, "device, enrollment_code or out_len is NULL");
     }
     if (*enrollment_code == '\0') return Fail(HF_ERR_INVALID_ARGUMENT, "enrollment code is empty");
-    return WriteOut(device->device.MakeRegisterRequest(enrollment_code).SerializeAsString(), out,
-                    out_len);
+    auto request = device->device.MakeRegisterRequest(enrollment_code, now_ms);
+    if (!request.ok()) return FromStatus(request.status());
+    return WriteOut(request->SerializeAsString(), out, out_len);
   });
 }
 
@@ -404,6 +442,31 @@ hf_error hf_device_accept_registration(hf_device* device, const uint8_t* respons
     if (!r) return Fail(HF_ERR_INVALID_ARGUMENT, "not a RegisterResponse");
     return FromStatus(
         device->device.AcceptRegistration(*r, server_url ? server_url : "", /*ca_file=*/""));
+  });
+}
+
+hf_error hf_device_certify_new_device(const hf_device* device, const uint8_t* identity_key,
+                                      size_t identity_key_len, int64_t now_ms, uint8_t* out,
+                                      size_t* out_len) {
+  return Guard([&]() -> hf_error {
+    if (device == nullptr || out_len == nullptr) {
+      return Fail(HF_ERR_INVALID_ARGUMENT, "device or out_len is NULL");
+    }
+    auto key = Input(identity_key, identity_key_len);
+    if (!key) return Fail(HF_ERR_INVALID_ARGUMENT, "identity key pointer is NULL");
+    auto cert = device->device.CertifyNewDevice(*key, now_ms);
+    if (!cert.ok()) return FromStatus(cert.status());
+    return WriteOut(cert->SerializeAsString(), out, out_len);
+  });
+}
+
+hf_error hf_device_use_certificate(hf_device* device, const uint8_t* certificate,
+                                   size_t certificate_len) {
+  return Guard([&]() -> hf_error {
+    if (device == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "device is NULL");
+    auto cert = Parse<hfc::wire::DeviceCertificate>(certificate, certificate_len);
+    if (!cert) return Fail(HF_ERR_INVALID_ARGUMENT, "not a DeviceCertificate");
+    return FromStatus(device->device.UseCertificate(*cert));
   });
 }
 
@@ -433,6 +496,110 @@ hf_error hf_device_answer_challenge(const hf_device* device, const uint8_t* chal
   });
 }
 
+int hf_device_prekey_rotation_due(const hf_device* device, int64_t now_ms, int64_t rotation_ms) {
+  if (device == nullptr) return 0;
+  return device->device.PrekeyRotationDue(
+             now_ms, rotation_ms > 0 ? rotation_ms : hfc::kDefaultPrekeyRotationMs)
+             ? 1
+             : 0;
+}
+
+hf_error hf_device_begin_prekey_rotation(hf_device* device, int64_t now_ms, const hf_rng* rng,
+                                         uint64_t request_id, uint8_t* out, size_t* out_len) {
+  return Guard([&]() -> hf_error {
+    if (device == nullptr || out_len == nullptr) {
+      return Fail(HF_ERR_INVALID_ARGUMENT, "device or out_len is NULL");
+    }
+    if (!device->device.registered()) {
+      return Fail(HF_ERR_FAILED_PRECONDITION, "device is not registered");
+    }
+    SecretBytes ikm;
+    // A pending rotation is answered again without drawing.
+    if (rng != nullptr && device->device.profile().pending_prekeys.empty()) {
+      if (rng->fill == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "rng has no fill function");
+      ikm = SecretBytes(32);
+      if (rng->fill(rng->context, ikm.data(), ikm.size()) != 0) {
+        return Fail(HF_ERR_RNG_FAILURE, "the caller's rng reported failure");
+      }
+    }
+    auto update = device->device.BeginPrekeyRotation(now_ms, ikm.view());
+    if (!update.ok()) return FromStatus(update.status());
+    hfc::wire::ClientFrame frame;
+    frame.set_request_id(request_id);
+    *frame.mutable_update_prekey() = std::move(update).value();
+    return WriteOut(frame.SerializeAsString(), out, out_len);
+  });
+}
+
+hf_error hf_device_complete_prekey_rotation(hf_device* device, const uint8_t* prekey_updated,
+                                            size_t prekey_updated_len, int64_t now_ms) {
+  return Guard([&]() -> hf_error {
+    if (device == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "device is NULL");
+    auto confirmation = Parse<hfc::wire::PrekeyUpdated>(prekey_updated, prekey_updated_len);
+    if (!confirmation) return Fail(HF_ERR_INVALID_ARGUMENT, "not a PrekeyUpdated");
+    return FromStatus(device->device.CompletePrekeyRotation(*confirmation, now_ms));
+  });
+}
+
+hf_error hf_device_expire_prekeys(hf_device* device, int64_t now_ms, int64_t grace_ms,
+                                  size_t* removed) {
+  return Guard([&]() -> hf_error {
+    if (removed != nullptr) *removed = 0;
+    if (device == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "device is NULL");
+    if (grace_ms < 0) return Fail(HF_ERR_INVALID_ARGUMENT, "grace_ms is negative");
+    const size_t n = device->device.ExpireRetiredPrekeys(
+        now_ms, grace_ms > 0 ? grace_ms : hfc::kDefaultPrekeyGraceMs);
+    if (removed != nullptr) *removed = n;
+    return HF_OK;
+  });
+}
+
+hf_error hf_device_observe_conversation(hf_device* device, const uint8_t* conversation,
+                                        size_t conversation_len, int64_t now_ms,
+                                        hf_notices** out) {
+  return Guard([&]() -> hf_error {
+    if (out == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "out is NULL");
+    *out = nullptr;
+    if (device == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "device is NULL");
+    auto c = Parse<hfc::wire::ConversationInfo>(conversation, conversation_len);
+    if (!c) return Fail(HF_ERR_INVALID_ARGUMENT, "not a ConversationInfo");
+    auto notices = device->device.ObserveConversation(*c, now_ms);
+    if (!notices.ok()) return FromStatus(notices.status());
+    *out = new hf_notices{std::move(notices).value()};
+    return HF_OK;
+  });
+}
+
+size_t hf_notices_count(const hf_notices* notices) {
+  return notices == nullptr ? 0 : notices->items.size();
+}
+
+hf_error hf_notices_get(const hf_notices* notices, size_t index, hf_notice_kind* kind,
+                        const char** text, size_t* text_len, const char** user,
+                        size_t* user_len) {
+  return Guard([&]() -> hf_error {
+    if (notices == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "notices is NULL");
+    if (index >= notices->items.size()) {
+      return Fail(HF_ERR_INVALID_ARGUMENT, "notice index " + std::to_string(index) +
+                                               " out of range (" +
+                                               std::to_string(notices->items.size()) + ")");
+    }
+    const hfc::Notice& n = notices->items[index];
+    if (kind != nullptr) *kind = KindOf(n.kind);
+    if (text != nullptr) *text = n.text.c_str();
+    if (text_len != nullptr) *text_len = n.text.size();
+    if (user != nullptr) *user = n.user.c_str();
+    if (user_len != nullptr) *user_len = n.user.size();
+    return HF_OK;
+  });
+}
+
+void hf_notices_free(hf_notices** notices) {
+  if (notices == nullptr) return;
+  delete *notices;
+  *notices = nullptr;
+}
+
 hf_error hf_device_prepare_message(const hf_device* device, const uint8_t* conversation,
                                    size_t conversation_len, const uint8_t* text,
                                    size_t text_len, int64_t now_ms, hf_output_kind kind,
@@ -460,24 +627,45 @@ hf_error hf_device_prepare_message(const hf_device* device, const uint8_t* conve
 }
 
 hf_error hf_device_open_delivery(hf_device* device, const uint8_t* deliver, size_t deliver_len,
-                                 hf_message** out) {
+                                 int64_t now_ms, hf_message** out) {
   return Guard([&]() -> hf_error {
     if (out == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "out is NULL");
     *out = nullptr;
     if (device == nullptr) return Fail(HF_ERR_INVALID_ARGUMENT, "device is NULL");
+    device->last_report.reset();
     auto d = Parse<hfc::wire::Deliver>(deliver, deliver_len);
     if (!d) return Fail(HF_ERR_INVALID_ARGUMENT, "not a Deliver");
-    auto opened = device->device.OpenDelivery(*d);
-    if (!opened.ok()) return FromStatus(opened.status());
+    auto opened = device->device.OpenDelivery(*d, now_ms);
+    if (!opened.ok()) {
+      device->last_report = hfc::ReportFor(*d, opened.status());
+      return FromStatus(opened.status());
+    }
     if (!device->device.MarkSeen(opened->message_id)) {
       return Fail(HF_ERR_ALREADY_EXISTS, "message " + holdfast::ToHex(opened->message_id) +
                                              " was already opened (duplicate delivery)");
     }
     auto message = std::make_unique<hf_message>();
     message->opened = std::move(opened).value();
+    message->notices.items = std::move(message->opened.notices);
     message->notice = d->archive_notice();
     *out = message.release();
     return HF_OK;
+  });
+}
+
+hf_error hf_device_last_report(const hf_device* device, uint64_t request_id, uint8_t* out,
+                               size_t* out_len) {
+  return Guard([&]() -> hf_error {
+    if (device == nullptr || out_len == nullptr) {
+      return Fail(HF_ERR_INVALID_ARGUMENT, "device or out_len is NULL");
+    }
+    if (!device->last_report) {
+      return Fail(HF_ERR_NOT_FOUND, "the most recent delivery warrants no report");
+    }
+    hfc::wire::ClientFrame frame;
+    frame.set_request_id(request_id);
+    *frame.mutable_report_delivery() = *device->last_report;
+    return WriteOut(frame.SerializeAsString(), out, out_len);
   });
 }
 
@@ -501,6 +689,7 @@ const uint8_t* hf_message_sender_device(const hf_message* m, size_t* len) {
   return Data(m, &hfc::ReceivedMessage::sender_device, len);
 }
 int64_t hf_message_sent_at_ms(const hf_message* m) { return m ? m->opened.sent_at_ms : 0; }
+const hf_notices* hf_message_notices(const hf_message* m) { return m ? &m->notices : nullptr; }
 
 void hf_message_free(hf_message** message) {
   if (message == nullptr) return;

@@ -17,6 +17,7 @@
 #include <variant>
 #include <vector>
 
+#include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 
 #include "holdfast/client/connection.h"
@@ -25,6 +26,7 @@
 #include "holdfast/client/key_store.h"
 #include "holdfast/client/profile.h"
 #include "holdfast/client/session.h"
+#include "holdfast/protocol/identity.h"
 
 namespace holdfast::client {
 namespace {
@@ -45,14 +47,27 @@ constexpr char kUsage[] =
 
 commands:
   register --server wss://HOST:PORT/v1 --ca FILE --user NAME --code CODE
-           [--insecure-plaintext-keys]
+           [--certify-with DIR] [--insecure-plaintext-keys]
       Enrol a new device. Pins the TLS trust anchor FILE and the org root key,
-      writes the profile to DIR and prints the device id. The private keys are
-      encrypted under the passphrase (see below); --insecure-plaintext-keys
-      keeps them unencrypted instead and needs no passphrase.
-  send --to USER[,USER...] TEXT...
-      Send TEXT (the remaining arguments, joined by spaces) to a conversation
-      with the named users. Prints "sent <message id> to <conversation>".
+      writes the profile to DIR and prints the device id. The user's first
+      device creates the user's master key; a further device is certified by
+      the registered profile in --certify-with DIR, which holds it (same
+      passphrase). The private keys are encrypted under the passphrase (see
+      below); --insecure-plaintext-keys keeps them unencrypted instead and
+      needs no passphrase.
+  send (--to USER[,USER...] | --conversation ID) TEXT...
+      Send TEXT (the remaining arguments, joined by spaces) to the direct
+      conversation with the named users, or to a group. Prints "sent <message
+      id> to <conversation>".
+  group create --title TITLE --members USER[,USER...]
+  group add ID USER[,USER...]
+  group remove ID USER[,USER...]
+  group show ID
+      Create a group conversation, change its members (anyone may add; only
+      its creator may remove others; anyone may remove themself), or show it.
+  rotate-prekey
+      Replace this device's signed prekey now (send, recv and listen do it
+      weekly by themselves). Old private prekeys are wiped 35 days later.
   recv [--wait SECONDS] [--json]
       Print the pending messages, then any that follow, and return once none
       arrived for SECONDS (default 1).
@@ -63,7 +78,12 @@ commands:
 
 --json prints one object per message: message_id, conversation_id,
 sender_user, sender_device, sent_at_ms, text, status ("ok" or "rejected"),
-reason. Rejected messages failed verification; their text is never shown.
+reason, notices. Rejected messages failed verification; their text is never
+shown, and the gateway is told why (for the compliance team).
+
+Notices report what a user must know: that a conversation is archived by the
+organisation, that a member added or removed a device, that a member's master
+key changed, that a group's members changed.
 
 The passphrase that encrypts the profile's private keys (Argon2id, then
 ChaCha20-Poly1305) comes from --passphrase-file FILE (mode 0600; one trailing
@@ -117,8 +137,9 @@ struct Args {
   }
 };
 
-const std::set<std::string> kValueOptions = {"profile", "server", "ca",   "user",
-                                             "code",    "to",     "wait", "passphrase-file"};
+const std::set<std::string> kValueOptions = {
+    "profile", "server", "ca",    "user",    "code",        "to",          "wait",
+    "title",   "members", "conversation", "certify-with", "passphrase-file"};
 const std::set<std::string> kFlagOptions = {"json", "help", "insecure-plaintext-keys"};
 
 // Options may appear anywhere; "--" ends them.
@@ -230,6 +251,8 @@ class Cli {
     if (args_.command == "recv") return Receive(/*listen=*/false);
     if (args_.command == "listen") return Receive(/*listen=*/true);
     if (args_.command == "whoami") return WhoAmI();
+    if (args_.command == "group") return Group();
+    if (args_.command == "rotate-prekey") return RotatePrekey();
     return Usage("unknown command \"" + args_.command + "\"");
   }
 
@@ -324,7 +347,8 @@ class Cli {
   }
 
   int Register() {
-    if (auto u = OnlyOptions({"server", "ca", "user", "code", "insecure-plaintext-keys"})) {
+    if (auto u = OnlyOptions({"server", "ca", "user", "code", "certify-with",
+                              "insecure-plaintext-keys"})) {
       return *u;
     }
     auto server = args_.Get("server");
@@ -361,8 +385,12 @@ class Cli {
                                           " is already registered as " + existing->user));
       }
     }
-    auto device = Device::Generate(*user, NowMs());
+    const auto certify_with = args_.Get("certify-with");
+    auto device = Device::Generate(*user, NowMs(), /*with_master_key=*/!certify_with);
     if (!device.ok()) return Fail(device.status());
+    if (certify_with) {
+      if (Status s = CertifyFrom(*certify_with, *device); !s.ok()) return Fail(s);
+    }
     if (insecure) {
       store_.emplace(KeyStore::InsecurePlaintext());
     } else {
@@ -378,7 +406,9 @@ class Cli {
     auto connection = Connection::Connect(*server, *ca, kConnectTimeout);
     if (!connection.ok()) return Fail(connection.status());
     Session session(std::move(*connection));
-    auto registered = session.Register(device->MakeRegisterRequest(*code));
+    auto request = device->MakeRegisterRequest(*code, NowMs());
+    if (!request.ok()) return Fail(request.status());
+    auto registered = session.Register(*request);
     if (!registered.ok()) return Fail(registered.status().WithContext("register"));
     if (Status s = device->AcceptRegistration(*registered, *server, kProfileCaFileName); !s.ok()) {
       return Fail(s);
@@ -390,15 +420,15 @@ class Cli {
   }
 
   int Send() {
-    if (auto u = OnlyOptions({"to"})) return *u;
+    if (auto u = OnlyOptions({"to", "conversation"})) return *u;
     auto to = args_.Get("to");
-    if (!to) return Usage("send needs --to USER[,USER...]");
+    auto conversation_id = args_.Get("conversation");
+    if (!to == !conversation_id) return Usage("send needs one of --to USER[,USER...] and --conversation ID");
     std::vector<std::string> members;
-    std::stringstream list(*to);
-    for (std::string m; std::getline(list, m, ',');) {
-      if (!m.empty()) members.push_back(m);
+    if (to) {
+      members = SplitList(*to);
+      if (members.empty()) return Usage("--to names no user");
     }
-    if (members.empty()) return Usage("--to names no user");
     if (args_.positional.empty()) return Usage("send needs the message TEXT");
     std::string text;
     for (size_t i = 0; i < args_.positional.size(); ++i) {
@@ -410,16 +440,18 @@ class Cli {
     if (!device.ok()) return Fail(device.status());
     auto session = Login(*device, nullptr);
     if (!session.ok()) return Fail(session.status());
-    auto conversation = session->OpenConversation(members);
+    if (Status s = MaintainPrekeys(*device, *session); !s.ok()) return Fail(s);
+    auto conversation = to ? session->OpenConversation(members)
+                           : session->GetConversation(*conversation_id);
     if (!conversation.ok()) return Fail(conversation.status().WithContext("open conversation"));
-    if (Status s = CheckMembers(*conversation, members, device->profile().user); !s.ok()) {
-      return Fail(s);
+    if (to) {
+      if (Status s = CheckMembers(*conversation, members, device->profile().user); !s.ok()) {
+        return Fail(s);
+      }
+    } else if (conversation->conversation_id() != *conversation_id) {
+      return Fail(Status::PermissionDenied("gateway answered with another conversation"));
     }
-    if (Status s = ShowNotice(*device, conversation->conversation_id(),
-                              conversation->archive_notice());
-        !s.ok()) {
-      return Fail(s);
-    }
+    if (Status s = Observe(*device, *conversation); !s.ok()) return Fail(s);
     auto envelope = device->PrepareMessage(*conversation, text, NowMs());
     if (!envelope.ok()) return Fail(envelope.status());
     auto parsed = protocol::ParseEnvelope(*envelope);
@@ -432,6 +464,126 @@ class Cli {
     (void)session->Close();
     out_ << "sent " << ToHex(AsBytes(ack->message_id())) << " to "
          << ForTerminal(conversation->conversation_id()) << "\n";
+    return kExitOk;
+  }
+
+  static std::vector<std::string> SplitList(const std::string& list) {
+    std::vector<std::string> out;
+    std::stringstream in(list);
+    for (std::string m; std::getline(in, m, ',');) {
+      if (!m.empty()) out.push_back(m);
+    }
+    return out;
+  }
+
+  // Certifies `device` with the master key of the registered profile in `other`.
+  Status CertifyFrom(const std::string& other, Device& device) {
+    HF_ASSIGN_OR_RETURN(auto wrapper, Passphrase());
+    auto loaded = LoadProfile(other, wrapper ? &*wrapper : nullptr);
+    if (!loaded.ok()) return loaded.status().WithContext("profile " + other);
+    HF_ASSIGN_OR_RETURN(Device certifier, Device::FromProfile(std::move(loaded->profile)));
+    if (certifier.profile().user != device.profile().user) {
+      return Status::InvalidArgument("the profile in " + other + " belongs to " +
+                                     certifier.profile().user);
+    }
+    HF_ASSIGN_OR_RETURN(auto cert, certifier.CertifyNewDevice(device.identity_public(), NowMs()));
+    return device.UseCertificate(cert);
+  }
+
+  // Rotates the signed prekey when due and wipes retired ones past their
+  // grace period; saves the profile before and after talking to the gateway.
+  // A refused scheduled rotation is a warning: the current prekey still
+  // works, and the next command tries again.
+  Status MaintainPrekeys(Device& device, Session& session, bool force = false) {
+    const int64_t now = NowMs();
+    bool dirty = device.ExpireRetiredPrekeys(now) > 0;
+    if (force || device.PrekeyRotationDue(now) || !device.profile().pending_prekeys.empty()) {
+      HF_ASSIGN_OR_RETURN(auto update, device.BeginPrekeyRotation(now));
+      HF_RETURN_IF_ERROR(Save(device));
+      auto confirmed = session.UpdatePrekey(update);
+      if (!confirmed.ok() && (force || confirmed.status().code() != Code::kFailedPrecondition)) {
+        return confirmed.status().WithContext("prekey rotation");
+      }
+      if (confirmed.ok()) {
+        HF_RETURN_IF_ERROR(device.CompletePrekeyRotation(*confirmed, NowMs()));
+        dirty = true;
+      } else {
+        err_ << "holdfast-client: warning: prekey rotation refused, will retry: "
+             << ForTerminal(confirmed.status().message()) << "\n";
+      }
+    }
+    return dirty ? Save(device) : Status::Ok();
+  }
+
+  // Verifies the conversation's devices, prints what changed and saves.
+  Status Observe(Device& device, const wire::ConversationInfo& conversation) {
+    HF_ASSIGN_OR_RETURN(auto notices, device.ObserveConversation(conversation, NowMs()));
+    for (const auto& n : notices) PrintNotice(n);
+    return Save(device);
+  }
+
+  void PrintNotice(const Notice& n) {
+    out_ << "notice (" << ForTerminal(n.conversation_id.empty() ? "account" : n.conversation_id)
+         << "): " << ForTerminal(n.text) << "\n";
+  }
+
+  int Group() {
+    if (args_.positional.empty()) return Usage("group needs create, add, remove or show");
+    const std::string sub = args_.positional[0];
+    if (auto u = sub == "create" ? OnlyOptions({"title", "members"}) : OnlyOptions({})) return *u;
+    std::vector<std::string> users;
+    std::string id;
+    if (sub == "create") {
+      if (args_.positional.size() != 1) return Usage("group create takes options only");
+      auto members = args_.Get("members");
+      if (!args_.Get("title") || !members) return Usage("group create needs --title and --members");
+      users = SplitList(*members);
+    } else if (sub == "add" || sub == "remove") {
+      if (args_.positional.size() != 3) return Usage("group " + sub + " ID USER[,USER...]");
+      id = args_.positional[1];
+      users = SplitList(args_.positional[2]);
+      if (users.empty()) return Usage("group " + sub + " names no user");
+    } else if (sub == "show") {
+      if (args_.positional.size() != 2) return Usage("group show ID");
+      id = args_.positional[1];
+    } else {
+      return Usage("unknown group command \"" + sub + "\"");
+    }
+    auto device = LoadDevice();
+    if (!device.ok()) return Fail(device.status());
+    auto session = Login(*device, nullptr);
+    if (!session.ok()) return Fail(session.status());
+    Result<wire::ConversationInfo> info = Status::Internal("unreachable");
+    if (sub == "create") {
+      info = session->CreateGroup(*args_.Get("title"), users);
+    } else if (sub == "add") {
+      info = session->ChangeMembers(id, users, {});
+    } else if (sub == "remove") {
+      info = session->ChangeMembers(id, {}, users);
+    } else {
+      info = session->GetConversation(id);
+    }
+    if (!info.ok()) return Fail(info.status());
+    if (Status s = Observe(*device, *info); !s.ok()) return Fail(s);
+    (void)session->Close();
+    out_ << "group " << ForTerminal(info->conversation_id()) << " \"" << ForTerminal(info->title())
+         << "\" members";
+    for (const auto& m : info->members()) out_ << " " << ForTerminal(m);
+    out_ << " (version " << info->membership_version() << ")\n";
+    return kExitOk;
+  }
+
+  int RotatePrekey() {
+    if (auto u = OnlyOptions({})) return *u;
+    if (!args_.positional.empty()) return Usage("rotate-prekey takes no arguments");
+    auto device = LoadDevice();
+    if (!device.ok()) return Fail(device.status());
+    auto session = Login(*device, nullptr);
+    if (!session.ok()) return Fail(session.status());
+    if (Status s = MaintainPrekeys(*device, *session, /*force=*/true); !s.ok()) return Fail(s);
+    (void)session->Close();
+    out_ << "prekey " << protocol::Fingerprint(AsBytes(device->profile().prekey.public_key()))
+         << " created " << FormatTime(device->profile().prekey.created_at_ms()) << "\n";
     return kExitOk;
   }
 
@@ -450,15 +602,6 @@ class Cli {
                                       "], not the ones requested");
     }
     return Status::Ok();
-  }
-
-  // Prints the archive notice the first time a conversation is seen.
-  Status ShowNotice(Device& device, const std::string& conversation_id,
-                    const std::string& notice) {
-    if (notice.empty() || device.NoticeShown(conversation_id)) return Status::Ok();
-    out_ << "notice (" << ForTerminal(conversation_id) << "): " << ForTerminal(notice) << "\n";
-    device.MarkNoticeShown(conversation_id);
-    return Save(device);
   }
 
   void Report(const wire::Deliver& d, const Result<ReceivedMessage>& r, bool json) {
@@ -486,10 +629,20 @@ class Cli {
       o.set("text", shown.text);
       o.set("status", r.ok() ? "ok" : "rejected");
       o.set("reason", reason);
+      Poco::JSON::Array notices;
+      for (const auto& n : shown.notices) {
+        Poco::JSON::Object no(Poco::JSON_PRESERVE_KEY_ORDER);
+        no.set("kind", std::string(NoticeKindName(n.kind)));
+        no.set("user", n.user);
+        no.set("text", n.text);
+        notices.add(no);
+      }
+      o.set("notices", notices);
       o.stringify(out_);
       out_ << "\n";
       return;
     }
+    for (const auto& n : shown.notices) PrintNotice(n);
     out_ << "[" << FormatTime(shown.sent_at_ms) << "] " << ForTerminal(shown.conversation_id)
          << " " << ForTerminal(shown.sender_user) << ": ";
     if (r.ok()) {
@@ -522,6 +675,7 @@ class Cli {
     wire::Authenticated auth;
     auto session = Login(*device, &auth);
     if (!session.ok()) return Fail(session.status());
+    if (Status s = MaintainPrekeys(*device, *session); !s.ok()) return Fail(s);
 
     uint64_t processed = 0;
     std::vector<uint64_t> batch;
@@ -563,15 +717,19 @@ class Cli {
       const wire::Deliver& d = **next;
       ++processed;
       batch.push_back(d.delivery_id());
-      auto opened = device->OpenDelivery(d);
+      auto opened = device->OpenDelivery(d, NowMs());
       if (opened.ok() && !device->MarkSeen(opened->message_id)) continue;
       if (opened.ok()) {
         dirty = true;
-        if (!json && !d.archive_notice().empty() &&
-            device->MarkNoticeShown(opened->conversation_id)) {
-          out_ << "notice (" << ForTerminal(opened->conversation_id)
-               << "): " << ForTerminal(d.archive_notice()) << "\n";
+        if (!d.archive_notice().empty() && device->MarkNoticeShown(opened->conversation_id)) {
+          opened->notices.insert(opened->notices.begin(),
+                                 Notice{Notice::Kind::kArchived, opened->conversation_id, {}, {},
+                                        d.archive_notice()});
         }
+      } else if (auto report = ReportFor(d, opened.status())) {
+        // Recorded by the gateway for the compliance team; the delivery is
+        // still acknowledged, since it can never open.
+        if (auto sent = session->Report(*report); !sent.ok()) return Fail(sent.status());
       }
       Report(d, opened, json);
       if (batch.size() >= kAckBatch) {

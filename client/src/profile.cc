@@ -19,11 +19,18 @@ namespace holdfast::client {
 namespace {
 
 constexpr int64_t kOldPlaintextVersion = 1;
+constexpr int64_t kOldUncertifiedVersion = 2;
 constexpr size_t kPrivateKeySize = 32;  // Ed25519 seed and X25519 private key
 constexpr char kSealAead[] = "chacha20-poly1305";
-constexpr std::string_view kBoundLabel = "holdfast/client profile v2";
+constexpr std::string_view kBoundLabel = "holdfast/client profile v3";
 constexpr size_t kMaxProfileSize = 4 << 20;
 constexpr size_t kMaxCaFileSize = 1 << 20;
+
+void AddPrekey(internal::FieldEncoder& e, const wire::SignedPrekey& k) {
+  e.Add(k.public_key());
+  e.AddInt(k.created_at_ms());
+  e.Add(k.signature());
+}
 
 // Every field except the private keys, for the key store's associated data.
 Bytes BoundFields(const Profile& p) {
@@ -35,9 +42,34 @@ Bytes BoundFields(const Profile& p) {
   e.Add(p.org);
   e.Add(p.org_root_key);
   e.Add(p.ca_file);
-  e.Add(p.prekey.public_key());
-  e.AddInt(p.prekey.created_at_ms());
-  e.Add(p.prekey.signature());
+  AddPrekey(e, p.prekey);
+  e.AddInt(p.master_private.empty() ? 0 : 1);
+  e.Add(p.master_public);
+  e.Add(p.certificate.SerializeAsString());
+  e.AddCount(p.pending_prekeys.size());
+  for (const auto& k : p.pending_prekeys) AddPrekey(e, k.prekey);
+  e.AddCount(p.retired_prekeys.size());
+  for (const auto& k : p.retired_prekeys) {
+    AddPrekey(e, k.prekey);
+    e.AddInt(k.retired_at_ms);
+  }
+  e.AddCount(p.contacts.size());
+  for (const auto& c : p.contacts) {
+    e.Add(c.user);
+    e.Add(c.master_key);
+    e.AddCount(c.devices.size());
+    for (const auto& d : c.devices) {
+      e.Add(d.device_id);
+      e.AddInt(d.first_seen_ms);
+    }
+  }
+  e.AddCount(p.conversations.size());
+  for (const auto& c : p.conversations) {
+    e.Add(c.conversation_id);
+    e.AddInt(static_cast<int64_t>(c.membership_version));
+    e.AddCount(c.members.size());
+    for (const auto& m : c.members) e.Add(m);
+  }
   e.AddCount(p.notices_shown.size());
   for (const auto& c : p.notices_shown) e.Add(c);
   e.AddCount(p.seen_message_ids.size());
@@ -45,15 +77,85 @@ Bytes BoundFields(const Profile& p) {
   return std::move(e).Finish();
 }
 
+// The private keys in one blob of 32-byte keys, in the order of the public
+// fields: identity, current prekey, master (if held), pending, retired.
+Result<SecretBytes> PackSecrets(const Profile& p) {
+  std::vector<const SecretBytes*> keys{&p.identity_private, &p.prekey_private};
+  if (!p.master_private.empty()) keys.push_back(&p.master_private);
+  for (const auto& k : p.pending_prekeys) keys.push_back(&k.private_key);
+  for (const auto& k : p.retired_prekeys) keys.push_back(&k.private_key);
+  SecretBytes out(keys.size() * kPrivateKeySize);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i]->size() != kPrivateKeySize) {
+      return Status::InvalidArgument("profile: private keys must be 32 bytes each");
+    }
+    std::copy(keys[i]->view().begin(), keys[i]->view().end(), out.data() + i * kPrivateKeySize);
+  }
+  return out;
+}
+
+// The inverse of PackSecrets; `holds_master` comes from the public fields.
+Status UnpackSecrets(Profile& p, bool holds_master, ByteView blob) {
+  const size_t count = 2 + (holds_master ? 1 : 0) + p.pending_prekeys.size() +
+                       p.retired_prekeys.size();
+  if (blob.size() != count * kPrivateKeySize) {
+    return Status::InvalidArgument("profile: sealed private keys have the wrong size");
+  }
+  size_t i = 0;
+  auto next = [&] { return SecretBytes(blob.subspan(kPrivateKeySize * i++, kPrivateKeySize)); };
+  p.identity_private = next();
+  p.prekey_private = next();
+  if (holds_master) p.master_private = next();
+  for (auto& k : p.pending_prekeys) k.private_key = next();
+  for (auto& k : p.retired_prekeys) k.private_key = next();
+  return Status::Ok();
+}
+
+Poco::JSON::Object PrekeyJson(const wire::SignedPrekey& k) {
+  Poco::JSON::Object o;
+  o.set("public_key", ToHex(AsBytes(k.public_key())));
+  o.set("created_at_ms", static_cast<Poco::Int64>(k.created_at_ms()));
+  o.set("signature", ToHex(AsBytes(k.signature())));
+  return o;
+}
+
 Result<std::string> ProfileToJson(const Profile& p, const KeyStore& store) {
   if (p.identity_private.size() != kPrivateKeySize || p.prekey_private.size() != kPrivateKeySize) {
     return Status::InvalidArgument("profile: private keys must be 32 bytes each");
   }
-  Poco::JSON::Object prekey;
-  prekey.set("public_key", ToHex(AsBytes(p.prekey.public_key())));
-  prekey.set("created_at_ms", static_cast<Poco::Int64>(p.prekey.created_at_ms()));
-  prekey.set("signature", ToHex(AsBytes(p.prekey.signature())));
-
+  Poco::JSON::Array pending;
+  for (const auto& k : p.pending_prekeys) pending.add(PrekeyJson(k.prekey));
+  Poco::JSON::Array retired;
+  for (const auto& k : p.retired_prekeys) {
+    Poco::JSON::Object o = PrekeyJson(k.prekey);
+    o.set("retired_at_ms", static_cast<Poco::Int64>(k.retired_at_ms));
+    retired.add(o);
+  }
+  Poco::JSON::Array contacts;
+  for (const auto& c : p.contacts) {
+    Poco::JSON::Object o;
+    o.set("user", c.user);
+    o.set("master_key", ToHex(c.master_key));
+    Poco::JSON::Array devices;
+    for (const auto& d : c.devices) {
+      Poco::JSON::Object dj;
+      dj.set("device_id", ToHex(d.device_id));
+      dj.set("first_seen_ms", static_cast<Poco::Int64>(d.first_seen_ms));
+      devices.add(dj);
+    }
+    o.set("devices", devices);
+    contacts.add(o);
+  }
+  Poco::JSON::Array conversations;
+  for (const auto& c : p.conversations) {
+    Poco::JSON::Object o;
+    o.set("conversation_id", c.conversation_id);
+    o.set("membership_version", static_cast<Poco::Int64>(c.membership_version));
+    Poco::JSON::Array members;
+    for (const auto& m : c.members) members.add(m);
+    o.set("members", members);
+    conversations.add(o);
+  }
   Poco::JSON::Array notices;
   for (const auto& c : p.notices_shown) notices.add(c);
   Poco::JSON::Array seen;
@@ -67,19 +169,23 @@ Result<std::string> ProfileToJson(const Profile& p, const KeyStore& store) {
   root.set("org", p.org);
   root.set("org_root_key", ToHex(p.org_root_key));
   root.set("ca_file", p.ca_file);
-  root.set("prekey", prekey);
+  root.set("prekey", PrekeyJson(p.prekey));
+  root.set("holds_master_key", !p.master_private.empty());
+  root.set("master_key", ToHex(p.master_public));
+  root.set("certificate", ToHex(AsBytes(p.certificate.SerializeAsString())));
+  root.set("pending_prekeys", pending);
+  root.set("retired_prekeys", retired);
+  root.set("contacts", contacts);
+  root.set("conversations", conversations);
   root.set("notices_shown", notices);
   root.set("seen_message_ids", seen);
 
-  // The hex strings below go into Poco's own buffers, which are not wiped;
+  HF_ASSIGN_OR_RETURN(SecretBytes secrets, PackSecrets(p));
+  // The hex string below goes into Poco's own buffers, which are not wiped;
   // that is the accepted cost of the explicit plaintext opt-in only.
   Poco::JSON::Object ks;
   ks.set("scheme", std::string(store.scheme()));
   if (store.encrypted()) {
-    SecretBytes secrets(2 * kPrivateKeySize);
-    std::copy(p.identity_private.view().begin(), p.identity_private.view().end(), secrets.data());
-    std::copy(p.prekey_private.view().begin(), p.prekey_private.view().end(),
-              secrets.data() + kPrivateKeySize);
     HF_ASSIGN_OR_RETURN(SealedKeys sealed, store.Seal(secrets.view(), BoundFields(p)));
     Poco::JSON::Object params;
     for (const auto& [k, v] : sealed.key.params) params.set(k, v);
@@ -90,8 +196,7 @@ Result<std::string> ProfileToJson(const Profile& p, const KeyStore& store) {
     ks.set("nonce", ToHex(sealed.nonce));
     ks.set("sealed_private_keys", ToHex(sealed.ciphertext));
   } else {
-    root.set("identity_private_key", ToHex(p.identity_private.view()));
-    root.set("prekey_private_key", ToHex(p.prekey_private.view()));
+    root.set("private_keys", ToHex(secrets.view()));
   }
   root.set("key_store", ks);
 
@@ -142,6 +247,25 @@ class Reader {
     return out;
   }
   bool Has(const std::string& key) const { return obj_->has(key); }
+  Result<bool> Bool(const std::string& key) const {
+    if (!obj_->has(key) || !obj_->get(key).isBoolean()) {
+      return Status::InvalidArgument("profile: missing boolean field \"" + key + "\"");
+    }
+    return obj_->getValue<bool>(key);
+  }
+  // Missing arrays read as empty; every element must be an object.
+  Result<std::vector<Poco::JSON::Object::Ptr>> Objects(const std::string& key) const {
+    std::vector<Poco::JSON::Object::Ptr> out;
+    if (!obj_->has(key)) return out;
+    auto a = obj_->getArray(key);
+    if (!a) return Status::InvalidArgument("profile: \"" + key + "\" is not an array");
+    for (size_t i = 0; i < a->size(); ++i) {
+      auto o = a->getObject(static_cast<unsigned>(i));
+      if (!o) return Status::InvalidArgument("profile: \"" + key + "\" holds a non-object");
+      out.push_back(o);
+    }
+    return out;
+  }
   // Missing arrays read as empty.
   Result<std::vector<std::string>> Strings(const std::string& key) const {
     std::vector<std::string> out;
@@ -174,25 +298,77 @@ Result<Poco::JSON::Object::Ptr> ParseObject(std::string_view text) {
   }
 }
 
-Result<SecretBytes> HexSecret(const Reader& r, const std::string& key) {
-  HF_ASSIGN_OR_RETURN(Bytes k, r.Hex(key));
-  SecretBytes out(k);
-  SecureWipe(k.data(), k.size());
-  if (out.size() != kPrivateKeySize) {
-    return Status::InvalidArgument("profile: \"" + key + "\" is not 32 bytes");
-  }
-  return out;
-}
-
 Status CheckVersion(int64_t version) {
-  if (version == kOldPlaintextVersion) {
+  if (version == kOldPlaintextVersion || version == kOldUncertifiedVersion) {
     return Status::FailedPrecondition(
-        "profile has the old format (version 1, private keys unencrypted), which is no longer "
-        "loaded; move the profile directory away and register this device again with a new "
-        "enrollment code (holdfast-admin user enroll USER)");
+        "profile has an old format (version " + std::to_string(version) +
+        "), which is no longer loaded; move the profile directory away and register this "
+        "device again with a new enrollment code (holdfast-admin user enroll USER)");
   }
   if (version != kProfileVersion) {
     return Status::InvalidArgument("profile: unsupported version " + std::to_string(version));
+  }
+  return Status::Ok();
+}
+
+Result<wire::SignedPrekey> ReadPrekey(const Poco::JSON::Object::Ptr& obj) {
+  Reader pr(obj);
+  HF_ASSIGN_OR_RETURN(Bytes prekey_public, pr.Hex("public_key"));
+  HF_ASSIGN_OR_RETURN(int64_t created_at, pr.Int("created_at_ms"));
+  HF_ASSIGN_OR_RETURN(Bytes prekey_sig, pr.Hex("signature"));
+  wire::SignedPrekey k;
+  k.set_public_key(AsString(prekey_public));
+  k.set_created_at_ms(created_at);
+  k.set_signature(AsString(prekey_sig));
+  return k;
+}
+
+Status ReadState(const Reader& r, Profile& p) {
+  HF_ASSIGN_OR_RETURN(auto pending, r.Objects("pending_prekeys"));
+  for (const auto& o : pending) {
+    StoredPrekey k;
+    HF_ASSIGN_OR_RETURN(k.prekey, ReadPrekey(o));
+    p.pending_prekeys.push_back(std::move(k));
+  }
+  if (p.pending_prekeys.size() > 1) {
+    return Status::InvalidArgument("profile: more than one pending prekey");
+  }
+  HF_ASSIGN_OR_RETURN(auto retired, r.Objects("retired_prekeys"));
+  for (const auto& o : retired) {
+    StoredPrekey k;
+    HF_ASSIGN_OR_RETURN(k.prekey, ReadPrekey(o));
+    HF_ASSIGN_OR_RETURN(k.retired_at_ms, Reader(o).Int("retired_at_ms"));
+    p.retired_prekeys.push_back(std::move(k));
+  }
+  if (p.retired_prekeys.size() > kMaxRetiredPrekeys) {
+    return Status::InvalidArgument("profile: too many retired prekeys");
+  }
+  HF_ASSIGN_OR_RETURN(auto contacts, r.Objects("contacts"));
+  for (const auto& o : contacts) {
+    Reader cr(o);
+    Contact c;
+    HF_ASSIGN_OR_RETURN(c.user, cr.String("user"));
+    HF_ASSIGN_OR_RETURN(c.master_key, cr.Hex("master_key"));
+    HF_ASSIGN_OR_RETURN(auto devices, cr.Objects("devices"));
+    for (const auto& d : devices) {
+      Reader dr(d);
+      Contact::Device dev;
+      HF_ASSIGN_OR_RETURN(dev.device_id, dr.Hex("device_id"));
+      HF_ASSIGN_OR_RETURN(dev.first_seen_ms, dr.Int("first_seen_ms"));
+      c.devices.push_back(std::move(dev));
+    }
+    p.contacts.push_back(std::move(c));
+  }
+  HF_ASSIGN_OR_RETURN(auto conversations, r.Objects("conversations"));
+  for (const auto& o : conversations) {
+    Reader cr(o);
+    KnownConversation c;
+    HF_ASSIGN_OR_RETURN(c.conversation_id, cr.String("conversation_id"));
+    HF_ASSIGN_OR_RETURN(int64_t version, cr.Int("membership_version"));
+    if (version < 0) return Status::InvalidArgument("profile: negative membership version");
+    c.membership_version = static_cast<uint64_t>(version);
+    HF_ASSIGN_OR_RETURN(c.members, cr.Strings("members"));
+    p.conversations.push_back(std::move(c));
   }
   return Status::Ok();
 }
@@ -210,13 +386,14 @@ Result<LoadedProfile> ProfileFromJson(std::string_view text, const KeyWrapper* w
   HF_ASSIGN_OR_RETURN(p.org_root_key, r.Hex("org_root_key"));
   HF_ASSIGN_OR_RETURN(p.ca_file, r.String("ca_file"));
   HF_ASSIGN_OR_RETURN(auto prekey_obj, r.Object("prekey"));
-  Reader pr(prekey_obj);
-  HF_ASSIGN_OR_RETURN(Bytes prekey_public, pr.Hex("public_key"));
-  HF_ASSIGN_OR_RETURN(int64_t created_at, pr.Int("created_at_ms"));
-  HF_ASSIGN_OR_RETURN(Bytes prekey_sig, pr.Hex("signature"));
-  p.prekey.set_public_key(AsString(prekey_public));
-  p.prekey.set_created_at_ms(created_at);
-  p.prekey.set_signature(AsString(prekey_sig));
+  HF_ASSIGN_OR_RETURN(p.prekey, ReadPrekey(prekey_obj));
+  HF_ASSIGN_OR_RETURN(bool holds_master, r.Bool("holds_master_key"));
+  HF_ASSIGN_OR_RETURN(p.master_public, r.Hex("master_key"));
+  HF_ASSIGN_OR_RETURN(Bytes certificate, r.Hex("certificate"));
+  if (!p.certificate.ParseFromArray(certificate.data(), static_cast<int>(certificate.size()))) {
+    return Status::InvalidArgument("profile: bad device certificate");
+  }
+  HF_RETURN_IF_ERROR(ReadState(r, p));
   HF_ASSIGN_OR_RETURN(p.notices_shown, r.Strings("notices_shown"));
   HF_ASSIGN_OR_RETURN(auto seen, r.Strings("seen_message_ids"));
   for (const auto& s : seen) {
@@ -236,11 +413,13 @@ Result<LoadedProfile> ProfileFromJson(std::string_view text, const KeyWrapper* w
   Reader ks(ks_obj);
   HF_ASSIGN_OR_RETURN(std::string scheme, ks.String("scheme"));
   if (scheme == kInsecurePlaintextScheme) {
-    HF_ASSIGN_OR_RETURN(p.identity_private, HexSecret(r, "identity_private_key"));
-    HF_ASSIGN_OR_RETURN(p.prekey_private, HexSecret(r, "prekey_private_key"));
+    HF_ASSIGN_OR_RETURN(Bytes blob, r.Hex("private_keys"));
+    SecretBytes secrets(blob);
+    SecureWipe(blob.data(), blob.size());
+    HF_RETURN_IF_ERROR(UnpackSecrets(p, holds_master, secrets.view()));
     return LoadedProfile{std::move(p), KeyStore::InsecurePlaintext()};
   }
-  if (r.Has("identity_private_key") || r.Has("prekey_private_key")) {
+  if (r.Has("private_keys")) {
     return Status::InvalidArgument("profile: encrypted profile also holds plaintext keys");
   }
   SealedKeys sealed;
@@ -256,12 +435,11 @@ Result<LoadedProfile> ProfileFromJson(std::string_view text, const KeyWrapper* w
     return Status::FailedPrecondition("profile private keys are encrypted (" + scheme +
                                       "); a passphrase or key wrapper is needed");
   }
+  // BoundFields reads holds_master from master_private, which is not loaded
+  // yet; a placeholder of the right size stands in for it.
+  if (holds_master) p.master_private = SecretBytes(kPrivateKeySize);
   HF_ASSIGN_OR_RETURN(auto opened, KeyStore::Open(sealed, BoundFields(p), *wrapper));
-  if (opened.secrets.size() != 2 * kPrivateKeySize) {
-    return Status::InvalidArgument("profile: sealed private keys have the wrong size");
-  }
-  p.identity_private = SecretBytes(opened.secrets.view().first(kPrivateKeySize));
-  p.prekey_private = SecretBytes(opened.secrets.view().subspan(kPrivateKeySize));
+  HF_RETURN_IF_ERROR(UnpackSecrets(p, holds_master, opened.secrets.view()));
   return LoadedProfile{std::move(p), std::move(opened.store)};
 }
 

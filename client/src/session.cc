@@ -87,6 +87,67 @@ Result<wire::ConversationInfo> Session::OpenConversation(const std::vector<std::
   return std::move(*answer.mutable_conversation());
 }
 
+namespace {
+
+Result<wire::ConversationInfo> ExpectConversation(wire::ServerFrame answer, const char* what) {
+  if (answer.kind_case() != wire::ServerFrame::kConversation) {
+    return Status::InvalidArgument(std::string("gateway answered ") + what +
+                                   " with an unexpected frame");
+  }
+  return std::move(*answer.mutable_conversation());
+}
+
+}  // namespace
+
+Result<wire::ConversationInfo> Session::CreateGroup(const std::string& title,
+                                                    const std::vector<std::string>& members) {
+  wire::ClientFrame f;
+  auto* g = f.mutable_create_group();
+  g->set_title(title);
+  for (const auto& m : members) g->add_members(m);
+  HF_ASSIGN_OR_RETURN(auto answer, Call(std::move(f)));
+  return ExpectConversation(std::move(answer), "create-group");
+}
+
+Result<wire::ConversationInfo> Session::ChangeMembers(const std::string& conversation_id,
+                                                      const std::vector<std::string>& add,
+                                                      const std::vector<std::string>& remove) {
+  wire::ClientFrame f;
+  auto* c = f.mutable_change_members();
+  c->set_conversation_id(conversation_id);
+  for (const auto& m : add) c->add_add(m);
+  for (const auto& m : remove) c->add_remove(m);
+  HF_ASSIGN_OR_RETURN(auto answer, Call(std::move(f)));
+  return ExpectConversation(std::move(answer), "change-members");
+}
+
+Result<wire::ConversationInfo> Session::GetConversation(const std::string& conversation_id) {
+  wire::ClientFrame f;
+  f.mutable_get_conversation()->set_conversation_id(conversation_id);
+  HF_ASSIGN_OR_RETURN(auto answer, Call(std::move(f)));
+  return ExpectConversation(std::move(answer), "get-conversation");
+}
+
+Result<wire::PrekeyUpdated> Session::UpdatePrekey(const wire::UpdatePrekey& update) {
+  wire::ClientFrame f;
+  *f.mutable_update_prekey() = update;
+  HF_ASSIGN_OR_RETURN(auto answer, Call(std::move(f)));
+  if (answer.kind_case() != wire::ServerFrame::kPrekeyUpdated) {
+    return Status::InvalidArgument("gateway answered update-prekey with an unexpected frame");
+  }
+  return std::move(*answer.mutable_prekey_updated());
+}
+
+Result<wire::ReportReceived> Session::Report(const wire::ReportDelivery& report) {
+  wire::ClientFrame f;
+  *f.mutable_report_delivery() = report;
+  HF_ASSIGN_OR_RETURN(auto answer, Call(std::move(f)));
+  if (answer.kind_case() != wire::ServerFrame::kReportReceived) {
+    return Status::InvalidArgument("gateway answered a report with an unexpected frame");
+  }
+  return std::move(*answer.mutable_report_received());
+}
+
 Result<wire::SubmitAck> Session::Submit(const wire::Envelope& envelope) {
   wire::ClientFrame f;
   *f.mutable_submit()->mutable_envelope() = envelope;

@@ -421,6 +421,15 @@ Status VerifyEnvelopeSignature(const ParsedEnvelope& parsed, ByteView sender_ide
 Result<OpenedMessage> OpenMessage(const ParsedEnvelope& parsed, ByteView sender_identity_public,
                                   ByteView my_device_id, ByteView my_prekey_private,
                                   ByteView archive_public) {
+  return OpenMessage(parsed, sender_identity_public, my_device_id,
+                     std::vector<ByteView>{my_prekey_private}, archive_public);
+}
+
+Result<OpenedMessage> OpenMessage(const ParsedEnvelope& parsed, ByteView sender_identity_public,
+                                  ByteView my_device_id,
+                                  const std::vector<ByteView>& my_prekey_privates,
+                                  ByteView archive_public) {
+  if (my_prekey_privates.empty()) return Status::InvalidArgument("open: no prekey");
   HF_RETURN_IF_ERROR(VerifyEnvelopeSignature(parsed, sender_identity_public));
   const wire::DeviceCapsule* mine = nullptr;
   for (const wire::DeviceCapsule& d : parsed.content.devices()) {
@@ -431,12 +440,15 @@ Result<OpenedMessage> OpenMessage(const ParsedEnvelope& parsed, ByteView sender_
   }
   if (mine == nullptr) return Status::NotFound("envelope: no capsule for this device");
   const ByteView header_bytes = View(parsed.content.header());
-  HF_ASSIGN_OR_RETURN(SecretBytes cek,
-                      CheckCek(hpke::Open(hpke::kDeviceSuite, my_prekey_private,
-                                          View(mine->enc()),
-                                          AsBytes(labels::kDeviceCapsuleInfo), header_bytes,
-                                          View(mine->ct())),
-                               "device capsule"));
+  // Opening with a wrong X25519 key fails the AEAD tag (kCryptoFailure);
+  // any other failure is about the capsule itself and ends the search.
+  Result<SecretBytes> opened = Status::Internal("unreachable");
+  for (ByteView prekey : my_prekey_privates) {
+    opened = hpke::Open(hpke::kDeviceSuite, prekey, View(mine->enc()),
+                        AsBytes(labels::kDeviceCapsuleInfo), header_bytes, View(mine->ct()));
+    if (opened.ok() || opened.status().code() != Code::kCryptoFailure) break;
+  }
+  HF_ASSIGN_OR_RETURN(SecretBytes cek, CheckCek(std::move(opened), "device capsule"));
   HF_RETURN_IF_ERROR(CheckArchiveCapsule(parsed, cek.view(), archive_public));
   HF_ASSIGN_OR_RETURN(std::string text,
                       DecryptBody(cek.view(), header_bytes, View(parsed.content.body())));

@@ -8,11 +8,14 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 #include "holdfast/protocol/envelope.h"
 #include "holdfast/protocol/hpke.h"
+#include "holdfast/protocol/identity.h"
+#include "holdfast/protocol/labels.h"
 #include "holdfast/protocol/primitives.h"
 #include "test_org.h"
 
@@ -105,17 +108,19 @@ class CApiTest : public ::testing::Test {
     SeededRng rng{seed};
     hf_rng r = rng.rng();
     EXPECT_EQ(Note(hf_device_create(user, kNow, &r, &dev.d)), HF_OK) << hf_last_error_message();
+    return Register(dev, user);
+  }
+
+  // The registration exchange for a device that can make its request.
+  wire::DeviceInfo Register(Dev& dev, const char* user) {
     std::string req_bytes = Bytes2([&](uint8_t* out, size_t* len) {
-      return hf_device_register_request(dev.d, "ENROL", out, len);
+      return hf_device_register_request(dev.d, "ENROL", kNow, out, len);
     });
     wire::RegisterRequest req;
     EXPECT_TRUE(req.ParseFromString(req_bytes));
     EXPECT_EQ(req.user(), user);
     EXPECT_EQ(req.enrollment_code(), "ENROL");
-    wire::RegisterResponse resp;
-    resp.set_device_id(AsString(protocol::DeviceIdFor(AsBytes(req.identity_key()))));
-    resp.set_org_root_key(AsString(root_.public_key()));
-    resp.set_org("acme");
+    const wire::RegisterResponse resp = root_.Register(req);
     const std::string resp_bytes = resp.SerializeAsString();
     EXPECT_EQ(hf_device_is_registered(dev.d), 0);
     EXPECT_EQ(Note(hf_device_accept_registration(
@@ -129,6 +134,7 @@ class CApiTest : public ::testing::Test {
     info.set_device_id(resp.device_id());
     info.set_identity_key(req.identity_key());
     *info.mutable_prekey() = req.prekey();
+    *info.mutable_certificate() = resp.certificate();
     return info;
   }
 
@@ -167,7 +173,7 @@ class CApiTest : public ::testing::Test {
 
   static hf_error Open(hf_device* d, const std::string& deliver, Msg& msg) {
     return Note(hf_device_open_delivery(d, reinterpret_cast<const uint8_t*>(deliver.data()),
-                                        deliver.size(), &msg.m));
+                                        deliver.size(), kNow, &msg.m));
   }
 
   static std::string Export(hf_device* d) {
@@ -411,13 +417,26 @@ TEST_F(CApiTest, DeterministicKeysFromInjectedRng) {
     SeededRng rng{seed};
     hf_rng r = rng.rng();
     EXPECT_EQ(hf_device_create("alice", kNow, &r, &d.d), HF_OK);
-    EXPECT_EQ(rng.counter, 64u) << "the key seed is 64 bytes";
+    EXPECT_EQ(rng.counter, 96u) << "the key seed is 96 bytes";
     return Bytes2([&](uint8_t* out, size_t* len) {
-      return hf_device_register_request(d.d, "X", out, len);
+      return hf_device_register_request(d.d, "X", kNow, out, len);
     });
   };
   EXPECT_EQ(identity(9), identity(9));
   EXPECT_NE(identity(9), identity(10));
+
+  // Without a master key: 64 bytes, the same identity from the same bytes.
+  auto identity_key = [](hf_device* d) {
+    return Bytes2([&](uint8_t* out, size_t* len) { return hf_device_identity_key(d, out, len); });
+  };
+  Dev with, without;
+  SeededRng rng_with{9}, rng_without{9};
+  hf_rng ra = rng_with.rng(), rb = rng_without.rng();
+  ASSERT_EQ(hf_device_create("alice", kNow, &ra, &with.d), HF_OK);
+  ASSERT_EQ(hf_device_create_without_master("alice", kNow, &rb, &without.d), HF_OK);
+  EXPECT_EQ(rng_without.counter, 64u) << "the key seed is 64 bytes";
+  EXPECT_EQ(identity_key(with.d), identity_key(without.d));
+  EXPECT_EQ(identity_key(with.d).size(), 32u);
 
   // Without an RNG, OpenSSL's DRBG: two devices differ.
   Dev a, b;
@@ -471,16 +490,12 @@ TEST_F(CApiTest, EveryErrorCodeIsReachable) {
   ASSERT_EQ(Note(hf_device_set_org_root(fresh.d, root_.public_key().data(),
                                         root_.public_key().size())),
             HF_OK);
-  wire::RegisterResponse resp;
-  {
-    size_t n = 0;
-    ASSERT_EQ(hf_device_id(fresh.d, nullptr, &n), HF_OK);
-    std::string id(n, '\0');
-    ASSERT_EQ(hf_device_id(fresh.d, reinterpret_cast<uint8_t*>(id.data()), &n), HF_OK);
-    resp.set_device_id(id);
-  }
+  wire::RegisterRequest req;
+  ASSERT_TRUE(req.ParseFromString(Bytes2([&](uint8_t* out, size_t* l) {
+    return hf_device_register_request(fresh.d, "CODE", kNow, out, l);
+  })));
+  wire::RegisterResponse resp = root_.Register(req);
   resp.set_org_root_key(AsString(other_root.public_key()));
-  resp.set_org("acme");
   std::string r = resp.SerializeAsString();
   EXPECT_EQ(Note(hf_device_accept_registration(
                 fresh.d, reinterpret_cast<const uint8_t*>(r.data()), r.size(), "")),
@@ -532,6 +547,416 @@ TEST_F(CApiTest, EveryErrorCodeIsReachable) {
     names.insert(hf_error_string(e));
   }
   EXPECT_EQ(names.size(), static_cast<size_t>(HF_ERR_INTERNAL) + 1);
+}
+
+// ------------------------------------------------- second device, prekeys
+
+const uint8_t* U8(const std::string& s) { return reinterpret_cast<const uint8_t*>(s.data()); }
+
+TEST_F(CApiTest, SecondDeviceCertifiedByTheFirst) {
+  Dev alice, bob, phone;
+  const auto alice_info = CreateAndRegister(alice, "alice", 21);
+  const auto bob_info = CreateAndRegister(bob, "bob", 22);
+  ASSERT_EQ(Note(hf_device_create_without_master("alice", kNow, nullptr, &phone.d)), HF_OK);
+  const std::string phone_key = Bytes2(
+      [&](uint8_t* out, size_t* len) { return hf_device_identity_key(phone.d, out, len); });
+  ASSERT_EQ(phone_key.size(), 32u);
+
+  size_t len = 0;
+  EXPECT_EQ(Note(hf_device_register_request(phone.d, "ENROL", kNow, nullptr, &len)),
+            HF_ERR_FAILED_PRECONDITION);
+  EXPECT_EQ(hf_device_certify_new_device(phone.d, U8(phone_key), phone_key.size(), kNow,
+                                         nullptr, &len),
+            HF_ERR_FAILED_PRECONDITION)
+      << "no master key on the phone";
+  EXPECT_EQ(hf_device_certify_new_device(alice.d, U8(phone_key), 31, kNow, nullptr, &len),
+            HF_ERR_INVALID_ARGUMENT);
+
+  const std::string cert = Bytes2([&](uint8_t* out, size_t* l) {
+    return hf_device_certify_new_device(alice.d, U8(phone_key), phone_key.size(), kNow, out, l);
+  });
+  wire::DeviceCertificate parsed;
+  ASSERT_TRUE(parsed.ParseFromString(cert));
+  auto body = protocol::CheckCertificateRequest(parsed, "alice", AsBytes(phone_key));
+  ASSERT_TRUE(body.ok()) << body.status().ToString();
+  wire::DeviceCertificateBody alice_body;
+  ASSERT_TRUE(alice_body.ParseFromString(alice_info.certificate().body()));
+  EXPECT_EQ(body->master_key(), alice_body.master_key());
+
+  // Refused: another identity's certificate, a forged one, junk; a device
+  // with its own master key; a registered device.
+  const std::string bob_key = bob_info.identity_key();
+  const std::string for_bob = Bytes2([&](uint8_t* out, size_t* l) {
+    return hf_device_certify_new_device(alice.d, U8(bob_key), bob_key.size(), kNow, out, l);
+  });
+  EXPECT_EQ(Note(hf_device_use_certificate(phone.d, U8(for_bob), for_bob.size())),
+            HF_ERR_INVALID_ARGUMENT);
+  wire::DeviceCertificate forged = parsed;
+  forged.mutable_master_signature()->back() ^= 1;
+  const std::string forged_bytes = forged.SerializeAsString();
+  EXPECT_EQ(Note(hf_device_use_certificate(phone.d, U8(forged_bytes), forged_bytes.size())),
+            HF_ERR_CRYPTO_FAILURE);
+  const uint8_t junk[] = {0xff, 0xff};
+  EXPECT_EQ(hf_device_use_certificate(phone.d, junk, sizeof junk), HF_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(hf_device_use_certificate(nullptr, U8(cert), cert.size()), HF_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(hf_device_register_request(phone.d, "ENROL", kNow, nullptr, &len),
+            HF_ERR_FAILED_PRECONDITION);
+  Dev fresh;
+  ASSERT_EQ(hf_device_create("alice", kNow, nullptr, &fresh.d), HF_OK);
+  EXPECT_EQ(hf_device_use_certificate(fresh.d, U8(cert), cert.size()),
+            HF_ERR_FAILED_PRECONDITION);
+  EXPECT_EQ(hf_device_use_certificate(alice.d, U8(cert), cert.size()), HF_ERR_ALREADY_EXISTS);
+
+  ASSERT_EQ(Note(hf_device_use_certificate(phone.d, U8(cert), cert.size())), HF_OK)
+      << hf_last_error_message();
+  const auto phone_info = Register(phone, "alice");
+  EXPECT_EQ(phone_info.identity_key(), phone_key);
+  auto certified =
+      protocol::VerifyDeviceCertificate(phone_info.certificate(), root_.public_key());
+  ASSERT_TRUE(certified.ok()) << certified.status().ToString();
+  EXPECT_EQ(AsString(certified->master_key), body->master_key());
+
+  // The phone talks to bob, who accepts it as alice's.
+  const std::string envelope =
+      Prepare(phone.d, Conversation({alice_info, phone_info, bob_info}), "from the phone");
+  Msg msg;
+  ASSERT_EQ(Open(bob.d, Deliver(envelope, phone_info), msg), HF_OK) << hf_last_error_message();
+  EXPECT_EQ(std::string(hf_message_text(msg.m, nullptr)), "from the phone");
+}
+
+TEST_F(CApiTest, PrekeyRotation) {
+  Dev alice, bob, fresh;
+  const auto alice_info = CreateAndRegister(alice, "alice", 31);
+  const auto bob_info = CreateAndRegister(bob, "bob", 32);
+  ASSERT_EQ(hf_device_create("carol", kNow, nullptr, &fresh.d), HF_OK);
+  const auto conversation = Conversation({alice_info, bob_info});
+
+  EXPECT_EQ(hf_device_prekey_rotation_due(bob.d, kNow, 0), 0);
+  EXPECT_EQ(hf_device_prekey_rotation_due(bob.d, kNow + 7 * kDay, 0), 1);
+  EXPECT_EQ(hf_device_prekey_rotation_due(bob.d, kNow + 7 * kDay - 1, 0), 0);
+  EXPECT_EQ(hf_device_prekey_rotation_due(bob.d, kNow + 5, 5), 1);
+  EXPECT_EQ(hf_device_prekey_rotation_due(nullptr, kNow + 7 * kDay, 0), 0);
+
+  // Two messages to the first prekey; one is opened after the rotation, the
+  // other after the old prekey was wiped.
+  const std::string to_old = Prepare(alice.d, conversation, "to the old prekey");
+  const std::string to_wiped = Prepare(alice.d, conversation, "too late");
+
+  size_t len = 0;
+  EXPECT_EQ(Note(hf_device_begin_prekey_rotation(fresh.d, kNow + 1, nullptr, 1, nullptr, &len)),
+            HF_ERR_FAILED_PRECONDITION);
+  EXPECT_EQ(hf_device_begin_prekey_rotation(bob.d, kNow, nullptr, 1, nullptr, &len),
+            HF_ERR_INVALID_ARGUMENT)
+      << "not newer than the current prekey";
+
+  const int64_t t1 = kNow + 1000;
+  SeededRng rng{77};
+  hf_rng r = rng.rng();
+  const std::string frame_bytes = Bytes2([&](uint8_t* out, size_t* l) {
+    return hf_device_begin_prekey_rotation(bob.d, t1, &r, 9, out, l);
+  });
+  EXPECT_EQ(rng.counter, 32u) << "32 bytes drawn once; the second call repeats the pending frame";
+  wire::ClientFrame frame;
+  ASSERT_TRUE(frame.ParseFromString(frame_bytes));
+  EXPECT_EQ(frame.request_id(), 9u);
+  ASSERT_TRUE(frame.has_update_prekey());
+  const wire::SignedPrekey pending = frame.update_prekey().prekey();
+  EXPECT_EQ(pending.created_at_ms(), t1);
+  EXPECT_TRUE(protocol::VerifyPrekey(AsBytes(bob_info.identity_key()), pending).ok());
+  EXPECT_NE(pending.public_key(), bob_info.prekey().public_key());
+  EXPECT_EQ(hf_device_prekey_rotation_due(bob.d, kNow + 70 * kDay, 0), 0) << "one is pending";
+  // A retry, even at another time, gives the same frame and draws nothing.
+  EXPECT_EQ(Bytes2([&](uint8_t* out, size_t* l) {
+              return hf_device_begin_prekey_rotation(bob.d, t1 + 500, &r, 9, out, l);
+            }),
+            frame_bytes);
+  EXPECT_EQ(rng.counter, 32u);
+
+  // The same randomness gives the same prekey on a handle with the same keys.
+  {
+    Dev twin;
+    CreateAndRegister(twin, "bob", 32);
+    SeededRng again{77};
+    hf_rng ra = again.rng();
+    EXPECT_EQ(Bytes2([&](uint8_t* out, size_t* l) {
+                return hf_device_begin_prekey_rotation(twin.d, t1, &ra, 9, out, l);
+              }),
+              frame_bytes);
+  }
+
+  // Sealed to the pending prekey (the gateway stored it; its answer is late).
+  wire::DeviceInfo bob_pending = bob_info;
+  *bob_pending.mutable_prekey() = pending;
+  const std::string to_pending =
+      Prepare(alice.d, Conversation({alice_info, bob_pending}), "to the pending prekey");
+  {
+    Msg msg;
+    ASSERT_EQ(Open(bob.d, Deliver(to_pending, alice_info), msg), HF_OK)
+        << hf_last_error_message();
+    EXPECT_STREQ(hf_message_text(msg.m, nullptr), "to the pending prekey");
+  }
+
+  wire::PrekeyUpdated wrong;
+  wrong.set_created_at_ms(t1 + 1);
+  const std::string wrong_bytes = wrong.SerializeAsString();
+  EXPECT_EQ(Note(hf_device_complete_prekey_rotation(bob.d, U8(wrong_bytes), wrong_bytes.size(),
+                                                    t1)),
+            HF_ERR_INVALID_ARGUMENT);
+  const uint8_t junk[] = {0xff};
+  EXPECT_EQ(hf_device_complete_prekey_rotation(bob.d, junk, sizeof junk, t1),
+            HF_ERR_INVALID_ARGUMENT);
+  const int64_t t2 = t1 + 2000;
+  wire::PrekeyUpdated confirmed;
+  confirmed.set_created_at_ms(t1);
+  const std::string confirmed_bytes = confirmed.SerializeAsString();
+  ASSERT_EQ(hf_device_complete_prekey_rotation(bob.d, U8(confirmed_bytes),
+                                               confirmed_bytes.size(), t2),
+            HF_OK)
+      << hf_last_error_message();
+  EXPECT_EQ(hf_device_complete_prekey_rotation(bob.d, U8(confirmed_bytes),
+                                               confirmed_bytes.size(), t2),
+            HF_ERR_FAILED_PRECONDITION);
+
+  // The retired prekey survives an export and still opens the old message.
+  ASSERT_EQ(Protect(bob.d, kPassphrase), HF_OK);
+  Dev restored;
+  ASSERT_EQ(Import(Export(bob.d), kPassphrase, restored), HF_OK) << hf_last_error_message();
+  for (hf_device* d : {bob.d, restored.d}) {
+    Msg msg;
+    ASSERT_EQ(Open(d, Deliver(to_old, alice_info), msg), HF_OK) << hf_last_error_message();
+    EXPECT_STREQ(hf_message_text(msg.m, nullptr), "to the old prekey");
+  }
+
+  size_t removed = 99;
+  EXPECT_EQ(hf_device_expire_prekeys(bob.d, t2, -1, &removed), HF_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(removed, 0u);
+  ASSERT_EQ(hf_device_expire_prekeys(bob.d, t2 + 35 * kDay - 1, 0, &removed), HF_OK);
+  EXPECT_EQ(removed, 0u);
+  ASSERT_EQ(hf_device_expire_prekeys(bob.d, t2 + 35 * kDay, 0, &removed), HF_OK);
+  EXPECT_EQ(removed, 1u);
+  Msg late;
+  EXPECT_EQ(Open(bob.d, Deliver(to_wiped, alice_info), late), HF_ERR_CRYPTO_FAILURE);
+  EXPECT_EQ(late.m, nullptr);
+  // The restored copy still holds it, until its own grace period ends.
+  ASSERT_EQ(hf_device_expire_prekeys(restored.d, t2 + 1, 1, nullptr), HF_OK);
+  EXPECT_EQ(Open(restored.d, Deliver(to_wiped, alice_info), late), HF_ERR_CRYPTO_FAILURE);
+  EXPECT_EQ(hf_device_expire_prekeys(nullptr, t2, 0, &removed), HF_ERR_INVALID_ARGUMENT);
+}
+
+// ---------------------------------------------------------------- notices
+
+struct NoticesHandle {
+  hf_notices* n = nullptr;
+  NoticesHandle() = default;
+  NoticesHandle(const NoticesHandle&) = delete;
+  NoticesHandle& operator=(const NoticesHandle&) = delete;
+  ~NoticesHandle() { hf_notices_free(&n); }
+};
+
+struct NoticeView {
+  hf_notice_kind kind;
+  std::string text;
+  std::string user;
+};
+
+std::vector<NoticeView> Read(const hf_notices* notices) {
+  std::vector<NoticeView> out;
+  for (size_t i = 0; i < hf_notices_count(notices); ++i) {
+    NoticeView v{};
+    const char* text = nullptr;
+    const char* user = nullptr;
+    size_t text_len = 0, user_len = 0;
+    EXPECT_EQ(hf_notices_get(notices, i, &v.kind, &text, &text_len, &user, &user_len), HF_OK);
+    v.text.assign(text, text_len);
+    v.user.assign(user, user_len);
+    out.push_back(v);
+  }
+  return out;
+}
+
+TEST_F(CApiTest, ObserveConversationNotices) {
+  Dev alice, bob, phone, mallory;
+  const auto alice_info = CreateAndRegister(alice, "alice", 41);
+  const auto bob_info = CreateAndRegister(bob, "bob", 42);
+  const auto mallory_info = CreateAndRegister(mallory, "mallory", 43);
+  auto observe = [&](const wire::ConversationInfo& c, NoticesHandle& out) {
+    const std::string bytes = c.SerializeAsString();
+    return Note(hf_device_observe_conversation(bob.d, U8(bytes), bytes.size(), kNow, &out.n));
+  };
+
+  NoticesHandle first;
+  ASSERT_EQ(observe(Conversation({alice_info, bob_info}), first), HF_OK)
+      << hf_last_error_message();
+  auto seen = Read(first.n);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].kind, HF_NOTICE_ARCHIVED);
+  EXPECT_EQ(seen[0].text, "Archived by Acme.");
+  EXPECT_EQ(seen[0].user, "");
+  // Out of range, and every output optional.
+  hf_notice_kind kind = HF_NOTICE_MEMBERS_CHANGED;
+  EXPECT_EQ(Note(hf_notices_get(first.n, 1, &kind, nullptr, nullptr, nullptr, nullptr)),
+            HF_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(hf_notices_get(first.n, 0, &kind, nullptr, nullptr, nullptr, nullptr), HF_OK);
+  EXPECT_EQ(kind, HF_NOTICE_ARCHIVED);
+  EXPECT_EQ(hf_notices_get(nullptr, 0, &kind, nullptr, nullptr, nullptr, nullptr),
+            HF_ERR_INVALID_ARGUMENT);
+
+  NoticesHandle again;
+  ASSERT_EQ(observe(Conversation({alice_info, bob_info}), again), HF_OK);
+  ASSERT_NE(again.n, nullptr);
+  EXPECT_EQ(hf_notices_count(again.n), 0u);
+
+  // Alice's new phone: one notice naming alice.
+  ASSERT_EQ(hf_device_create_without_master("alice", kNow, nullptr, &phone.d), HF_OK);
+  const std::string phone_key = Bytes2(
+      [&](uint8_t* out, size_t* l) { return hf_device_identity_key(phone.d, out, l); });
+  const std::string cert = Bytes2([&](uint8_t* out, size_t* l) {
+    return hf_device_certify_new_device(alice.d, U8(phone_key), phone_key.size(), kNow, out, l);
+  });
+  ASSERT_EQ(hf_device_use_certificate(phone.d, U8(cert), cert.size()), HF_OK);
+  const auto phone_info = Register(phone, "alice");
+  NoticesHandle added;
+  ASSERT_EQ(observe(Conversation({alice_info, phone_info, bob_info}), added), HF_OK)
+      << hf_last_error_message();
+  seen = Read(added.n);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].kind, HF_NOTICE_NEW_DEVICE);
+  EXPECT_EQ(seen[0].user, "alice");
+  EXPECT_NE(seen[0].text.find(protocol::Fingerprint(AsBytes(phone_key))), std::string::npos)
+      << seen[0].text;
+
+  // Refused listings leave no handle.
+  wire::ConversationInfo bad = Conversation({alice_info, bob_info});
+  bad.mutable_devices(0)->mutable_certificate()->mutable_org_signature()->back() ^= 1;
+  NoticesHandle refused;
+  EXPECT_EQ(observe(bad, refused), HF_ERR_CRYPTO_FAILURE);
+  EXPECT_EQ(refused.n, nullptr);
+  wire::ConversationInfo stranger = Conversation({alice_info, bob_info});
+  *stranger.add_devices() = mallory_info;
+  EXPECT_EQ(observe(stranger, refused), HF_ERR_PERMISSION_DENIED);
+  EXPECT_EQ(refused.n, nullptr);
+  const uint8_t junk[] = {0xff, 0xff};
+  EXPECT_EQ(hf_device_observe_conversation(bob.d, junk, sizeof junk, kNow, &refused.n),
+            HF_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(hf_device_observe_conversation(bob.d, junk, sizeof junk, kNow, nullptr),
+            HF_ERR_INVALID_ARGUMENT);
+
+  // The phone removed again.
+  NoticesHandle removed;
+  ASSERT_EQ(observe(Conversation({alice_info, bob_info}), removed), HF_OK);
+  seen = Read(removed.n);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].kind, HF_NOTICE_DEVICE_REMOVED);
+  EXPECT_EQ(seen[0].user, "alice");
+
+  // A message from the phone, now unknown to bob again, carries its notice.
+  const std::string envelope =
+      Prepare(phone.d, Conversation({alice_info, phone_info, bob_info}), "new phone");
+  Msg msg;
+  ASSERT_EQ(Open(bob.d, Deliver(envelope, phone_info), msg), HF_OK) << hf_last_error_message();
+  const hf_notices* carried = hf_message_notices(msg.m);
+  ASSERT_NE(carried, nullptr);
+  seen = Read(carried);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].kind, HF_NOTICE_NEW_DEVICE);
+  EXPECT_EQ(seen[0].user, "alice");
+  // From a device bob knows: none.
+  Msg known;
+  ASSERT_EQ(Open(bob.d, Deliver(Prepare(alice.d, Conversation({alice_info, bob_info}), "k"),
+                                alice_info),
+                 known),
+            HF_OK);
+  ASSERT_NE(hf_message_notices(known.m), nullptr);
+  EXPECT_EQ(hf_notices_count(hf_message_notices(known.m)), 0u);
+  EXPECT_EQ(hf_message_notices(nullptr), nullptr);
+  EXPECT_EQ(hf_notices_count(nullptr), 0u);
+
+  NoticesHandle freed;
+  ASSERT_EQ(observe(Conversation({alice_info, bob_info}), freed), HF_OK);
+  hf_notices_free(&freed.n);
+  EXPECT_EQ(freed.n, nullptr);
+  hf_notices_free(&freed.n);
+  hf_notices_free(nullptr);
+}
+
+// ---------------------------------------------------------------- reports
+
+TEST_F(CApiTest, LastReportAfterARejectedDelivery) {
+  Dev alice, bob, carol;
+  const auto alice_info = CreateAndRegister(alice, "alice", 51);
+  const auto bob_info = CreateAndRegister(bob, "bob", 52);
+  CreateAndRegister(carol, "carol", 53);
+  const std::string envelope = Prepare(alice.d, Conversation({alice_info, bob_info}), "secret");
+  size_t len = 0;
+  EXPECT_EQ(Note(hf_device_last_report(bob.d, 1, nullptr, &len)), HF_ERR_NOT_FOUND)
+      << "nothing failed yet";
+
+  // Alice's client seals another key to the archive. Her identity key is the
+  // first 32 bytes her seeded rng gave.
+  SeededRng alice_rng{51};
+  SecretBytes seed(32);
+  SeededRng::Fill(&alice_rng, seed.data(), seed.size());
+  auto identity = protocol::Ed25519FromSeed(seed.view());
+  ASSERT_TRUE(identity.ok());
+  ASSERT_EQ(AsString(identity->public_key), alice_info.identity_key());
+  wire::EpochCertificateBody epoch;
+  ASSERT_TRUE(epoch.ParseFromString(epoch_.body()));
+  wire::Envelope e;
+  ASSERT_TRUE(e.ParseFromString(envelope));
+  wire::EnvelopeContent content;
+  ASSERT_TRUE(content.ParseFromString(e.content()));
+  wire::MessageHeader header;
+  ASSERT_TRUE(header.ParseFromString(content.header()));
+  auto capsule = protocol::ComputeArchiveCapsule(
+      protocol::RandomBytes(protocol::kCekSize), AsBytes(header.message_id()), epoch.epoch_id(),
+      AsBytes(epoch.public_key()), AsBytes(content.header()));
+  ASSERT_TRUE(capsule.ok());
+  *content.mutable_archive() = *capsule;
+  e.set_content(content.SerializeAsString());
+  auto sig = protocol::Ed25519Sign(
+      identity->private_key.view(),
+      Concat({AsBytes(protocol::labels::kEnvelopeSig), AsBytes(e.content())}));
+  ASSERT_TRUE(sig.ok());
+  e.set_signature(AsString(*sig));
+
+  Msg m;
+  EXPECT_EQ(Open(bob.d, Deliver(e.SerializeAsString(), alice_info), m), HF_ERR_CRYPTO_FAILURE);
+  EXPECT_EQ(m.m, nullptr);
+  wire::ClientFrame frame;
+  ASSERT_TRUE(frame.ParseFromString(Bytes2([&](uint8_t* out, size_t* l) {
+    return hf_device_last_report(bob.d, 31, out, l);
+  })));
+  EXPECT_EQ(frame.request_id(), 31u);
+  ASSERT_TRUE(frame.has_report_delivery());
+  EXPECT_EQ(frame.report_delivery().reason(), "archive_capsule_mismatch");
+  EXPECT_EQ(frame.report_delivery().delivery_id(), 9u);
+  EXPECT_EQ(frame.report_delivery().message_id(), header.message_id());
+  uint8_t small[4];
+  len = sizeof small;
+  EXPECT_EQ(hf_device_last_report(bob.d, 31, small, &len), HF_ERR_BUFFER_TOO_SMALL);
+  EXPECT_EQ(len, frame.ByteSizeLong());
+
+  // A sender whose certificate does not verify.
+  wire::DeviceInfo bad_sender = alice_info;
+  bad_sender.mutable_certificate()->mutable_org_signature()->back() ^= 1;
+  EXPECT_EQ(Open(bob.d, Deliver(envelope, bad_sender), m), HF_ERR_CRYPTO_FAILURE);
+  ASSERT_TRUE(frame.ParseFromString(Bytes2([&](uint8_t* out, size_t* l) {
+    return hf_device_last_report(bob.d, 32, out, l);
+  })));
+  EXPECT_EQ(frame.report_delivery().reason(), "bad_device_certificate");
+
+  // Failures that warrant no report, and a success, clear it.
+  EXPECT_EQ(Open(carol.d, Deliver(envelope, alice_info), m), HF_ERR_NOT_FOUND);
+  EXPECT_EQ(hf_device_last_report(carol.d, 1, nullptr, &len), HF_ERR_NOT_FOUND);
+  const uint8_t junk[] = {0xff};
+  EXPECT_EQ(hf_device_open_delivery(bob.d, junk, sizeof junk, kNow, &m.m),
+            HF_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(hf_device_last_report(bob.d, 1, nullptr, &len), HF_ERR_NOT_FOUND);
+  EXPECT_EQ(Open(bob.d, Deliver(envelope, bad_sender), m), HF_ERR_CRYPTO_FAILURE);
+  ASSERT_EQ(Open(bob.d, Deliver(envelope, alice_info), m), HF_OK) << hf_last_error_message();
+  EXPECT_EQ(hf_device_last_report(bob.d, 1, nullptr, &len), HF_ERR_NOT_FOUND);
+  EXPECT_EQ(hf_device_last_report(nullptr, 1, nullptr, &len), HF_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(hf_device_last_report(bob.d, 1, nullptr, nullptr), HF_ERR_INVALID_ARGUMENT);
 }
 
 TEST(CApiCTest, HeaderCompilesAsC) { EXPECT_EQ(holdfast_c_api_smoke(), 0); }

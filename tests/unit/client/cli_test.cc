@@ -17,6 +17,9 @@
 #include "holdfast/client/device.h"
 #include "holdfast/client/profile.h"
 #include "holdfast/protocol/hpke.h"
+#include "holdfast/protocol/identity.h"
+#include "holdfast/protocol/labels.h"
+#include "holdfast/protocol/primitives.h"
 #include "test_org.h"
 #include "test_server.h"
 
@@ -107,7 +110,7 @@ TEST(CliTest, RegisterThenWhoAmI) {
   const std::string pw_file = PassphraseFile(tmp.path() / "pw", "alice's passphrase");
   std::string device_id;
   {
-    testing::TestServer server(cert, testing::EchoHandler(root.public_key()));
+    testing::TestServer server(cert, testing::EchoHandler(root));
     CliRun r = Cli({"--profile", dir, "register", "--server", server.url(), "--ca", ca.string(),
                  "--user", "alice", "--code", "ENROL-1", "--passphrase-file", pw_file});
     ASSERT_EQ(r.code, kExitOk) << r.err;
@@ -189,7 +192,7 @@ TEST(CliTest, InsecurePlaintextKeysOnRequest) {
   const auto ca = tmp.path() / "gateway.pem";
   std::ofstream(ca) << cert.cert_pem;
   const std::string dir = (tmp.path() / "carol").string();
-  testing::TestServer server(cert, testing::EchoHandler(root.public_key()));
+  testing::TestServer server(cert, testing::EchoHandler(root));
   CliRun r = Cli({"--profile", dir, "register", "--server", server.url(), "--ca", ca.string(),
                   "--user", "carol", "--code", "ENROL-1", "--insecure-plaintext-keys"});
   ASSERT_EQ(r.code, kExitOk) << r.err;
@@ -199,6 +202,67 @@ TEST(CliTest, InsecurePlaintextKeysOnRequest) {
   auto p = LoadProfile(dir, nullptr);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_FALSE(p->store.encrypted());
+}
+
+TEST(CliTest, RegisterASecondDeviceWithCertifyWith) {
+  ::unsetenv(kPassphraseEnv);
+  TempDir tmp;
+  testing::OrgRoot root;
+  auto cert = testing::MakeSelfSignedCert("IP:127.0.0.1,DNS:localhost");
+  const auto ca = tmp.path() / "gateway.pem";
+  std::ofstream(ca) << cert.cert_pem;
+  const std::string pw_file = PassphraseFile(tmp.path() / "pw", "alice's passphrase");
+  auto dir = [&](const std::string& name) { return (tmp.path() / name).string(); };
+  // Each registration talks to a server of its own; returns the frames it got.
+  auto register_ = [&](const std::string& name, const std::string& user,
+                       std::vector<std::string> extra, CliRun& run) {
+    testing::TestServer server(cert, testing::EchoHandler(root));
+    std::vector<std::string> args = {"--profile", dir(name), "register", "--server",
+                                     server.url(), "--ca", ca.string(), "--user", user,
+                                     "--code", "ENROL", "--passphrase-file", pw_file};
+    args.insert(args.end(), extra.begin(), extra.end());
+    run = Cli(args);
+    return server.Stop();
+  };
+
+  CliRun r;
+  register_("alice", "alice", {}, r);
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  auto frames = register_("alice-phone", "alice", {"--certify-with", dir("alice")}, r);
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+
+  const auto wrapper = Passphrase("alice's passphrase");
+  auto first = LoadProfile(dir("alice"), &wrapper);
+  auto phone = LoadProfile(dir("alice-phone"), &wrapper);
+  ASSERT_TRUE(first.ok() && phone.ok());
+  EXPECT_FALSE(first->profile.master_private.empty());
+  EXPECT_TRUE(phone->profile.master_private.empty());
+  EXPECT_EQ(phone->profile.master_public, first->profile.master_public);
+  auto certified = protocol::VerifyDeviceCertificate(phone->profile.certificate, root.public_key());
+  ASSERT_TRUE(certified.ok()) << certified.status().ToString();
+  EXPECT_EQ(certified->user, "alice");
+  EXPECT_EQ(certified->master_key, first->profile.master_public);
+  EXPECT_EQ(certified->device_id, phone->profile.device_id);
+  ASSERT_EQ(frames.size(), 1u);
+  ASSERT_TRUE(frames[0].has_register_());
+  EXPECT_TRUE(protocol::CheckCertificateRequest(frames[0].register_().certificate(), "alice",
+                                                AsBytes(frames[0].register_().identity_key()))
+                  .ok());
+
+  // Neither a profile of another user nor one without the master key can
+  // certify; nothing is written and the gateway is not contacted.
+  register_("bob", "bob", {}, r);
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  frames = register_("alice-laptop", "alice", {"--certify-with", dir("bob")}, r);
+  EXPECT_EQ(r.code, kExitFailed);
+  EXPECT_NE(r.err.find("belongs to bob"), std::string::npos) << r.err;
+  EXPECT_TRUE(frames.empty());
+  EXPECT_FALSE(ProfileExists(dir("alice-laptop")));
+  frames = register_("alice-laptop", "alice", {"--certify-with", dir("alice-phone")}, r);
+  EXPECT_EQ(r.code, kExitFailed);
+  EXPECT_NE(r.err.find("master key"), std::string::npos) << r.err;
+  EXPECT_TRUE(frames.empty());
+  EXPECT_FALSE(ProfileExists(dir("alice-laptop")));
 }
 
 TEST(CliTest, OldPlaintextProfileIsRefused) {
@@ -229,8 +293,9 @@ int64_t Now() {
       .count();
 }
 
-// A scripted gateway: login for `user`, one conversation, submit, and the
-// given pushes after authentication.
+// A scripted gateway: login for `user`, one conversation (whatever is asked
+// for), submit, prekey updates and reports, and the given pushes after
+// authentication.
 struct FakeGateway {
   std::string user;
   wire::ConversationInfo conversation;
@@ -255,7 +320,17 @@ struct FakeGateway {
         }
         return out;
       case wire::ClientFrame::kOpenConversation:
+      case wire::ClientFrame::kCreateGroup:
+      case wire::ClientFrame::kChangeMembers:
+      case wire::ClientFrame::kGetConversation:
         *answer.mutable_conversation() = conversation;
+        break;
+      case wire::ClientFrame::kUpdatePrekey:
+        answer.mutable_prekey_updated()->set_created_at_ms(
+            in.update_prekey().prekey().created_at_ms());
+        break;
+      case wire::ClientFrame::kReportDelivery:
+        answer.mutable_report_received()->set_report_id(in.report_delivery().delivery_id());
         break;
       case wire::ClientFrame::kSubmit: {
         auto parsed = protocol::ParseEnvelope(in.submit().envelope());
@@ -298,21 +373,42 @@ class CliFlowTest : public ::testing::Test {
   static constexpr char kFlowPassphrase[] = "flow test passphrase";
 
   // A registered profile on disk for `user`, pointing at `url`, encrypted
-  // under kFlowPassphrase with cheap Argon2id parameters.
-  Device MakeProfile(const std::string& user, const std::string& url) {
-    auto d = Device::Generate(user, Now());
+  // under kFlowPassphrase with cheap Argon2id parameters, its prekey signed
+  // at `prekey_created_ms`.
+  Device MakeProfile(const std::string& user, const std::string& url,
+                     int64_t prekey_created_ms = Now()) {
+    auto d = Device::Generate(user, prekey_created_ms);
     EXPECT_TRUE(d.ok());
-    wire::RegisterResponse r;
-    r.set_device_id(AsString(protocol::DeviceIdFor(d->identity_public())));
-    r.set_org_root_key(AsString(root_.public_key()));
-    r.set_org("acme");
-    EXPECT_TRUE(d->AcceptRegistration(r, url, kProfileCaFileName).ok());
+    auto request = d->MakeRegisterRequest("CODE", Now());
+    EXPECT_TRUE(request.ok()) << request.status().ToString();
+    EXPECT_TRUE(d->AcceptRegistration(root_.Register(*request), url, kProfileCaFileName).ok());
     EXPECT_TRUE(SaveProfile(Dir(user), d->profile(), KeyStore::Create(pw_).value()).ok());
     EXPECT_TRUE(InstallCaFile(Dir(user), ca_).ok());
     return std::move(d).value();
   }
 
   std::filesystem::path Dir(const std::string& user) const { return tmp_.path() / user; }
+
+  // Points the profile of `user` at `url`.
+  void PointAt(const std::string& user, const std::string& url) {
+    auto p = LoadProfile(Dir(user), &pw_);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    p->profile.server_url = url;
+    ASSERT_TRUE(SaveProfile(Dir(user), p->profile, p->store).ok());
+  }
+
+  // Runs the CLI against a fresh server for `gateway`; returns the frames it got.
+  std::vector<wire::ClientFrame> RunAgainst(const std::shared_ptr<FakeGateway>& gateway,
+                                            const std::string& user,
+                                            std::vector<std::string> args, CliRun& run) {
+    testing::TestServer server(cert_, [gateway](const wire::ClientFrame& in) {
+      return (*gateway)(in);
+    });
+    PointAt(user, server.url());
+    args.insert(args.begin(), {"--profile", Dir(user).string()});
+    run = Cli(args);
+    return server.Stop();
+  }
 
   const PassphraseWrapper pw_ =
       PassphraseWrapper::Create(AsBytes(std::string_view(kFlowPassphrase)),
@@ -442,6 +538,7 @@ TEST_F(CliFlowTest, RefusedSubmitExitsTwo) {
   Device bob = MakeProfile("bob", server.url());
   gateway->user = "alice";
   gateway->conversation.set_conversation_id("c1");
+  gateway->conversation.add_members("alice");
   gateway->conversation.add_members("bob");
   *gateway->conversation.add_devices() = bob.Info();
   *gateway->conversation.mutable_epoch() = epoch_;
@@ -519,6 +616,202 @@ TEST_F(CliFlowTest, HumanOutputEscapesControlCharacters) {
   EXPECT_NE(r.out.find("] c1 alice: line1\\n\\x1b[31mbank: pay now\n"), std::string::npos)
       << r.out;
   EXPECT_EQ(r.out.find('\x1b'), std::string::npos);
+}
+
+}  // namespace
+}  // namespace holdfast::client
+
+namespace holdfast::client {
+namespace {
+
+TEST_F(CliFlowTest, RecvReportsRejectedDeliveries) {
+  auto gateway = std::make_shared<FakeGateway>();
+  Device alice = MakeProfile("alice", "wss://127.0.0.1:1/v1");
+  Device bob = MakeProfile("bob", "wss://127.0.0.1:1/v1");
+  wire::ConversationInfo c;
+  c.set_conversation_id("c1");
+  c.add_members("alice");
+  c.add_members("bob");
+  *c.add_devices() = bob.Info();
+  *c.mutable_epoch() = epoch_;
+  auto envelope = alice.PrepareMessage(c, "off the record", Now());
+  ASSERT_TRUE(envelope.ok()) << envelope.status().ToString();
+  auto honest = alice.PrepareMessage(c, "all fine", Now());
+  ASSERT_TRUE(honest.ok());
+
+  // Alice's client gives the archive a capsule for another content key.
+  wire::EpochCertificateBody epoch;
+  ASSERT_TRUE(epoch.ParseFromString(epoch_.body()));
+  wire::EnvelopeContent content;
+  ASSERT_TRUE(content.ParseFromString(envelope->content()));
+  wire::MessageHeader header;
+  ASSERT_TRUE(header.ParseFromString(content.header()));
+  auto capsule = protocol::ComputeArchiveCapsule(
+      protocol::RandomBytes(protocol::kCekSize), AsBytes(header.message_id()), epoch.epoch_id(),
+      AsBytes(epoch.public_key()), AsBytes(content.header()));
+  ASSERT_TRUE(capsule.ok());
+  *content.mutable_archive() = *capsule;
+  wire::Envelope dishonest;
+  dishonest.set_content(content.SerializeAsString());
+  auto sig = protocol::Ed25519Sign(
+      alice.profile().identity_private.view(),
+      Concat({AsBytes(protocol::labels::kEnvelopeSig), AsBytes(dishonest.content())}));
+  ASSERT_TRUE(sig.ok());
+  dishonest.set_signature(AsString(*sig));
+
+  gateway->user = "bob";
+  for (uint64_t id : {5, 6}) {
+    wire::Deliver& d = gateway->pushes.emplace_back();
+    d.set_delivery_id(id);
+    *d.mutable_envelope() = id == 5 ? dishonest : *honest;
+    *d.mutable_sender() = alice.Info();
+    *d.mutable_epoch() = epoch_;
+    d.set_archive_notice("Archived by Acme.");
+  }
+  CliRun r;
+  auto frames = RunAgainst(gateway, "bob", {"recv", "--wait", "0"}, r);
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find("REJECTED message " + ToHex(AsBytes(header.message_id())) +
+                       " (archive capsule mismatch"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("off the record"), std::string::npos) << "never shown: " << r.out;
+  EXPECT_NE(r.out.find("alice: all fine\n"), std::string::npos) << r.out;
+
+  std::vector<wire::ReportDelivery> reports;
+  std::vector<uint64_t> acked;
+  for (const auto& f : frames) {
+    if (f.has_report_delivery()) reports.push_back(f.report_delivery());
+    if (f.has_delivery_ack()) {
+      acked.insert(acked.end(), f.delivery_ack().delivery_ids().begin(),
+                   f.delivery_ack().delivery_ids().end());
+    }
+  }
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].delivery_id(), 5u);
+  EXPECT_EQ(reports[0].reason(), "archive_capsule_mismatch");
+  EXPECT_EQ(reports[0].message_id(), header.message_id());
+  EXPECT_EQ(acked, (std::vector<uint64_t>{5, 6})) << "a rejected delivery is still acked";
+}
+
+TEST_F(CliFlowTest, PrekeyRotation) {
+  auto gateway = std::make_shared<FakeGateway>();
+  gateway->user = "alice";
+  Device alice = MakeProfile("alice", "wss://127.0.0.1:1/v1");
+  const std::string first_prekey = alice.profile().prekey.public_key();
+
+  CliRun r;
+  auto frames = RunAgainst(gateway, "alice", {"rotate-prekey"}, r);
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  std::vector<wire::UpdatePrekey> updates;
+  for (const auto& f : frames) {
+    if (f.has_update_prekey()) updates.push_back(f.update_prekey());
+  }
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_TRUE(protocol::VerifyPrekey(alice.identity_public(), updates[0].prekey()).ok());
+  EXPECT_NE(r.out.find("prekey " +
+                       protocol::Fingerprint(AsBytes(updates[0].prekey().public_key()))),
+            std::string::npos)
+      << r.out;
+  auto p = LoadProfile(Dir("alice"), &pw_);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->profile.prekey.SerializeAsString(), updates[0].prekey().SerializeAsString());
+  EXPECT_TRUE(p->profile.pending_prekeys.empty());
+  ASSERT_EQ(p->profile.retired_prekeys.size(), 1u);
+  EXPECT_EQ(p->profile.retired_prekeys[0].prekey.public_key(), first_prekey);
+
+  // Not due yet: recv leaves the prekey alone.
+  frames = RunAgainst(gateway, "alice", {"recv", "--wait", "0"}, r);
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  for (const auto& f : frames) EXPECT_FALSE(f.has_update_prekey());
+
+  // A week old: recv rotates it by itself.
+  Device old =
+      MakeProfile("bob", "wss://127.0.0.1:1/v1", Now() - kDefaultPrekeyRotationMs - 1000);
+  gateway->user = "bob";
+  frames = RunAgainst(gateway, "bob", {"recv", "--wait", "0"}, r);
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  size_t rotated = 0;
+  for (const auto& f : frames) rotated += f.has_update_prekey() ? 1 : 0;
+  EXPECT_EQ(rotated, 1u);
+  p = LoadProfile(Dir("bob"), &pw_);
+  ASSERT_TRUE(p.ok());
+  EXPECT_NE(p->profile.prekey.public_key(), old.profile().prekey.public_key());
+  EXPECT_EQ(p->profile.retired_prekeys.size(), 1u);
+}
+
+TEST_F(CliFlowTest, GroupsAndSendToAConversation) {
+  auto gateway = std::make_shared<FakeGateway>();
+  Device alice = MakeProfile("alice", "wss://127.0.0.1:1/v1");
+  Device bob = MakeProfile("bob", "wss://127.0.0.1:1/v1");
+  Device carol = MakeProfile("carol", "wss://127.0.0.1:1/v1");
+  gateway->user = "alice";
+  wire::ConversationInfo& g = gateway->conversation;
+  g.set_conversation_id("g7");
+  g.set_group(true);
+  g.set_title("desk");
+  g.set_created_by("alice");
+  g.set_membership_version(1);
+  g.add_members("alice");
+  g.add_members("bob");
+  *g.add_devices() = alice.Info();
+  *g.add_devices() = bob.Info();
+  *g.mutable_epoch() = epoch_;
+  g.set_archive_notice("Archived by Acme.");
+
+  CliRun r;
+  auto frames =
+      RunAgainst(gateway, "alice", {"group", "create", "--title", "desk", "--members", "bob"}, r);
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find("notice (g7): Archived by Acme.\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("group g7 \"desk\" members alice bob (version 1)"), std::string::npos)
+      << r.out;
+  bool asked = false;
+  for (const auto& f : frames) {
+    if (!f.has_create_group()) continue;
+    asked = true;
+    EXPECT_EQ(f.create_group().title(), "desk");
+    ASSERT_EQ(f.create_group().members_size(), 1);
+    EXPECT_EQ(f.create_group().members(0), "bob");
+  }
+  EXPECT_TRUE(asked);
+
+  frames = RunAgainst(gateway, "alice", {"send", "--conversation", "g7", "hello", "desk"}, r);
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find(" to g7\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("notice"), std::string::npos) << "told once: " << r.out;
+
+  // Alice adds carol: version 2.
+  g.set_membership_version(2);
+  g.add_members("carol");
+  *g.add_devices() = carol.Info();
+  wire::MembershipChange* change = g.add_changes();
+  change->set_version(2);
+  change->set_actor("alice");
+  change->add_added("carol");
+  frames = RunAgainst(gateway, "alice", {"group", "add", "g7", "carol"}, r);
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find("notice (g7): alice added carol\n"), std::string::npos) << r.out;
+  for (const auto& f : frames) {
+    if (f.has_change_members()) {
+      EXPECT_EQ(f.change_members().conversation_id(), "g7");
+      EXPECT_EQ(f.change_members().add_size(), 1);
+    }
+  }
+
+  // A gateway answering with another conversation is refused before sealing.
+  g.set_conversation_id("g8");
+  frames = RunAgainst(gateway, "alice", {"send", "--conversation", "g7", "hi"}, r);
+  EXPECT_EQ(r.code, kExitFailed);
+  EXPECT_NE(r.err.find("another conversation"), std::string::npos) << r.err;
+  for (const auto& f : frames) EXPECT_FALSE(f.has_submit());
+
+  // A listing with a device whose certificate does not verify is refused.
+  g.set_conversation_id("g7");
+  g.mutable_devices(1)->mutable_certificate()->mutable_org_signature()->back() ^= 1;
+  frames = RunAgainst(gateway, "alice", {"group", "show", "g7"}, r);
+  EXPECT_EQ(r.code, kExitFailed);
+  EXPECT_NE(r.err.find("device certificate"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -24,6 +24,12 @@ std::filesystem::path WritePem(const TempDir& dir, const std::string& name,
   return p;
 }
 
+// Connection tests never register; the handler needs an org all the same.
+const testing::OrgRoot& Org() {
+  static const testing::OrgRoot org;
+  return org;
+}
+
 wire::ClientFrame Hello(uint64_t id) {
   wire::ClientFrame f;
   f.set_request_id(id);
@@ -59,7 +65,7 @@ TEST(ConnectionTest, RoundTripAndTimeout) {
   TempDir tmp;
   TestCert cert = MakeSelfSignedCert("IP:127.0.0.1,DNS:localhost");
   auto ca = WritePem(tmp, "ca.pem", cert.cert_pem);
-  TestServer server(cert, EchoHandler(Bytes(65, 4)));
+  TestServer server(cert, EchoHandler(Org()));
   {
     auto c = Connection::Connect(server.url(), ca, 5s);
     ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -91,7 +97,7 @@ TEST(ConnectionTest, ByHostName) {
   TempDir tmp;
   TestCert cert = MakeSelfSignedCert("IP:127.0.0.1,DNS:localhost");
   auto ca = WritePem(tmp, "ca.pem", cert.cert_pem);
-  TestServer server(cert, EchoHandler(Bytes(65, 4)));
+  TestServer server(cert, EchoHandler(Org()));
   auto c = Connection::Connect("wss://localhost:" + std::to_string(server.port()) + "/v1", ca, 5s);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
 }
@@ -101,7 +107,7 @@ TEST(ConnectionTest, UntrustedCertificateRefused) {
   TestCert cert = MakeSelfSignedCert("IP:127.0.0.1,DNS:localhost");
   TestCert other = MakeSelfSignedCert("IP:127.0.0.1,DNS:localhost");
   auto wrong_ca = WritePem(tmp, "other.pem", other.cert_pem);
-  TestServer server(cert, EchoHandler(Bytes(65, 4)));
+  TestServer server(cert, EchoHandler(Org()));
   auto c = Connection::Connect(server.url(), wrong_ca, 5s);
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), Code::kUnavailable);
@@ -113,7 +119,7 @@ TEST(ConnectionTest, WrongHostRefused) {
   TempDir tmp;
   TestCert cert = MakeSelfSignedCert("DNS:gateway.example");
   auto ca = WritePem(tmp, "ca.pem", cert.cert_pem);
-  TestServer server(cert, EchoHandler(Bytes(65, 4)));
+  TestServer server(cert, EchoHandler(Org()));
   auto c = Connection::Connect(server.url(), ca, 5s);
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("certificate verification failed"), std::string::npos)
@@ -126,7 +132,7 @@ TEST(ConnectionTest, NothingListening) {
   auto ca = WritePem(tmp, "ca.pem", cert.cert_pem);
   unsigned short port;
   {
-    TestServer server(cert, EchoHandler(Bytes(65, 4)));
+    TestServer server(cert, EchoHandler(Org()));
     port = server.port();
   }
   auto c = Connection::Connect("wss://127.0.0.1:" + std::to_string(port) + "/v1", ca, 2s);

@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <functional>
+#include <set>
 #include <sstream>
 
 #include <Poco/JSON/Object.h>
@@ -12,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "holdfast/client/device.h"
+#include "holdfast/protocol/hpke.h"
 #include "holdfast/protocol/primitives.h"
 #include "test_org.h"
 
@@ -22,6 +24,7 @@ using testing::OrgRoot;
 using testing::TempDir;
 
 constexpr int64_t kNow = 1'714'564'800'000;
+constexpr int64_t kDay = 86'400'000;
 constexpr char kPassphrase[] = "profile test passphrase";
 
 PassphraseWrapper Wrapper(std::string_view passphrase = kPassphrase) {
@@ -66,17 +69,134 @@ mode_t ModeOf(const std::filesystem::path& p) {
   return st.st_mode & 0777;
 }
 
-Device Registered(const OrgRoot& root) {
-  auto d = Device::Generate("alice", kNow);
+// Registers `d` with `root` playing the gateway.
+void Register(Device& d, const OrgRoot& root) {
+  auto request = d.MakeRegisterRequest("CODE", kNow);
+  ASSERT_TRUE(request.ok()) << request.status().ToString();
+  Status s = d.AcceptRegistration(root.Register(*request), "wss://127.0.0.1:8443/v1",
+                                  kProfileCaFileName);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+}
+
+Device Registered(const OrgRoot& root, const std::string& user = "alice") {
+  auto d = Device::Generate(user, kNow);
   EXPECT_TRUE(d.ok());
-  wire::RegisterResponse r;
-  r.set_device_id(AsString(protocol::DeviceIdFor(d->identity_public())));
-  r.set_org_root_key(AsString(root.public_key()));
-  r.set_org("acme");
-  EXPECT_TRUE(d->AcceptRegistration(r, "wss://127.0.0.1:8443/v1", kProfileCaFileName).ok());
+  Register(*d, root);
   d->MarkNoticeShown("c1");
   d->MarkSeen(protocol::RandomBytes(16));
   return std::move(d).value();
+}
+
+// An org with an archive epoch, and conversations between its devices.
+class World {
+ public:
+  World() {
+    auto archive = protocol::hpke::GenerateKeyPair(protocol::hpke::KemId::kP256HkdfSha256);
+    EXPECT_TRUE(archive.ok());
+    wire::EpochCertificateBody body;
+    body.set_version(1);
+    body.set_epoch_id(4);
+    body.set_public_key(AsString(archive->public_key));
+    body.set_not_before_ms(kNow - kDay);
+    body.set_not_after_ms(kNow + 30 * kDay);
+    body.set_org("acme");
+    epoch_ = root_.Certify(body);
+  }
+
+  const OrgRoot& root() const { return root_; }
+
+  wire::ConversationInfo Conversation(const std::vector<const Device*>& devices) const {
+    wire::ConversationInfo c;
+    c.set_conversation_id("g-1");
+    std::set<std::string> members;
+    for (const Device* d : devices) members.insert(d->profile().user);
+    for (const auto& m : members) c.add_members(m);
+    for (const Device* d : devices) *c.add_devices() = d->Info();
+    *c.mutable_epoch() = epoch_;
+    c.set_archive_notice("Archived.");
+    c.set_group(true);
+    c.set_membership_version(1);
+    return c;
+  }
+
+  wire::Deliver Delivery(const wire::Envelope& envelope, const Device& sender) const {
+    wire::Deliver d;
+    d.set_delivery_id(1);
+    *d.mutable_envelope() = envelope;
+    *d.mutable_sender() = sender.Info();
+    *d.mutable_epoch() = epoch_;
+    return d;
+  }
+
+ private:
+  OrgRoot root_;
+  wire::EpochCertificate epoch_;
+};
+
+// A device whose profile has every version 3 field filled: master key,
+// countersigned certificate, contacts, a known conversation, a retired and
+// a pending prekey.
+Device Rich(const World& world) {
+  Device alice = Registered(world.root());
+  Device bob = Registered(world.root(), "bob");
+  auto notices = alice.ObserveConversation(world.Conversation({&alice, &bob}), kNow);
+  EXPECT_TRUE(notices.ok()) << notices.status().ToString();
+  EXPECT_TRUE(alice.BeginPrekeyRotation(kNow + 1).ok());
+  wire::PrekeyUpdated confirmed;
+  confirmed.set_created_at_ms(kNow + 1);
+  EXPECT_TRUE(alice.CompletePrekeyRotation(confirmed, kNow + 2).ok());
+  EXPECT_TRUE(alice.BeginPrekeyRotation(kNow + 3).ok());
+  EXPECT_FALSE(alice.profile().contacts.empty());
+  EXPECT_FALSE(alice.profile().conversations.empty());
+  EXPECT_EQ(alice.profile().retired_prekeys.size(), 1u);
+  EXPECT_EQ(alice.profile().pending_prekeys.size(), 1u);
+  EXPECT_TRUE(alice.holds_master_key());
+  return alice;
+}
+
+void ExpectSamePrekeys(const std::vector<StoredPrekey>& a, const std::vector<StoredPrekey>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].prekey.SerializeAsString(), b[i].prekey.SerializeAsString()) << i;
+    EXPECT_EQ(a[i].private_key.Reveal(), b[i].private_key.Reveal()) << i;
+    EXPECT_EQ(a[i].retired_at_ms, b[i].retired_at_ms) << i;
+  }
+}
+
+// Every field of the profile, private keys included.
+void ExpectSameProfile(const Profile& a, const Profile& b) {
+  EXPECT_EQ(b.user, a.user);
+  EXPECT_EQ(b.server_url, a.server_url);
+  EXPECT_EQ(b.device_id, a.device_id);
+  EXPECT_EQ(b.org, a.org);
+  EXPECT_EQ(b.org_root_key, a.org_root_key);
+  EXPECT_EQ(b.ca_file, a.ca_file);
+  EXPECT_EQ(b.identity_private.Reveal(), a.identity_private.Reveal());
+  EXPECT_EQ(b.prekey_private.Reveal(), a.prekey_private.Reveal());
+  EXPECT_EQ(b.prekey.SerializeAsString(), a.prekey.SerializeAsString());
+  EXPECT_EQ(b.master_private.Reveal(), a.master_private.Reveal());
+  EXPECT_EQ(b.master_public, a.master_public);
+  EXPECT_EQ(b.certificate.SerializeAsString(), a.certificate.SerializeAsString());
+  ExpectSamePrekeys(a.pending_prekeys, b.pending_prekeys);
+  ExpectSamePrekeys(a.retired_prekeys, b.retired_prekeys);
+  ASSERT_EQ(b.contacts.size(), a.contacts.size());
+  for (size_t i = 0; i < a.contacts.size(); ++i) {
+    EXPECT_EQ(b.contacts[i].user, a.contacts[i].user);
+    EXPECT_EQ(b.contacts[i].master_key, a.contacts[i].master_key);
+    ASSERT_EQ(b.contacts[i].devices.size(), a.contacts[i].devices.size());
+    for (size_t j = 0; j < a.contacts[i].devices.size(); ++j) {
+      EXPECT_EQ(b.contacts[i].devices[j].device_id, a.contacts[i].devices[j].device_id);
+      EXPECT_EQ(b.contacts[i].devices[j].first_seen_ms, a.contacts[i].devices[j].first_seen_ms);
+    }
+  }
+  ASSERT_EQ(b.conversations.size(), a.conversations.size());
+  for (size_t i = 0; i < a.conversations.size(); ++i) {
+    EXPECT_EQ(b.conversations[i].conversation_id, a.conversations[i].conversation_id);
+    EXPECT_EQ(b.conversations[i].membership_version, a.conversations[i].membership_version);
+    EXPECT_EQ(b.conversations[i].members, a.conversations[i].members);
+  }
+  EXPECT_EQ(b.notices_shown, a.notices_shown);
+  EXPECT_EQ(b.seen_message_ids, a.seen_message_ids);
 }
 
 TEST(ProfileTest, RoundTrip) {
@@ -94,7 +214,7 @@ TEST(ProfileTest, RoundTrip) {
   EXPECT_EQ(text.find(ToHex(d.profile().identity_private.view())), std::string::npos);
   EXPECT_EQ(text.find(ToHex(d.profile().prekey_private.view())), std::string::npos);
   EXPECT_EQ(text.find("identity_private_key"), std::string::npos);
-  EXPECT_NE(text.find("\"version\": 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"version\": 3"), std::string::npos) << text;
 
   auto loaded_store = LoadProfile(dir, Pw());
   ASSERT_TRUE(loaded_store.ok()) << loaded_store.status().ToString();
@@ -156,7 +276,7 @@ TEST(ProfileTest, MissingAndMalformed) {
   EXPECT_FALSE(ProfileExists(tmp.path()));
 
   const auto path = tmp.path() / kProfileFileName;
-  for (const char* text : {"not json", "[1,2]", "{\"version\": 3}", "{\"version\": 2}"}) {
+  for (const char* text : {"not json", "[1,2]", "{\"version\": 3}", "{\"version\": 4}"}) {
     std::ofstream(path) << text;
     ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
     auto r = LoadProfile(tmp.path(), Pw());
@@ -186,12 +306,17 @@ TEST(ProfileTest, WrongPassphraseAndMissingPassphrase) {
 
 // Every field outside the sealed keys is bound as associated data.
 TEST(ProfileTest, AlteredFieldsAreRefused) {
-  OrgRoot root;
+  World world;
   OrgRoot other_root;
   TempDir tmp;
   const auto path = tmp.path() / kProfileFileName;
-  const Profile original = Registered(root).profile();
+  const Profile original = Rich(world).profile();
   using Edit = std::function<void(Poco::JSON::Object&)>;
+  auto first = [](Poco::JSON::Object& o, const std::string& array) {
+    auto a = o.getArray(array);
+    EXPECT_TRUE(a && a->size() > 0) << array;
+    return a->getObject(0);
+  };
   const std::vector<std::pair<std::string, Edit>> edits = {
       {"user", [](auto& o) { o.set("user", "mallory"); }},
       {"server", [](auto& o) { o.set("server", "wss://evil.example/v1"); }},
@@ -202,6 +327,40 @@ TEST(ProfileTest, AlteredFieldsAreRefused) {
       {"seen_message_ids", [](auto& o) { o.set("seen_message_ids", Poco::JSON::Array()); }},
       {"prekey.created_at_ms",
        [](auto& o) { o.getObject("prekey")->set("created_at_ms", Poco::Int64(1)); }},
+      {"holds_master_key", [](auto& o) { o.set("holds_master_key", false); }},
+      {"master_key",
+       [](auto& o) { o.set("master_key", ToHex(protocol::Ed25519Generate()->public_key)); }},
+      {"certificate",
+       [](auto& o) {
+         auto bytes = FromHex(o.template getValue<std::string>("certificate"));
+         ASSERT_TRUE(bytes.has_value());
+         wire::DeviceCertificate cert;
+         ASSERT_TRUE(cert.ParseFromString(AsString(*bytes)));
+         cert.mutable_org_signature()->back() ^= 1;
+         o.set("certificate", ToHex(AsBytes(cert.SerializeAsString())));
+       }},
+      {"pending_prekeys[0].created_at_ms",
+       [&](auto& o) { first(o, "pending_prekeys")->set("created_at_ms", Poco::Int64(kNow + 9)); }},
+      {"pending_prekeys removed", [](auto& o) { o.set("pending_prekeys", Poco::JSON::Array()); }},
+      {"retired_prekeys[0].retired_at_ms",
+       [&](auto& o) { first(o, "retired_prekeys")->set("retired_at_ms", Poco::Int64(kNow + 99)); }},
+      {"retired_prekeys removed", [](auto& o) { o.set("retired_prekeys", Poco::JSON::Array()); }},
+      {"contacts[0].master_key",
+       [&](auto& o) {
+         first(o, "contacts")->set("master_key", ToHex(protocol::Ed25519Generate()->public_key));
+       }},
+      {"contacts[0].devices[0].device_id",
+       [&](auto& o) {
+         first(o, "contacts")->getArray("devices")->getObject(0)->set("device_id",
+                                                                      std::string(32, 'a'));
+       }},
+      {"contacts[0].devices removed",
+       [&](auto& o) { first(o, "contacts")->set("devices", Poco::JSON::Array()); }},
+      {"contacts removed", [](auto& o) { o.set("contacts", Poco::JSON::Array()); }},
+      {"conversations[0].membership_version",
+       [&](auto& o) { first(o, "conversations")->set("membership_version", Poco::Int64(0)); }},
+      {"conversations[0].members",
+       [&](auto& o) { first(o, "conversations")->getArray("members")->add("mallory"); }},
       {"sealed_private_keys",
        [](auto& o) {
          auto ks = o.getObject("key_store");
@@ -222,8 +381,27 @@ TEST(ProfileTest, AlteredFieldsAreRefused) {
   EditJson(path, [](auto&) {});
   EXPECT_TRUE(LoadProfile(tmp.path(), Pw()).ok());
   // Plaintext keys slipped into an encrypted profile are refused.
-  EditJson(path, [](auto& o) { o.set("identity_private_key", std::string(64, '0')); });
+  EditJson(path, [](auto& o) { o.set("private_keys", std::string(64, '0')); });
   EXPECT_EQ(LoadProfile(tmp.path(), Pw()).status().code(), Code::kInvalidArgument);
+}
+
+// A device without the master key cannot be made to claim one.
+TEST(ProfileTest, ClaimingAMasterKeyIsRefused) {
+  World world;
+  TempDir tmp;
+  Device alice = Registered(world.root());
+  auto phone = Device::Generate("alice", kNow, /*with_master_key=*/false);
+  ASSERT_TRUE(phone.ok());
+  auto cert = alice.CertifyNewDevice(phone->identity_public(), kNow);
+  ASSERT_TRUE(cert.ok());
+  ASSERT_TRUE(phone->UseCertificate(*cert).ok());
+  Register(*phone, world.root());
+  ASSERT_TRUE(SaveProfile(tmp.path(), phone->profile(), Encrypted()).ok());
+  ASSERT_TRUE(LoadProfile(tmp.path(), Pw()).ok());
+  EditJson(tmp.path() / kProfileFileName, [](auto& o) { o.set("holds_master_key", true); });
+  auto r = LoadProfile(tmp.path(), Pw());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kCryptoFailure) << r.status().ToString();
 }
 
 TEST(ProfileTest, InsecurePlaintextOnlyOnRequest) {
@@ -273,6 +451,116 @@ TEST(ProfileTest, EncodeDecodeInMemory) {
   EXPECT_EQ(EncodeProfile(bad, store).status().code(), Code::kInvalidArgument);
 }
 
+TEST(ProfileTest, EveryFieldRoundTrips) {
+  World world;
+  const Device rich = Rich(world);
+  // A second device: no master key, a certificate made by the first.
+  auto phone = Device::Generate("alice", kNow, /*with_master_key=*/false);
+  ASSERT_TRUE(phone.ok());
+  auto cert = rich.CertifyNewDevice(phone->identity_public(), kNow);
+  ASSERT_TRUE(cert.ok());
+  ASSERT_TRUE(phone->UseCertificate(*cert).ok());
+  const Device unregistered = *phone;
+  Register(*phone, world.root());
+
+  const KeyStore stores[] = {Encrypted(), KeyStore::InsecurePlaintext()};
+  const Device& registered_phone = *phone;
+  for (const Device* d : {&rich, &registered_phone, &unregistered}) {
+    for (const KeyStore& store : stores) {
+      SCOPED_TRACE(std::string(store.scheme()) +
+                   (d->holds_master_key() ? " master" : " no master") +
+                   (d->registered() ? " registered" : " unregistered"));
+      auto text = EncodeProfile(d->profile(), store);
+      ASSERT_TRUE(text.ok()) << text.status().ToString();
+      EXPECT_NE(text->find("\"holds_master_key\": " +
+                           std::string(d->holds_master_key() ? "true" : "false")),
+                std::string::npos);
+      if (store.encrypted()) {
+        for (const auto* key : {&d->profile().identity_private, &d->profile().master_private}) {
+          if (!key->empty()) {
+            EXPECT_EQ(text->find(ToHex(key->view())), std::string::npos);
+          }
+        }
+      }
+      auto decoded = DecodeProfile(*text, Pw());
+      ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+      EXPECT_EQ(decoded->store.encrypted(), store.encrypted());
+      ExpectSameProfile(d->profile(), decoded->profile);
+      auto again = Device::FromProfile(std::move(decoded->profile));
+      ASSERT_TRUE(again.ok()) << again.status().ToString();
+      EXPECT_EQ(again->holds_master_key(), d->holds_master_key());
+      EXPECT_EQ(again->master_public(), d->master_public());
+    }
+  }
+}
+
+TEST(ProfileTest, RefusesVersionTwoWithInstructions) {
+  World world;
+  TempDir tmp;
+  ASSERT_TRUE(SaveProfile(tmp.path(), Registered(world.root()).profile(), Encrypted()).ok());
+  EditJson(tmp.path() / kProfileFileName, [](auto& o) { o.set("version", 2); });
+  for (const KeyWrapper* w : {Pw(), static_cast<const KeyWrapper*>(nullptr)}) {
+    auto r = LoadProfile(tmp.path(), w);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), Code::kFailedPrecondition) << r.status().ToString();
+    EXPECT_NE(r.status().message().find("version 2"), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("register this device again"), std::string::npos)
+        << r.status().message();
+  }
+  auto summary = PeekProfile(tmp.path());
+  ASSERT_TRUE(summary.ok()) << summary.status().ToString();
+  EXPECT_EQ(summary->version, 2);
+  EXPECT_EQ(summary->user, "alice");
+}
+
+TEST(ProfileTest, ReloadedPrekeysStillOpenOldMessages) {
+  World world;
+  TempDir tmp;
+  Device alice = Registered(world.root());
+  Device bob = Registered(world.root(), "bob");
+  const wire::ConversationInfo before = world.Conversation({&alice, &bob});
+  auto to_old = alice.PrepareMessage(before, "sealed to the first prekey", kNow);
+  ASSERT_TRUE(to_old.ok()) << to_old.status().ToString();
+
+  ASSERT_TRUE(bob.BeginPrekeyRotation(kNow + 1).ok());
+  wire::PrekeyUpdated confirmed;
+  confirmed.set_created_at_ms(kNow + 1);
+  ASSERT_TRUE(bob.CompletePrekeyRotation(confirmed, kNow + 2).ok());
+  auto to_current = alice.PrepareMessage(world.Conversation({&alice, &bob}), "second", kNow + 3);
+  ASSERT_TRUE(to_current.ok());
+  auto pending = bob.BeginPrekeyRotation(kNow + 4);
+  ASSERT_TRUE(pending.ok());
+  wire::ConversationInfo after = world.Conversation({&alice, &bob});
+  *after.mutable_devices(1)->mutable_prekey() = pending->prekey();
+  auto to_pending = alice.PrepareMessage(after, "third", kNow + 5);
+  ASSERT_TRUE(to_pending.ok());
+
+  ASSERT_TRUE(SaveProfile(tmp.path(), bob.profile(), Encrypted()).ok());
+  auto loaded = LoadProfile(tmp.path(), Pw());
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_EQ(loaded->profile.retired_prekeys.size(), 1u);
+  ASSERT_EQ(loaded->profile.pending_prekeys.size(), 1u);
+  auto reloaded = Device::FromProfile(std::move(loaded->profile));
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status().ToString();
+  for (const auto& [envelope, text] :
+       {std::pair{&*to_old, "sealed to the first prekey"}, std::pair{&*to_current, "second"},
+        std::pair{&*to_pending, "third"}}) {
+    auto got = reloaded->OpenDelivery(world.Delivery(*envelope, alice), kNow + 6);
+    ASSERT_TRUE(got.ok()) << text << ": " << got.status().ToString();
+    EXPECT_EQ(got->text, text);
+  }
+  // After the grace period, saved and loaded again, the first one is gone.
+  EXPECT_EQ(reloaded->ExpireRetiredPrekeys(kNow + 2 + kDefaultPrekeyGraceMs), 1u);
+  ASSERT_TRUE(SaveProfile(tmp.path(), reloaded->profile(), loaded->store).ok());
+  auto expired = LoadProfile(tmp.path(), Pw());
+  ASSERT_TRUE(expired.ok()) << expired.status().ToString();
+  EXPECT_TRUE(expired->profile.retired_prekeys.empty());
+  auto last = Device::FromProfile(std::move(expired->profile));
+  ASSERT_TRUE(last.ok());
+  EXPECT_FALSE(last->OpenDelivery(world.Delivery(*to_old, alice), kNow + 6).ok());
+  EXPECT_TRUE(last->OpenDelivery(world.Delivery(*to_current, alice), kNow + 6).ok());
+}
+
 TEST(ProfileTest, KeysMustFitTogether) {
   OrgRoot root;
   Device alice = Registered(root);
@@ -294,6 +582,30 @@ TEST(ProfileTest, KeysMustFitTogether) {
   p = alice.profile();
   p.org_root_key.resize(33);
   EXPECT_FALSE(Device::FromProfile(p).ok());
+
+  p = alice.profile();
+  p.master_private = other->profile().master_private;
+  EXPECT_FALSE(Device::FromProfile(p).ok()) << "master key pair";
+
+  Device bob = Registered(root, "bob");
+  p = alice.profile();
+  p.certificate = bob.profile().certificate;
+  EXPECT_FALSE(Device::FromProfile(p).ok()) << "another device's certificate";
+
+  p = alice.profile();
+  p.certificate.Clear();
+  EXPECT_FALSE(Device::FromProfile(p).ok()) << "registered without a certificate";
+
+  p = alice.profile();
+  p.master_private = SecretBytes();
+  p.master_public = other->profile().master_public;
+  EXPECT_FALSE(Device::FromProfile(p).ok()) << "certificate under another master key";
+
+  p = alice.profile();
+  ASSERT_TRUE(alice.BeginPrekeyRotation(kNow + 1).ok());
+  p = alice.profile();
+  p.pending_prekeys[0].private_key = other->profile().prekey_private;
+  EXPECT_FALSE(Device::FromProfile(p).ok()) << "pending prekey pair";
 
   EXPECT_TRUE(Device::FromProfile(alice.profile()).ok());
 }

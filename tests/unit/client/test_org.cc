@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 
+#include <limits>
 #include <memory>
 #include <stdexcept>
 
@@ -9,15 +10,16 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 
+#include "holdfast/protocol/identity.h"
 #include "holdfast/protocol/primitives.h"
 
 namespace holdfast::client::testing {
 
-struct OrgRoot::Key {
+struct P256Key::Key {
   std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> pkey{nullptr, EVP_PKEY_free};
 };
 
-OrgRoot::OrgRoot() : key_(std::make_unique<Key>()) {
+P256Key::P256Key() : key_(std::make_unique<Key>()) {
   key_->pkey.reset(EVP_EC_gen("P-256"));
   if (!key_->pkey) throw std::runtime_error("EVP_EC_gen failed");
   public_key_.resize(65);
@@ -29,29 +31,76 @@ OrgRoot::OrgRoot() : key_(std::make_unique<Key>()) {
   }
 }
 
-OrgRoot::~OrgRoot() = default;
+P256Key::~P256Key() = default;
 
-wire::EpochCertificate OrgRoot::Certify(const wire::EpochCertificateBody& body) const {
-  wire::EpochCertificate cert;
-  cert.set_body(body.SerializeAsString());
-  Bytes input = protocol::EpochCertificateSigningInput(AsBytes(cert.body()));
+Bytes P256Key::Sign(ByteView message) const {
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   size_t der_len = 0;
   if (!ctx ||
       EVP_DigestSignInit_ex(ctx.get(), nullptr, "SHA256", nullptr, nullptr, key_->pkey.get(),
                             nullptr) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &der_len, input.data(), input.size()) != 1) {
+      EVP_DigestSign(ctx.get(), nullptr, &der_len, message.data(), message.size()) != 1) {
     throw std::runtime_error("ECDSA sign init failed");
   }
   Bytes der(der_len);
-  if (EVP_DigestSign(ctx.get(), der.data(), &der_len, input.data(), input.size()) != 1) {
+  if (EVP_DigestSign(ctx.get(), der.data(), &der_len, message.data(), message.size()) != 1) {
     throw std::runtime_error("ECDSA sign failed");
   }
   der.resize(der_len);
   auto p1363 = protocol::EcdsaDerToP1363(der);
   if (!p1363.ok()) throw std::runtime_error("DER to P1363 failed");
-  cert.set_signature(AsString(*p1363));
+  return std::move(p1363).value();
+}
+
+wire::DeviceCertificate Countersign(const wire::DeviceCertificate& master_signed,
+                                    const P256Key& enrollment_key,
+                                    const wire::EnrollmentKeyCertificate& key_certificate) {
+  wire::DeviceCertificate cert = master_signed;
+  cert.set_org_signature(
+      AsString(enrollment_key.Sign(protocol::DeviceCertificateOrgInput(AsBytes(cert.body())))));
+  *cert.mutable_enrollment_key() = key_certificate;
   return cert;
+}
+
+OrgRoot::OrgRoot()
+    : enrollment_certificate_(CertifyEnrollmentKey(enrollment_key_.public_key(), 0,
+                                                   std::numeric_limits<int64_t>::max())) {}
+
+OrgRoot::~OrgRoot() = default;
+
+wire::EpochCertificate OrgRoot::Certify(const wire::EpochCertificateBody& body) const {
+  wire::EpochCertificate cert;
+  cert.set_body(body.SerializeAsString());
+  cert.set_signature(
+      AsString(root_.Sign(protocol::EpochCertificateSigningInput(AsBytes(cert.body())))));
+  return cert;
+}
+
+wire::EnrollmentKeyCertificate OrgRoot::CertifyEnrollmentKey(ByteView public_key,
+                                                             int64_t not_before_ms,
+                                                             int64_t not_after_ms,
+                                                             const std::string& org) const {
+  wire::EnrollmentKeyCertificate cert;
+  cert.set_body(protocol::MakeEnrollmentKeyCertificateBody(public_key, not_before_ms,
+                                                           not_after_ms, org)
+                    .SerializeAsString());
+  cert.set_signature(AsString(
+      root_.Sign(protocol::EnrollmentKeyCertificateSigningInput(AsBytes(cert.body())))));
+  return cert;
+}
+
+wire::DeviceCertificate OrgRoot::Countersign(const wire::DeviceCertificate& master_signed) const {
+  return testing::Countersign(master_signed, enrollment_key_, enrollment_certificate_);
+}
+
+wire::RegisterResponse OrgRoot::Register(const wire::RegisterRequest& request,
+                                         const std::string& org) const {
+  wire::RegisterResponse r;
+  r.set_device_id(AsString(protocol::DeviceIdFor(AsBytes(request.identity_key()))));
+  r.set_org_root_key(AsString(public_key()));
+  r.set_org(org);
+  *r.mutable_certificate() = Countersign(request.certificate());
+  return r;
 }
 
 TempDir::TempDir() {

@@ -90,17 +90,14 @@ struct TestServer::State {
   tcp::acceptor acceptor{ioc};
 };
 
-Handler EchoHandler(Bytes org_root_key) {
-  return [root = std::move(org_root_key)](const wire::ClientFrame& in) {
+Handler EchoHandler(const OrgRoot& org) {
+  return [&org](const wire::ClientFrame& in) {
     std::vector<wire::ServerFrame> answers;
     if (in.request_id() == 99) return answers;
     wire::ServerFrame& out = answers.emplace_back();
     out.set_request_id(in.request_id());
     if (in.kind_case() == wire::ClientFrame::kRegister) {
-      auto* r = out.mutable_registered();
-      r->set_device_id(AsString(protocol::DeviceIdFor(AsBytes(in.register_().identity_key()))));
-      r->set_org_root_key(AsString(root));
-      r->set_org("acme");
+      *out.mutable_registered() = org.Register(in.register_());
     } else {
       out.mutable_challenge()->set_nonce(in.SerializeAsString());
     }
@@ -152,10 +149,12 @@ std::vector<wire::ClientFrame> TestServer::Join() {
   return seen_;
 }
 
-TestServer::~TestServer() {
+std::vector<wire::ClientFrame> TestServer::Stop() {
   // Wakes a blocked accept() when no client ever came.
   ::shutdown(state_->acceptor.native_handle(), SHUT_RDWR);
-  Join();
+  return Join();
 }
+
+TestServer::~TestServer() { Stop(); }
 
 }  // namespace holdfast::client::testing

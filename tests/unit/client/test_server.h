@@ -12,6 +12,7 @@
 
 #include "holdfast/base/bytes.h"
 #include "holdfast/protocol/envelope.h"
+#include "test_org.h"
 
 namespace holdfast::client::testing {
 
@@ -25,10 +26,11 @@ TestCert MakeSelfSignedCert(const std::string& san);
 
 using Handler = std::function<std::vector<::holdfast::wire::v1::ServerFrame>(const ::holdfast::wire::v1::ClientFrame&)>;
 
-// Echoes the request id: register -> registered (device id derived from the
-// identity key, the given root, org "acme"); request id 99 -> silence;
+// Echoes the request id: register -> what OrgRoot::Register answers (the
+// certificate countersigned, org "acme"); request id 99 -> silence;
 // anything else -> challenge whose nonce is the request's serialisation.
-Handler EchoHandler(Bytes org_root_key);
+// `org` must outlive the server.
+Handler EchoHandler(const OrgRoot& org);
 
 class TestServer {
  public:
@@ -41,6 +43,8 @@ class TestServer {
   std::string url() const { return "wss://127.0.0.1:" + std::to_string(port_) + "/v1"; }
   // Waits for the connection to end; returns every frame received.
   std::vector<::holdfast::wire::v1::ClientFrame> Join();
+  // The same once the client is done, also when no client ever connected.
+  std::vector<::holdfast::wire::v1::ClientFrame> Stop();
 
  private:
   struct State;

@@ -1,7 +1,7 @@
 // A device profile: who this device is, which gateway it talks to, what it
 // trusts, and its private keys. One profile per directory.
 //
-// On disk (profile.json, version 2) the private keys are sealed by a
+// On disk (profile.json, version 3) the private keys are sealed by a
 // KeyStore (key_store.h): every other field stays readable but is bound into
 // the AEAD associated data, so changing the pinned org root key, the prekey,
 // the seen-message list or anything else makes the file fail to load with
@@ -10,7 +10,8 @@
 //
 // WARNING: the TLS trust anchor (ca.pem beside profile.json) is not covered
 // by the key store's authentication; it is protected by file modes only.
-// Version 1 files (keys always in the clear) are refused, not converted.
+// Older files (version 1: keys in the clear; version 2: no device
+// certificate) are refused, not converted: the device registers again.
 #pragma once
 
 #include <cstdint>
@@ -30,10 +31,39 @@ namespace wire = ::holdfast::wire::v1;
 
 inline constexpr char kProfileFileName[] = "profile.json";
 inline constexpr char kProfileCaFileName[] = "ca.pem";
-inline constexpr int kProfileVersion = 2;
+inline constexpr int kProfileVersion = 3;
 // How many recently opened message ids the profile remembers for
 // de-duplicating at-least-once deliveries.
 inline constexpr size_t kSeenMessageIdsLimit = 4096;
+// How many retired prekeys a profile keeps at most; the oldest goes first.
+inline constexpr size_t kMaxRetiredPrekeys = 64;
+
+// A prekey with its private key: the one awaiting the gateway's
+// confirmation, or a retired one kept for its grace period.
+struct StoredPrekey {
+  wire::SignedPrekey prekey;
+  SecretBytes private_key;   // X25519
+  int64_t retired_at_ms = 0; // retired prekeys only
+};
+
+// What this device has seen of a user (its own user included), for notices
+// when that changes.
+struct Contact {
+  struct Device {
+    Bytes device_id;
+    int64_t first_seen_ms = 0;
+  };
+  std::string user;
+  Bytes master_key;                // as last certified by the organisation
+  std::vector<Device> devices;     // sorted by device id
+};
+
+// What this device has seen of a conversation's membership.
+struct KnownConversation {
+  std::string conversation_id;
+  uint64_t membership_version = 0;
+  std::vector<std::string> members;  // sorted
+};
 
 struct Profile {
   std::string user;
@@ -46,6 +76,17 @@ struct Profile {
   SecretBytes identity_private;  // Ed25519 seed
   SecretBytes prekey_private;    // X25519
   wire::SignedPrekey prekey;
+  // The user's master signing key. Only the device that created it (or one
+  // it was handed to) holds the private half; it certifies new devices.
+  SecretBytes master_private;    // Ed25519 seed, or empty
+  Bytes master_public;
+  // Before registration: signed by the master key only. After: countersigned
+  // by the organisation, as the gateway returned it.
+  wire::DeviceCertificate certificate;
+  std::vector<StoredPrekey> pending_prekeys;  // at most one
+  std::vector<StoredPrekey> retired_prekeys;  // oldest first
+  std::vector<Contact> contacts;              // sorted by user
+  std::vector<KnownConversation> conversations;
   std::vector<std::string> notices_shown;  // conversation ids whose archive notice was shown
   std::deque<Bytes> seen_message_ids;      // oldest first, at most kSeenMessageIdsLimit
 };

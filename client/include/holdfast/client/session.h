@@ -29,6 +29,14 @@ class Session {
   // the profile's user.
   Result<wire::Authenticated> Login(const Device& device);
   Result<wire::ConversationInfo> OpenConversation(const std::vector<std::string>& members);
+  Result<wire::ConversationInfo> CreateGroup(const std::string& title,
+                                             const std::vector<std::string>& members);
+  Result<wire::ConversationInfo> ChangeMembers(const std::string& conversation_id,
+                                               const std::vector<std::string>& add,
+                                               const std::vector<std::string>& remove);
+  Result<wire::ConversationInfo> GetConversation(const std::string& conversation_id);
+  Result<wire::PrekeyUpdated> UpdatePrekey(const wire::UpdatePrekey& update);
+  Result<wire::ReportReceived> Report(const wire::ReportDelivery& report);
   // Returns once the gateway acknowledged the envelope as durably stored; a
   // refusal is kFailedPrecondition naming the gateway's error code.
   Result<wire::SubmitAck> Submit(const wire::Envelope& envelope);

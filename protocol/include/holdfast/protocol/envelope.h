@@ -114,6 +114,14 @@ struct OpenedMessage {
 Result<OpenedMessage> OpenMessage(const ParsedEnvelope& parsed, ByteView sender_identity_public,
                                   ByteView my_device_id, ByteView my_prekey_private,
                                   ByteView archive_public);
+// The same for a device that holds several prekeys (the current one, one
+// awaiting the gateway's confirmation, and retired ones in their grace
+// period): capsules name the device, not the prekey, so each key is tried in
+// the order given until one opens the device capsule.
+Result<OpenedMessage> OpenMessage(const ParsedEnvelope& parsed, ByteView sender_identity_public,
+                                  ByteView my_device_id,
+                                  const std::vector<ByteView>& my_prekey_privates,
+                                  ByteView archive_public);
 
 // Disclosure side: opens the archive capsule given DH(sk_epoch, enc) computed
 // in the HSM, checks the capsule is the deterministic one for the recovered

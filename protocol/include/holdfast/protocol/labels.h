@@ -20,6 +20,15 @@ inline constexpr std::string_view kAuthSig = "holdfast/v1 auth";
 inline constexpr std::string_view kEpochCertSig = "holdfast/v1 epoch-cert";
 // ECDSA P-256 SHA-256 by the org root over kManifestSig || manifest bytes.
 inline constexpr std::string_view kManifestSig = "holdfast/v1 export-manifest";
+inline constexpr std::string_view kAuditTreeHeadSig = "holdfast/v1 audit-tree-head";  // docs/archive.md
+// Ed25519 by the user master key over kDeviceCertMaster || DeviceCertificateBody.
+inline constexpr std::string_view kDeviceCertMaster = "holdfast/v1 device-cert master";
+// ECDSA P-256 SHA-256 by the enrollment key over kDeviceCertOrg || DeviceCertificateBody.
+inline constexpr std::string_view kDeviceCertOrg = "holdfast/v1 device-cert org";
+// ECDSA P-256 SHA-256 by the org root over kEnrollmentKeyCertSig || body.
+inline constexpr std::string_view kEnrollmentKeyCertSig = "holdfast/v1 enrollment-key-cert";
+// Fingerprint = hex(SHA-256(kFingerprint || public key)[0..10)).
+inline constexpr std::string_view kFingerprint = "holdfast/v1 fingerprint";
 // device_id = SHA-256(kDeviceId || identity_key)[0..16).
 inline constexpr std::string_view kDeviceId = "holdfast/v1 device-id";
 // body_key = HKDF-SHA256(salt = "", ikm = CEK, info = kBodyKey, L = 32).
