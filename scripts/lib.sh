@@ -77,10 +77,11 @@ make_tls_cert() {
 }
 
 # A SoftHSM2 token directory in DIR/tokens with DIR/softhsm2.conf pointing
-# there, and random PINs in DIR/so.pin and DIR/user.pin (mode 0600). The
-# token itself is made by `holdfast-admin hsm init-token`, which reads the
-# PINs from these files: a PIN never appears on a command line. Existing
-# files are kept.
+# there, and random PINs (mode 0600) in DIR/so.pin (both tokens' SO),
+# DIR/user.pin (the archive token) and DIR/enrollment.pin (the enrollment
+# token, the only one the gateway logs in to). The tokens themselves are
+# made by `holdfast-admin hsm init-token`, which reads the PINs from these
+# files: a PIN never appears on a command line. Existing files are kept.
 make_softhsm_dir() {
   local dir=$1
   mkdir -p "$dir/tokens"
@@ -91,5 +92,6 @@ make_softhsm_dir() {
   fi
   (umask 077
    [[ -s $dir/user.pin ]] || openssl rand -hex 16 >"$dir/user.pin"
+   [[ -s $dir/enrollment.pin ]] || openssl rand -hex 16 >"$dir/enrollment.pin"
    [[ -s $dir/so.pin ]] || openssl rand -hex 16 >"$dir/so.pin")
 }

@@ -1,9 +1,10 @@
 #include "holdfast/archive/compliance.h"
 
 #include "audit.h"
+#include "holdfast/archive/audit_log.h"
+#include "holdfast/archive/store.h"
 #include "json.h"
 #include "pg.h"
-#include "holdfast/protocol/primitives.h"
 
 namespace holdfast::archive {
 
@@ -14,38 +15,6 @@ using internal::PgResult;
 using internal::Transaction;
 
 namespace {
-
-// pg_advisory_xact_lock key serialising audit appends.
-constexpr int64_t kAuditLock = 0x686f6c64'61756474;  // "holdaudt"
-constexpr size_t kHashSize = 32;
-constexpr std::string_view kAuditHashLabel = "holdfast/v1 audit-event";
-
-void PutBe(Bytes& out, uint64_t v, int bytes) {
-  for (int shift = (bytes - 1) * 8; shift >= 0; shift -= 8) {
-    out.push_back(static_cast<uint8_t>(v >> shift));
-  }
-}
-
-void PutField(Bytes& out, ByteView field) {
-  PutBe(out, field.size(), 4);
-  out.insert(out.end(), field.begin(), field.end());
-}
-
-// SHA-256 of label, prev_hash, seq, at_ms, actor, action and detail; the
-// variable-length fields carry a 4-byte big-endian length, the integers are
-// 8-byte big-endian, so no two events encode alike.
-Bytes AuditHash(ByteView prev_hash, int64_t seq, int64_t at_ms, std::string_view actor,
-                std::string_view action, std::string_view detail) {
-  Bytes encoded;
-  PutField(encoded, AsBytes(kAuditHashLabel));
-  PutField(encoded, prev_hash);
-  PutBe(encoded, static_cast<uint64_t>(seq), 8);
-  PutBe(encoded, static_cast<uint64_t>(at_ms), 8);
-  PutField(encoded, AsBytes(actor));
-  PutField(encoded, AsBytes(action));
-  PutField(encoded, AsBytes(detail));
-  return protocol::Sha256(encoded);
-}
 
 bool ValidDisclosureState(std::string_view s) {
   return s == "pending" || s == "approved" || s == "denied" || s == "exported";
@@ -84,45 +53,6 @@ DisclosureRecord DisclosureFromRow(const PgResult& r, int row) {
 }
 
 }  // namespace
-
-namespace internal {
-
-Status AppendAudit(Connection::Impl& c, std::string_view actor, std::string_view action,
-                   std::string_view detail_json) {
-  if (!c.in_transaction) return Status::Internal("audit append outside a transaction");
-  if (actor.empty()) return Status::InvalidArgument("audit event without an actor");
-  std::string detail = detail_json.empty() ? "{}" : std::string(detail_json);
-  HF_RETURN_IF_ERROR(
-      Exec(c, "SELECT pg_advisory_xact_lock($1)", Params().Int8(kAuditLock)).status());
-  // Read after the lock, so seq and time follow commit order.
-  HF_ASSIGN_OR_RETURN(auto last, Exec(c,
-                                      "SELECT hf_ms(clock_timestamp()), a.seq, a.hash"
-                                      " FROM (SELECT 1) AS one LEFT JOIN"
-                                      " (SELECT seq, hash FROM audit_events"
-                                      "  ORDER BY seq DESC LIMIT 1) AS a ON true"));
-  int64_t at_ms = last.Int(0, 0);
-  int64_t seq = 1;
-  Bytes prev_hash(kHashSize, 0);
-  if (!last.IsNull(0, 1)) {
-    seq = last.Int(0, 1) + 1;
-    prev_hash = last.Bytea(0, 2);
-  }
-  Bytes hash = AuditHash(prev_hash, seq, at_ms, actor, action, detail);
-  return Exec(c,
-              "INSERT INTO audit_events (seq, at, actor, action, detail, prev_hash, hash)"
-              " VALUES ($1, hf_ts($2), $3, $4, $5::json, $6, $7)",
-              Params()
-                  .Int8(seq)
-                  .Int8(at_ms)
-                  .Text(actor)
-                  .Text(action)
-                  .Text(detail)
-                  .Bytea(prev_hash)
-                  .Bytea(hash))
-      .status();
-}
-
-}  // namespace internal
 
 using internal::AppendAudit;
 
@@ -395,39 +325,28 @@ Status Compliance::Audit(const std::string& actor, const std::string& action,
 
 Result<std::vector<AuditEvent>> Compliance::AuditTrail() {
   HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
-                                   "SELECT seq, hf_ms(at), actor, action, detail::text,"
-                                   " prev_hash, hash FROM audit_events ORDER BY seq"));
+                                   "SELECT leaf_index, hf_ms(at), actor, action, detail::text,"
+                                   " leaf_hash FROM audit_events ORDER BY leaf_index"));
   std::vector<AuditEvent> out;
   out.reserve(static_cast<size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) {
-    out.push_back(AuditEvent{r.Int(i, 0), r.Int(i, 1), r.Text(i, 2), r.Text(i, 3), r.Text(i, 4),
-                             r.Bytea(i, 5), r.Bytea(i, 6)});
+    out.push_back(AuditEvent{static_cast<uint64_t>(r.Int(i, 0)), r.Int(i, 1), r.Text(i, 2),
+                             r.Text(i, 3), r.Text(i, 4), r.Bytea(i, 5)});
   }
   return out;
 }
 
 Status Compliance::VerifyAuditChain() {
-  HF_ASSIGN_OR_RETURN(std::vector<AuditEvent> events, AuditTrail());
-  Bytes expected_prev(kHashSize, 0);
-  int64_t expected_seq = 1;
-  for (const AuditEvent& e : events) {
-    auto broken = [&](const std::string& why) {
-      return Status::FailedPrecondition("audit chain broken at seq " + std::to_string(e.seq) +
-                                        ": " + why);
-    };
-    if (e.seq != expected_seq) {
-      return broken("expected seq " + std::to_string(expected_seq) +
-                    " (an event was removed or reordered)");
-    }
-    if (!ConstantTimeEqual(e.prev_hash, expected_prev)) {
-      return broken("previous hash does not match (an event was removed, reordered or changed)");
-    }
-    Bytes hash = AuditHash(e.prev_hash, e.seq, e.at_ms, e.actor, e.action, e.detail);
-    if (!ConstantTimeEqual(hash, e.hash)) return broken("event hash does not match its content");
-    expected_prev = e.hash;
-    ++expected_seq;
+  HF_ASSIGN_OR_RETURN(auto root, Exec(conn_.impl(), "SELECT value FROM settings WHERE name = $1",
+                                      Params().Text(kOrgRootPublicKeySetting)));
+  const Bytes org_root = root.rows() > 0 ? root.Bytea(0, 0) : Bytes();
+  HF_ASSIGN_OR_RETURN(AuditVerifyReport report, AuditLog(conn_).Verify(org_root));
+  if (report.intact()) return Status::Ok();
+  std::string message = "audit log damaged: " + report.problems.front();
+  if (report.problems.size() > 1) {
+    message += " (and " + std::to_string(report.problems.size() - 1) + " more problems)";
   }
-  return Status::Ok();
+  return Status::FailedPrecondition(message);
 }
 
 }  // namespace holdfast::archive

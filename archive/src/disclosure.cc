@@ -262,6 +262,7 @@ Result<policy::DisclosureFacts> DisclosureFactsOf(Connection& conn, int64_t requ
   facts.to_ms = request.to_ms;
   facts.legal_reference = request.legal_reference;
   facts.requester = request.requester;
+  facts.now_ms = NowMs();
 
   Connection::Impl& c = conn.impl();
   HF_ASSIGN_OR_RETURN(auto role, Exec(c, "SELECT role FROM officers WHERE name = $1",
@@ -287,13 +288,17 @@ Result<policy::DisclosureFacts> DisclosureFactsOf(Connection& conn, int64_t requ
   }
 
   HF_ASSIGN_OR_RETURN(auto approvals, Exec(c,
-                                           "SELECT a.officer, o.role FROM approvals a"
+                                           "SELECT a.officer, o.role, hf_ms(a.approved_at)"
+                                           " FROM approvals a"
                                            " JOIN officers o ON o.name = a.officer"
                                            " WHERE a.request_id = $1"
                                            " ORDER BY a.approved_at, a.officer",
                                            Params().Int8(request_id)));
+  // Approvals recorded here carry no step-up authentication: a rule with
+  // `step_up: true` does not count them.
   for (int i = 0; i < approvals.rows(); ++i) {
-    facts.approvals.push_back(policy::Approval{approvals.Text(i, 0), approvals.Text(i, 1)});
+    facts.approvals.push_back(policy::Approval{approvals.Text(i, 0), approvals.Text(i, 1),
+                                               approvals.Int(i, 2), std::nullopt});
   }
   return facts;
 }
@@ -321,6 +326,17 @@ Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const polic
     return Status::FailedPrecondition("export of request " + std::to_string(request_id) +
                                       " refused (" + std::string(policy::VerdictName(decision.verdict)) +
                                       ", " + decision.rule + "): " + JoinReasons(decision));
+  }
+  if (!decision.decrypt) {
+    // history_restore: allowed to re-seal keys to a new device, never to
+    // write plaintext.
+    policy::Decision refused = decision;
+    refused.reasons.insert(refused.reasons.begin(),
+                           "purpose " + request.purpose + " never decrypts message bodies");
+    HF_RETURN_IF_ERROR(AuditRefusal(conn, request_id, actor, refused));
+    return Status::FailedPrecondition("export of request " + std::to_string(request_id) +
+                                      " refused: purpose " + request.purpose +
+                                      " never decrypts message bodies");
   }
 
   const fs::path target = fs::absolute(out_dir).lexically_normal();

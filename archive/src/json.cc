@@ -1,5 +1,7 @@
 #include "json.h"
 
+#include <algorithm>
+
 namespace holdfast::archive::internal {
 namespace {
 
@@ -72,6 +74,20 @@ std::string JsonString(std::string_view s) {
     ++i;
   }
   out.push_back('"');
+  return out;
+}
+
+std::string SanitizeUtf8(std::string_view s, size_t max_bytes) {
+  static constexpr std::string_view kReplacement = "\xef\xbf\xbd";  // U+FFFD
+  std::string out;
+  out.reserve(std::min(s.size(), max_bytes));
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = s[i] == '\0' ? 0 : Utf8SequenceLength(s, i);
+    const std::string_view next = n == 0 ? kReplacement : s.substr(i, n);
+    if (out.size() + next.size() > max_bytes) break;
+    out.append(next);
+    i += n == 0 ? 1 : n;
+  }
   return out;
 }
 

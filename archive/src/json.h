@@ -13,6 +13,10 @@ namespace holdfast::archive::internal {
 std::string JsonString(std::string_view s);
 std::string JsonStringArray(const std::vector<std::string>& items);
 
+// `s` with every invalid UTF-8 byte and every NUL replaced by U+FFFD, cut at
+// a character boundary to at most `max_bytes`: text PostgreSQL accepts.
+std::string SanitizeUtf8(std::string_view s, size_t max_bytes);
+
 // Builds one JSON object, members in insertion order.
 class JsonObject {
  public:

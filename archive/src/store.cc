@@ -9,6 +9,8 @@
 #include "audit.h"
 #include "json.h"
 #include "pg.h"
+#include "holdfast/protocol/envelope.h"
+#include "holdfast/protocol/identity.h"
 #include "holdfast/protocol/primitives.h"
 
 namespace holdfast::archive {
@@ -59,11 +61,12 @@ DeviceRecord DeviceFromRow(const PgResult& r, int row) {
   d.identity_key = r.Bytea(row, 2);
   d.signed_prekey = r.Bytea(row, 3);
   d.registered_at_ms = r.Int(row, 4);
+  d.certificate = r.Bytea(row, 5);
   return d;
 }
 
 constexpr std::string_view kDeviceColumns =
-    "user_name, device_id, identity_key, signed_prekey, hf_ms(registered_at)";
+    "user_name, device_id, identity_key, signed_prekey, hf_ms(registered_at), certificate";
 
 EpochRecord EpochFromRow(const PgResult& r, int row) {
   EpochRecord e;
@@ -73,6 +76,30 @@ EpochRecord EpochFromRow(const PgResult& r, int row) {
   e.not_before_ms = r.Int(row, 3);
   e.not_after_ms = r.Int(row, 4);
   return e;
+}
+
+constexpr std::string_view kConversationColumns =
+    "conversation_id, members, kind = 'group', coalesce(title, ''), coalesce(created_by, ''),"
+    " membership_version";
+
+ConversationRecord ConversationFromRow(const PgResult& r, int row) {
+  ConversationRecord c;
+  c.conversation_id = r.Text(row, 0);
+  c.members = r.TextArray(row, 1);
+  c.group = r.Bool(row, 2);
+  c.title = r.Text(row, 3);
+  c.created_by = r.Text(row, 4);
+  c.membership_version = r.Int(row, 5);
+  return c;
+}
+
+void SortUnique(std::vector<std::string>& v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+}
+
+bool Contains(const std::vector<std::string>& sorted, const std::string& item) {
+  return std::binary_search(sorted.begin(), sorted.end(), item);
 }
 
 constexpr std::string_view kEpochColumns =
@@ -181,12 +208,16 @@ Result<std::string> Store::IssueEnrollmentCode(const std::string& user, int64_t 
 }
 
 Status Store::RegisterDevice(const std::string& user, const std::string& enrollment_code,
-                             const DeviceRecord& device) {
+                             ByteView master_key, const DeviceRecord& device,
+                             const CountersignFn& countersign) {
   if (!device.user.empty() && device.user != user) {
     return Status::InvalidArgument("device record names user " + device.user + ", not " + user);
   }
   if (device.device_id.empty() || device.identity_key.empty()) {
     return Status::InvalidArgument("device id and identity key are required");
+  }
+  if (master_key.size() != protocol::kMasterKeySize) {
+    return Status::InvalidArgument("master key must be 32 bytes");
   }
   Connection::Impl& c = conn_.impl();
   HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
@@ -200,6 +231,22 @@ Status Store::RegisterDevice(const std::string& user, const std::string& enrollm
   if (used.affected() != 1) {
     return Status::PermissionDenied("enrollment code is wrong, used or expired");
   }
+  // Locked so that two first devices registering at once cannot both set
+  // their own master key.
+  HF_ASSIGN_OR_RETURN(auto owner, Exec(c, "SELECT master_key FROM users WHERE user_name = $1 FOR UPDATE",
+                                       Params().Text(user)));
+  if (owner.rows() != 1) return Status::NotFound("no user " + user);
+  if (owner.IsNull(0, 0)) {
+    HF_RETURN_IF_ERROR(Exec(c, "UPDATE users SET master_key = $2 WHERE user_name = $1",
+                            Params().Text(user).Bytea(master_key))
+                           .status());
+  } else if (owner.Bytea(0, 0) != Bytes(master_key.begin(), master_key.end())) {
+    return Status::FailedPrecondition(
+        "user " + user +
+        " already has another master key: link this device from an existing one, or ask for an "
+        "organisation-assisted restore");
+  }
+  HF_ASSIGN_OR_RETURN(Bytes certificate, countersign());
   Params p;
   p.Bytea(device.device_id).Text(user).Bytea(device.identity_key).Bytea(device.signed_prekey);
   if (device.registered_at_ms != 0) {
@@ -207,10 +254,11 @@ Status Store::RegisterDevice(const std::string& user, const std::string& enrollm
   } else {
     p.Null(internal::kInt8Oid);
   }
+  p.Bytea(certificate);
   HF_RETURN_IF_ERROR(Exec(c,
                           "INSERT INTO devices (device_id, user_name, identity_key,"
-                          " signed_prekey, registered_at)"
-                          " VALUES ($1, $2, $3, $4, coalesce(hf_ts($5), now()))",
+                          " signed_prekey, registered_at, certificate)"
+                          " VALUES ($1, $2, $3, $4, coalesce(hf_ts($5), now()), $6)",
                           p)
                          .status());
   HF_RETURN_IF_ERROR(internal::AppendAudit(c, "user:" + user, "device.register",
@@ -218,6 +266,7 @@ Status Store::RegisterDevice(const std::string& user, const std::string& enrollm
                                                .String("user", user)
                                                .String("device_id", ToHex(device.device_id))
                                                .String("identity_key", ToHex(device.identity_key))
+                                               .String("master_key", protocol::Fingerprint(master_key))
                                                .str()));
   return tx.Commit();
 }
@@ -229,6 +278,35 @@ Result<DeviceRecord> Store::GetDevice(ByteView device_id) {
                                    Params().Bytea(device_id)));
   if (r.rows() == 0) return Status::NotFound("no device " + ToHex(device_id));
   return DeviceFromRow(r, 0);
+}
+
+Status Store::UpdatePrekey(ByteView device_id, ByteView signed_prekey) {
+  protocol::wire::SignedPrekey fresh;
+  if (!fresh.ParseFromArray(signed_prekey.data(), static_cast<int>(signed_prekey.size()))) {
+    return Status::InvalidArgument("prekey does not parse");
+  }
+  Connection::Impl& c = conn_.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  // Locked so that of two concurrent updates the older cannot win.
+  HF_ASSIGN_OR_RETURN(auto r, Exec(c,
+                                   "SELECT signed_prekey FROM devices"
+                                   " WHERE device_id = $1 AND revoked_at IS NULL FOR UPDATE",
+                                   Params().Bytea(device_id)));
+  if (r.rows() == 0) return Status::NotFound("no device " + ToHex(device_id));
+  const Bytes stored_bytes = r.Bytea(0, 0);
+  protocol::wire::SignedPrekey stored;
+  if (!stored.ParseFromArray(stored_bytes.data(), static_cast<int>(stored_bytes.size()))) {
+    return Status::Internal("stored prekey of device " + ToHex(device_id) + " does not parse");
+  }
+  if (fresh.created_at_ms() <= stored.created_at_ms()) {
+    return Status::FailedPrecondition("prekey created at " + std::to_string(fresh.created_at_ms()) +
+                                      " is not newer than the stored one (" +
+                                      std::to_string(stored.created_at_ms()) + ")");
+  }
+  HF_RETURN_IF_ERROR(Exec(c, "UPDATE devices SET signed_prekey = $2 WHERE device_id = $1",
+                          Params().Bytea(device_id).Bytea(signed_prekey))
+                         .status());
+  return tx.Commit();
 }
 
 Result<std::vector<DeviceRecord>> Store::DevicesOfUsers(const std::vector<std::string>& users) {
@@ -294,11 +372,177 @@ Result<ConversationRecord> Store::OpenConversation(std::vector<std::string> memb
 
 Result<ConversationRecord> Store::GetConversation(const std::string& conversation_id) {
   HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
-                                   "SELECT conversation_id, members FROM conversations"
-                                   " WHERE conversation_id = $1",
+                                   Sql("SELECT ", kConversationColumns,
+                                       " FROM conversations WHERE conversation_id = $1"),
                                    Params().Text(conversation_id)));
   if (r.rows() == 0) return Status::NotFound("no conversation " + conversation_id);
-  return ConversationRecord{r.Text(0, 0), r.TextArray(0, 1)};
+  return ConversationFromRow(r, 0);
+}
+
+Result<ConversationRecord> Store::CreateGroup(const std::string& creator, const std::string& title,
+                                              std::vector<std::string> members) {
+  if (creator.empty()) return Status::InvalidArgument("a group needs a creator");
+  if (title.size() > kMaxGroupTitleBytes) {
+    return Status::InvalidArgument("group title is longer than " +
+                                   std::to_string(kMaxGroupTitleBytes) + " bytes");
+  }
+  members.push_back(creator);
+  SortUnique(members);
+  if (members.size() > kMaxConversationMembers) {
+    return Status::InvalidArgument("a group has at most " +
+                                   std::to_string(kMaxConversationMembers) + " members");
+  }
+  ConversationRecord out;
+  out.conversation_id = "g_" + ToHex(protocol::RandomBytes(8));
+  out.members = std::move(members);
+  out.group = true;
+  out.title = title;
+  out.created_by = creator;
+
+  Connection::Impl& c = conn_.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  auto inserted = Exec(c,
+                       "INSERT INTO conversations (conversation_id, members, kind, title, created_by)"
+                       " VALUES ($1, $2, 'group', $3, $4)",
+                       Params().Text(out.conversation_id).TextArray(out.members).Text(title)
+                           .Text(creator));
+  if (!inserted.ok()) {
+    if (inserted.status().code() == Code::kNotFound) return Status::NotFound("no user " + creator);
+    return inserted.status();
+  }
+  auto added = Exec(c,
+                    "INSERT INTO conversation_members (conversation_id, user_name)"
+                    " SELECT $1, unnest($2::text[])",
+                    Params().Text(out.conversation_id).TextArray(out.members));
+  if (!added.ok()) {
+    if (added.status().code() == Code::kNotFound) {
+      return Status::NotFound("a member of the group is not a user");
+    }
+    return added.status();
+  }
+  HF_RETURN_IF_ERROR(Exec(c,
+                          "INSERT INTO conversation_membership_changes"
+                          " (conversation_id, version, actor, added, removed)"
+                          " VALUES ($1, 0, $2, $3, '{}')",
+                          Params().Text(out.conversation_id).Text(creator).TextArray(out.members))
+                         .status());
+  HF_RETURN_IF_ERROR(internal::AppendAudit(c, "user:" + creator, "group.create",
+                                           internal::JsonObject()
+                                               .String("conversation_id", out.conversation_id)
+                                               .String("title", title)
+                                               .Raw("members", internal::JsonStringArray(out.members))
+                                               .str()));
+  HF_RETURN_IF_ERROR(tx.Commit());
+  return out;
+}
+
+Result<ConversationRecord> Store::ChangeMembers(const std::string& conversation_id,
+                                                const std::string& actor,
+                                                std::vector<std::string> add,
+                                                std::vector<std::string> remove) {
+  SortUnique(add);
+  SortUnique(remove);
+  if (add.empty() && remove.empty()) return Status::InvalidArgument("no member to add or remove");
+  for (const auto& u : add) {
+    if (Contains(remove, u)) return Status::InvalidArgument(u + " is both added and removed");
+  }
+  Connection::Impl& c = conn_.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  // The row lock orders concurrent changes of one group: each sees the
+  // members and version the previous one committed.
+  HF_ASSIGN_OR_RETURN(auto r, Exec(c,
+                                   Sql("SELECT ", kConversationColumns,
+                                       " FROM conversations WHERE conversation_id = $1 FOR UPDATE"),
+                                   Params().Text(conversation_id)));
+  if (r.rows() == 0) return Status::NotFound("no conversation " + conversation_id);
+  ConversationRecord conv = ConversationFromRow(r, 0);
+  if (!conv.group) {
+    return Status::FailedPrecondition("the members of a direct conversation cannot change");
+  }
+  SortUnique(conv.members);
+  if (!Contains(conv.members, actor)) {
+    return Status::PermissionDenied(actor + " is not a member of " + conversation_id);
+  }
+  for (const auto& u : remove) {
+    if (!Contains(conv.members, u)) return Status::InvalidArgument(u + " is not a member");
+    if (u != actor && actor != conv.created_by) {
+      return Status::PermissionDenied("only the group's creator may remove other members");
+    }
+  }
+  for (const auto& u : add) {
+    if (Contains(conv.members, u)) return Status::InvalidArgument(u + " is already a member");
+  }
+  std::vector<std::string> members;
+  std::set_difference(conv.members.begin(), conv.members.end(), remove.begin(), remove.end(),
+                      std::back_inserter(members));
+  members.insert(members.end(), add.begin(), add.end());
+  std::sort(members.begin(), members.end());
+  if (members.size() > kMaxConversationMembers) {
+    return Status::InvalidArgument("a group has at most " +
+                                   std::to_string(kMaxConversationMembers) + " members");
+  }
+  conv.members = std::move(members);
+  conv.membership_version += 1;
+
+  HF_RETURN_IF_ERROR(Exec(c,
+                          "UPDATE conversations SET members = $2, membership_version = $3"
+                          " WHERE conversation_id = $1",
+                          Params().Text(conversation_id).TextArray(conv.members)
+                              .Int8(conv.membership_version))
+                         .status());
+  if (!remove.empty()) {
+    HF_RETURN_IF_ERROR(Exec(c,
+                            "DELETE FROM conversation_members"
+                            " WHERE conversation_id = $1 AND user_name = ANY($2)",
+                            Params().Text(conversation_id).TextArray(remove))
+                           .status());
+  }
+  if (!add.empty()) {
+    auto added = Exec(c,
+                      "INSERT INTO conversation_members (conversation_id, user_name)"
+                      " SELECT $1, unnest($2::text[])",
+                      Params().Text(conversation_id).TextArray(add));
+    if (!added.ok()) {
+      if (added.status().code() == Code::kNotFound) {
+        return Status::NotFound("a user to add does not exist");
+      }
+      return added.status();
+    }
+  }
+  HF_RETURN_IF_ERROR(Exec(c,
+                          "INSERT INTO conversation_membership_changes"
+                          " (conversation_id, version, actor, added, removed)"
+                          " VALUES ($1, $2, $3, $4, $5)",
+                          Params().Text(conversation_id).Int8(conv.membership_version).Text(actor)
+                              .TextArray(add).TextArray(remove))
+                         .status());
+  HF_RETURN_IF_ERROR(internal::AppendAudit(c, "user:" + actor, "group.change_members",
+                                           internal::JsonObject()
+                                               .String("conversation_id", conversation_id)
+                                               .Int("version", conv.membership_version)
+                                               .Raw("added", internal::JsonStringArray(add))
+                                               .Raw("removed", internal::JsonStringArray(remove))
+                                               .str()));
+  HF_RETURN_IF_ERROR(tx.Commit());
+  return conv;
+}
+
+Result<std::vector<MembershipChangeRecord>> Store::RecentMembershipChanges(
+    const std::string& conversation_id, int limit) {
+  if (limit <= 0) return Status::InvalidArgument("limit must be positive");
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT version, actor, added, removed, hf_ms(at) FROM ("
+                                   " SELECT * FROM conversation_membership_changes"
+                                   " WHERE conversation_id = $1 ORDER BY version DESC LIMIT $2)"
+                                   " AS recent ORDER BY version",
+                                   Params().Text(conversation_id).Int8(limit)));
+  std::vector<MembershipChangeRecord> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) {
+    out.push_back(MembershipChangeRecord{r.Int(i, 0), r.Text(i, 1), r.TextArray(i, 2),
+                                         r.TextArray(i, 3), r.Int(i, 4)});
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------- epochs
@@ -550,6 +794,89 @@ Result<uint64_t> Store::CountEnvelopes() {
   return static_cast<uint64_t>(r.Int(0, 0));
 }
 
+// --------------------------------------------------------- delivery reports
+
+std::string_view DeliveryReportReason(std::string_view reported) {
+  for (std::string_view known : kDeliveryReportReasons) {
+    if (reported == known) return known;
+  }
+  return "other";
+}
+
+Result<int64_t> Store::RecordDeliveryReport(const DeliveryReport& report) {
+  if (report.message_id.size() > 64) {
+    return Status::InvalidArgument("reported message id is longer than 64 bytes");
+  }
+  const std::string_view reason = DeliveryReportReason(report.reason);
+  const std::string detail = internal::SanitizeUtf8(report.detail, kMaxDeliveryReportDetailBytes);
+  Params p;
+  p.Bytea(report.reporter_device);
+  if (report.delivery_id) {
+    p.Int8(*report.delivery_id);
+  } else {
+    p.Null(internal::kInt8Oid);
+  }
+  if (!report.message_id.empty()) {
+    p.Bytea(report.message_id);
+  } else {
+    p.Null(internal::kByteaOid);
+  }
+  p.Text(reason).Text(detail);
+
+  Connection::Impl& c = conn_.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  // The reporter's user and the envelope come from the database: a device
+  // vouches only for what it reports, and names no envelope through a
+  // delivery to another device.
+  HF_ASSIGN_OR_RETURN(auto r, Exec(c,
+                                   "INSERT INTO delivery_reports (reporter_device, reporter_user,"
+                                   " delivery_id, message_id, envelope_id, reason, detail)"
+                                   " SELECT v.device_id, v.user_name, $2, $3,"
+                                   "  (SELECT d.envelope_id FROM deliveries d"
+                                   "   WHERE d.delivery_id = $2 AND d.device_id = v.device_id),"
+                                   "  $4, $5"
+                                   " FROM devices v WHERE v.device_id = $1"
+                                   " RETURNING report_id, reporter_user, envelope_id",
+                                   p));
+  if (r.rows() != 1) return Status::NotFound("no device " + ToHex(report.reporter_device));
+  const int64_t report_id = r.Int(0, 0);
+  internal::JsonObject audit;
+  audit.Int("report_id", report_id).String("device_id", ToHex(report.reporter_device));
+  if (report.delivery_id) audit.Int("delivery_id", *report.delivery_id);
+  if (!report.message_id.empty()) audit.String("message_id", ToHex(report.message_id));
+  if (!r.IsNull(0, 2)) audit.Int("envelope_id", r.Int(0, 2));
+  audit.String("reason", reason).String("detail", detail);
+  HF_RETURN_IF_ERROR(
+      internal::AppendAudit(c, "user:" + r.Text(0, 1), "delivery.report", audit.str()));
+  HF_RETURN_IF_ERROR(tx.Commit());
+  return report_id;
+}
+
+Result<std::vector<DeliveryReportRecord>> Store::DeliveryReportsSince(int64_t since_ms) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT report_id, reporter_device, reporter_user, delivery_id,"
+                                   " message_id, envelope_id, reason, detail, hf_ms(reported_at)"
+                                   " FROM delivery_reports WHERE reported_at >= hf_ts($1)"
+                                   " ORDER BY report_id",
+                                   Params().Int8(since_ms)));
+  std::vector<DeliveryReportRecord> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) {
+    DeliveryReportRecord rec;
+    rec.report_id = r.Int(i, 0);
+    rec.reporter_device = r.Bytea(i, 1);
+    rec.reporter_user = r.Text(i, 2);
+    if (!r.IsNull(i, 3)) rec.delivery_id = r.Int(i, 3);
+    if (!r.IsNull(i, 4)) rec.message_id = r.Bytea(i, 4);
+    if (!r.IsNull(i, 5)) rec.envelope_id = r.Int(i, 5);
+    rec.reason = r.Text(i, 6);
+    rec.detail = r.Text(i, 7);
+    rec.reported_at_ms = r.Int(i, 8);
+    out.push_back(std::move(rec));
+  }
+  return out;
+}
+
 // ----------------------------------------------------------------- settings
 
 Status Store::PutSetting(const std::string& name, ByteView value) {
@@ -571,8 +898,11 @@ Result<Bytes> Store::GetSetting(const std::string& name) {
 
 Result<std::vector<StoredEnvelope>> Store::EnvelopesOfCustodian(const std::string& user,
                                                                 int64_t from_ms, int64_t to_ms) {
-  // Sent by the user, addressed to a conversation the user is a member of,
-  // or queued for one of the user's devices.
+  // Sent by the user, addressed to a direct conversation the user is a
+  // member of, stored in a group while the user was a member of it, or
+  // queued for one of the user's devices. A group membership lasts from the
+  // change that added the user to the next change that names them; both
+  // ends and stored_at are the database's clock.
   HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), R"sql(
 SELECT e.envelope_id, e.message_id, e.conversation_id, e.sender_user, e.sender_device,
        e.epoch_id, hf_ms(e.sent_at), hf_ms(e.stored_at), e.envelope
@@ -582,8 +912,18 @@ WHERE e.envelope_id IN (
   WHERE sender_user = $1 AND sent_at >= hf_ts($2) AND sent_at < hf_ts($3)
   UNION
   SELECT x.envelope_id FROM conversation_members m
+  JOIN conversations c ON c.conversation_id = m.conversation_id AND c.kind = 'direct'
   JOIN envelopes x ON x.conversation_id = m.conversation_id
   WHERE m.user_name = $1 AND x.sent_at >= hf_ts($2) AND x.sent_at < hf_ts($3)
+  UNION
+  SELECT g.envelope_id FROM (
+    SELECT conversation_id, added @> ARRAY[$1] AS joined, at AS from_at,
+           lead(at) OVER (PARTITION BY conversation_id ORDER BY version) AS to_at
+    FROM conversation_membership_changes
+    WHERE added @> ARRAY[$1] OR removed @> ARRAY[$1]) p
+  JOIN envelopes g ON g.conversation_id = p.conversation_id
+  WHERE p.joined AND g.stored_at >= p.from_at AND (p.to_at IS NULL OR g.stored_at < p.to_at)
+    AND g.sent_at >= hf_ts($2) AND g.sent_at < hf_ts($3)
   UNION
   SELECT d.envelope_id FROM devices v
   JOIN deliveries d ON d.device_id = v.device_id

@@ -501,6 +501,15 @@ class Cli {
       HF_ASSIGN_OR_RETURN(auto update, device.BeginPrekeyRotation(now));
       HF_RETURN_IF_ERROR(Save(device));
       auto confirmed = session.UpdatePrekey(update);
+      if (!confirmed.ok() &&
+          confirmed.status().message().find("(stale_prekey)") != std::string::npos) {
+        // Never stored (a resend of the stored prekey is accepted): draw a
+        // fresh one and try once more.
+        HF_RETURN_IF_ERROR(device.AbandonPrekeyRotation());
+        HF_ASSIGN_OR_RETURN(update, device.BeginPrekeyRotation(NowMs()));
+        HF_RETURN_IF_ERROR(Save(device));
+        confirmed = session.UpdatePrekey(update);
+      }
       if (!confirmed.ok() && (force || confirmed.status().code() != Code::kFailedPrecondition)) {
         return confirmed.status().WithContext("prekey rotation");
       }

@@ -447,6 +447,14 @@ Status Device::CompletePrekeyRotation(const wire::PrekeyUpdated& confirmation, i
   return Status::Ok();
 }
 
+Status Device::AbandonPrekeyRotation() {
+  if (profile_.pending_prekeys.empty()) {
+    return Status::FailedPrecondition("no prekey rotation is pending");
+  }
+  profile_.pending_prekeys.clear();  // SecretBytes wipe themselves
+  return Status::Ok();
+}
+
 size_t Device::ExpireRetiredPrekeys(int64_t now_ms, int64_t grace_ms) {
   // SecretBytes wipes itself when erased.
   return std::erase_if(profile_.retired_prekeys, [&](const StoredPrekey& k) {
@@ -539,26 +547,34 @@ Result<std::vector<Notice>> Device::ObserveConversation(
   std::vector<Notice> notices;
   auto known = std::find_if(profile_.conversations.begin(), profile_.conversations.end(),
                             [&](const KnownConversation& k) { return k.conversation_id == id; });
-  if (known == profile_.conversations.end()) {
-    if (MarkNoticeShown(id)) {
-      notices.push_back(Notice{Notice::Kind::kArchived, id, {}, {}, conversation.archive_notice()});
-    }
-    profile_.conversations.push_back(KnownConversation{id, conversation.membership_version(),
-                                                       {members.begin(), members.end()}});
-  } else if (conversation.membership_version() > known->membership_version) {
+  // A group's history is told on first sight too (how it was created and
+  // changed since, as far as `changes` reaches); later, only what is new.
+  const bool first_sight = known == profile_.conversations.end();
+  const uint64_t seen_version = first_sight ? 0 : known->membership_version;
+  if (first_sight && MarkNoticeShown(id)) {
+    notices.push_back(Notice{Notice::Kind::kArchived, id, {}, {}, conversation.archive_notice()});
+  }
+  if (conversation.group() && (first_sight || conversation.membership_version() > seen_version)) {
     for (const auto& change : conversation.changes()) {
-      if (change.version() <= known->membership_version) continue;
+      if (!first_sight && change.version() <= seen_version) continue;
       std::string text = change.actor();
-      if (change.added_size()) {
-        text += " added";
+      if (change.version() == 0) {
+        text += " created the group \"" + conversation.title() + "\"";
+        if (change.added_size()) text += " with";
         for (const auto& a : change.added()) text += " " + a;
-      }
-      if (change.removed_size()) {
-        text += change.added_size() ? ", removed" : " removed";
+      } else {
+        if (change.added_size()) text += " added";
+        for (const auto& a : change.added()) text += " " + a;
+        if (change.removed_size()) text += change.added_size() ? ", removed" : " removed";
         for (const auto& r : change.removed()) text += " " + r;
       }
       notices.push_back(Notice{Notice::Kind::kMembersChanged, id, change.actor(), {}, text});
     }
+  }
+  if (first_sight) {
+    profile_.conversations.push_back(KnownConversation{id, conversation.membership_version(),
+                                                       {members.begin(), members.end()}});
+  } else if (conversation.membership_version() > seen_version) {
     known->membership_version = conversation.membership_version();
     known->members.assign(members.begin(), members.end());
   }

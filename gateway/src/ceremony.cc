@@ -6,6 +6,7 @@
 
 #include "holdfast/archive/compliance.h"
 #include "holdfast/protocol/envelope.h"
+#include "holdfast/protocol/identity.h"
 #include "holdfast/protocol/labels.h"
 
 namespace holdfast::gateway {
@@ -16,13 +17,26 @@ constexpr int64_t kCeremonyLock = 0x6866'6b65'7963'6572;
 
 }  // namespace
 
-Result<std::unique_ptr<hsm::Token>> OpenToken(const Config& config) {
-  HF_ASSIGN_OR_RETURN(SecretBytes pin, hsm::ReadPinFile(config.hsm.pin_file));
+namespace {
+
+Result<std::unique_ptr<hsm::Token>> OpenTokenWithPinFile(const Config& config, const std::string& label,
+                                                         const std::string& pin_file) {
+  HF_ASSIGN_OR_RETURN(SecretBytes pin, hsm::ReadPinFile(pin_file));
   hsm::TokenConfig tc;
   tc.module_path = config.hsm.module;
-  tc.token_label = config.hsm.token_label;
+  tc.token_label = label;
   tc.pin = std::move(pin);
   return hsm::Token::Open(tc);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<hsm::Token>> OpenToken(const Config& config) {
+  return OpenTokenWithPinFile(config, config.hsm.token_label, config.hsm.pin_file);
+}
+
+Result<std::unique_ptr<hsm::Token>> OpenEnrollmentToken(const Config& config) {
+  return OpenTokenWithPinFile(config, config.hsm.enrollment_token_label, config.hsm.enrollment_pin_file);
 }
 
 namespace {
@@ -90,6 +104,97 @@ Result<archive::EpochRecord> CreateEpochLocked(hsm::Token& token, archive::Conne
   return rec;
 }
 
+// Creates the enrollment key if the enrollment token has none and makes
+// sure a certificate of it by the org root, valid at now_ms, is stored.
+Status EnsureEnrollmentKeyLocked(hsm::Token& root, hsm::Token& enrollment, archive::Connection& conn,
+                                 const Config& config, const std::string& actor, int64_t now_ms,
+                                 InitReport& report) {
+  archive::Store store(conn);
+  archive::Compliance compliance(conn);
+  const std::string setting(archive::kEnrollmentKeyCertificateSetting);
+  const std::string label(hsm::kEnrollmentKeyLabel);
+  const std::string where = "enrollment token \"" + config.hsm.enrollment_token_label + "\"";
+
+  std::optional<protocol::wire::EnrollmentKeyCertificateBody> stored;
+  auto recorded = store.GetSetting(setting);
+  if (recorded.ok()) {
+    protocol::wire::EnrollmentKeyCertificate cert;
+    if (!cert.ParseFromArray(recorded->data(), static_cast<int>(recorded->size()))) {
+      return Status::FailedPrecondition("the stored enrollment key certificate does not parse");
+    }
+    auto body = protocol::VerifyEnrollmentKeyCertificate(cert, report.root_public, 0);
+    if (!body.ok()) {
+      return Status::FailedPrecondition(
+          "the stored enrollment key certificate does not verify under the org root: " +
+          body.status().message());
+    }
+    stored = std::move(body).value();
+  } else if (recorded.status().code() != Code::kNotFound) {
+    return recorded.status();
+  }
+
+  auto existing = enrollment.PublicKey(label);
+  if (existing.ok()) {
+    report.enrollment_public = *existing;
+  } else if (existing.status().code() == Code::kNotFound) {
+    // A replaced token must not silently get a certificate for a new key.
+    if (stored) {
+      return Status::FailedPrecondition("the database holds a certificate of an enrollment key, but the " +
+                                        where + " holds no key " + label +
+                                        "; refusing to certify another one");
+    }
+    HF_ASSIGN_OR_RETURN(report.enrollment_public, enrollment.GenerateSigningKey(label));
+    report.created_enrollment_key = true;
+    HF_RETURN_IF_ERROR(compliance.Audit(actor, "key.enrollment.create",
+                                        "{\"label\":\"" + label + "\",\"token\":\"" +
+                                            config.hsm.enrollment_token_label + "\",\"public_key\":\"" +
+                                            ToHex(report.enrollment_public) + "\"}"));
+  } else {
+    return existing.status().WithContext(where);
+  }
+
+  if (stored) {
+    if (stored->public_key() != AsString(report.enrollment_public)) {
+      return Status::FailedPrecondition(
+          "the database holds a certificate of another enrollment key than the " + where +
+          " holds; refusing to continue");
+    }
+    if (now_ms >= stored->not_before_ms() && now_ms < stored->not_after_ms()) {
+      report.enrollment_certificate = *recorded;
+      report.enrollment_not_after_ms = stored->not_after_ms();
+      return Status::Ok();
+    }
+  }
+
+  // Only a key that the token keeps to itself and that can do nothing but
+  // sign is certified (a key imported by someone else would not be).
+  HF_ASSIGN_OR_RETURN(hsm::KeyInfo info, enrollment.Describe(label));
+  if (!info.sensitive || info.extractable || !info.can_sign || info.can_derive) {
+    return Status::FailedPrecondition(
+        "key " + label + " in the " + where +
+        " is not sensitive, non-extractable and sign-only; refusing to certify it");
+  }
+  const int64_t not_after_ms = now_ms + int64_t{config.keys.enrollment_key_days} * 24 * 3600 * 1000;
+  const std::string body_bytes =
+      protocol::MakeEnrollmentKeyCertificateBody(report.enrollment_public, now_ms, not_after_ms, config.org)
+          .SerializeAsString();
+  HF_ASSIGN_OR_RETURN(
+      Bytes sig, root.SignWithOrgRoot(protocol::EnrollmentKeyCertificateSigningInput(AsBytes(body_bytes))));
+  protocol::wire::EnrollmentKeyCertificate cert;
+  cert.set_body(body_bytes);
+  cert.set_signature(AsString(sig));
+  const std::string cert_bytes = cert.SerializeAsString();
+  HF_RETURN_IF_ERROR(store.PutSetting(setting, AsBytes(cert_bytes)));
+  report.certified_enrollment_key = true;
+  report.enrollment_certificate.assign(cert_bytes.begin(), cert_bytes.end());
+  report.enrollment_not_after_ms = not_after_ms;
+  return compliance.Audit(actor, "key.enrollment.certify",
+                          "{\"label\":\"" + label + "\",\"public_key\":\"" + ToHex(report.enrollment_public) +
+                              "\",\"fingerprint\":\"" + protocol::Fingerprint(report.enrollment_public) +
+                              "\",\"not_before_ms\":" + std::to_string(now_ms) +
+                              ",\"not_after_ms\":" + std::to_string(not_after_ms) + "}");
+}
+
 }  // namespace
 
 // One ceremony at a time across processes (a timer and an operator may
@@ -116,8 +221,8 @@ Result<std::optional<archive::EpochRecord>> RotateIfDue(hsm::Token& token, archi
   return std::optional<archive::EpochRecord>(std::move(next));
 }
 
-Result<InitReport> InitializeKeys(hsm::Token& token, archive::Connection& conn, const Config& config,
-                                  const std::string& actor, int64_t now_ms) {
+Result<InitReport> InitializeKeys(hsm::Token& token, hsm::Token& enrollment, archive::Connection& conn,
+                                  const Config& config, const std::string& actor, int64_t now_ms) {
   InitReport report;
   archive::Store store(conn);
   archive::Compliance compliance(conn);
@@ -141,6 +246,10 @@ Result<InitReport> InitializeKeys(hsm::Token& token, archive::Connection& conn, 
   if (!recorded.ok()) {
     if (recorded.status().code() != Code::kNotFound) return recorded.status();
     HF_RETURN_IF_ERROR(store.PutSetting(std::string(archive::kOrgRootPublicKeySetting), report.root_public));
+  }
+  {
+    HF_ASSIGN_OR_RETURN(CeremonyLock lock, CeremonyLock::Take(conn));
+    HF_RETURN_IF_ERROR(EnsureEnrollmentKeyLocked(token, enrollment, conn, config, actor, now_ms, report));
   }
   auto current = store.CurrentEpoch(now_ms);
   if (current.ok()) {

@@ -94,11 +94,15 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
       }
     }
     if (auto hsm = root["hsm"]) {
-      HF_RETURN_IF_ERROR(CheckKeys(hsm, {"module", "token_label", "pin_file", "so_pin_file", "softhsm2_conf"}, "hsm", source));
+      HF_RETURN_IF_ERROR(CheckKeys(hsm, {"module", "token_label", "pin_file", "so_pin_file",
+                                         "enrollment_token_label", "enrollment_pin_file", "softhsm2_conf"},
+                                   "hsm", source));
       Get(hsm, "module", c.hsm.module);
       Get(hsm, "token_label", c.hsm.token_label);
       Get(hsm, "pin_file", c.hsm.pin_file);
       Get(hsm, "so_pin_file", c.hsm.so_pin_file);
+      Get(hsm, "enrollment_token_label", c.hsm.enrollment_token_label);
+      Get(hsm, "enrollment_pin_file", c.hsm.enrollment_pin_file);
       Get(hsm, "softhsm2_conf", c.hsm.softhsm2_conf);
     }
     if (auto gw = root["gateway"]) {
@@ -119,10 +123,14 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
       Get(admin, "tls_key", c.admin.tls_key);
     }
     if (auto keys = root["keys"]) {
-      HF_RETURN_IF_ERROR(CheckKeys(keys, {"epoch_days", "rotate_ahead_days"}, "keys", source));
+      HF_RETURN_IF_ERROR(CheckKeys(keys, {"epoch_days", "rotate_ahead_days", "enrollment_key_days"}, "keys", source));
       Get(keys, "epoch_days", c.keys.epoch_days);
       Get(keys, "rotate_ahead_days", c.keys.rotate_ahead_days);
+      Get(keys, "enrollment_key_days", c.keys.enrollment_key_days);
       if (c.keys.epoch_days == 0) return Status::InvalidArgument(Where(keys, source) + ": keys.epoch_days must be > 0");
+      if (c.keys.enrollment_key_days == 0) {
+        return Status::InvalidArgument(Where(keys, source) + ": keys.enrollment_key_days must be > 0");
+      }
       if (c.keys.rotate_ahead_days >= c.keys.epoch_days) {
         return Status::InvalidArgument(Where(keys, source) + ": keys.rotate_ahead_days must be less than epoch_days");
       }
@@ -134,6 +142,11 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
   const std::string& s = c.state_dir;
   if (c.hsm.pin_file.empty()) c.hsm.pin_file = s + "/hsm/user.pin";
   if (c.hsm.so_pin_file.empty()) c.hsm.so_pin_file = s + "/hsm/so.pin";
+  if (c.hsm.enrollment_pin_file.empty()) c.hsm.enrollment_pin_file = s + "/hsm/enrollment.pin";
+  if (c.hsm.enrollment_token_label == c.hsm.token_label) {
+    return Status::InvalidArgument(source + ": hsm.enrollment_token_label must differ from hsm.token_label: "
+                                   "the gateway logs in to the enrollment token, never to the archive token");
+  }
   if (c.gateway.tls_cert.empty()) c.gateway.tls_cert = s + "/tls/gateway.pem";
   if (c.gateway.tls_key.empty()) c.gateway.tls_key = s + "/tls/gateway.key";
   if (c.admin.tls_cert.empty()) c.admin.tls_cert = c.gateway.tls_cert;

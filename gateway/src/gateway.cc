@@ -18,9 +18,12 @@
 
 #include "admin_plane.h"
 #include "db_pool.h"
+#include "enrollment.h"
 #include "holdfast/archive/database.h"
 #include "holdfast/archive/store.h"
+#include "holdfast/base/time.h"
 #include "holdfast/policy/policy.h"
+#include "holdfast/protocol/identity.h"
 #include "hsm_access.h"
 #include "hub.h"
 #include "ingester.h"
@@ -46,15 +49,42 @@ Status WritePortsFile(const std::string& path, uint16_t client, uint16_t admin) 
   return Status::Ok();
 }
 
+// The stored enrollment key certificate must verify under the org root,
+// be valid at now_ms and certify the key in the enrollment token.
+Status CheckEnrollmentCertificate(archive::Store& store, ByteView org_root, ByteView enrollment_public,
+                                  int64_t now_ms) {
+  constexpr std::string_view kRunInit = "; run `holdfast-admin init`";
+  auto stored = store.GetSetting(std::string(archive::kEnrollmentKeyCertificateSetting));
+  if (!stored.ok()) {
+    if (stored.status().code() != Code::kNotFound) return stored.status();
+    return Status::FailedPrecondition("no enrollment key certificate recorded" + std::string(kRunInit));
+  }
+  protocol::wire::EnrollmentKeyCertificate cert;
+  if (!cert.ParseFromArray(stored->data(), static_cast<int>(stored->size()))) {
+    return Status::FailedPrecondition("the stored enrollment key certificate does not parse" +
+                                      std::string(kRunInit));
+  }
+  auto body = protocol::VerifyEnrollmentKeyCertificate(cert, org_root, now_ms);
+  if (!body.ok()) return Status::FailedPrecondition(body.status().message() + std::string(kRunInit));
+  if (body->public_key() != AsString(enrollment_public)) {
+    return Status::FailedPrecondition(
+        "the enrollment key certificate is for another key than the enrollment token holds" +
+        std::string(kRunInit));
+  }
+  return Status::Ok();
+}
+
 class GatewayImpl final : public Gateway {
  public:
-  GatewayImpl(Config config, Bytes org_root, const std::string& policy_version)
+  GatewayImpl(Config config, Bytes org_root, std::unique_ptr<EnrollmentSigner> enrollment,
+              const std::string& policy_version)
       : config_(std::move(config)),
         tls_(ssl::context::tls_server),
         db_(config_.database.conninfo, config_.database.workers),
         ingester_(config_.database.conninfo, config_.database.ingest_batch_max, metrics_),
         hsm_(config_),
-        hub_{config_, io_, metrics_, db_, ingester_, std::move(org_root), {}},
+        enrollment_(std::move(enrollment)),
+        hub_{config_, io_, metrics_, db_, ingester_, std::move(org_root), *enrollment_, {}},
         io_(1),
         acceptor_(io_) {
     metrics_.SetPolicyVersion(policy_version);
@@ -215,6 +245,7 @@ class GatewayImpl final : public Gateway {
   DbPool db_;
   Ingester ingester_;
   HsmProbe hsm_;
+  std::unique_ptr<EnrollmentSigner> enrollment_;
   Hub hub_;
   net::io_context io_;
   tcp::acceptor acceptor_;
@@ -242,11 +273,22 @@ Result<std::unique_ptr<Gateway>> Gateway::Create(const Config& config) {
     }
     return root.status();
   }
+  // Enrollment needs the enrollment token and the org root's certificate
+  // of its key; without them the gateway does not start. Once started, a
+  // token that fails refuses enrollments only (unavailable).
+  auto enrollment = EnrollmentSigner::Open(config);
+  if (!enrollment.ok()) {
+    return enrollment.status().WithContext(
+        "enrollment token \"" + config.hsm.enrollment_token_label +
+        "\" (create it with `holdfast-admin hsm init-token` and its key with `holdfast-admin init`)");
+  }
+  HF_RETURN_IF_ERROR(CheckEnrollmentCertificate(store, *root, (*enrollment)->public_key(), NowMs()));
   // The policy is checked at start so that a broken file fails fast here,
   // not at the first disclosure.
   auto policy = policy::Policy::Load(config.policy_file);
   if (!policy.ok()) return policy.status().WithContext("policy file");
-  auto gw = std::make_unique<GatewayImpl>(config, std::move(root).value(), policy->version());
+  auto gw = std::make_unique<GatewayImpl>(config, std::move(root).value(), std::move(enrollment).value(),
+                                          policy->version());
   HF_RETURN_IF_ERROR(gw->LoadTls());
   return std::unique_ptr<Gateway>(std::move(gw));
 }

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "db_pool.h"
+#include "enrollment.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/gateway/config.h"
 #include "ingester.h"
@@ -29,6 +30,7 @@ struct Hub {
   DbPool& db;
   Ingester& ingester;
   Bytes org_root_public;
+  EnrollmentSigner& enrollment;  // thread-safe; used from database workers
 
   // [io] device id (raw bytes as string) -> the device's open session.
   std::multimap<std::string, std::weak_ptr<Session>> online;

@@ -4,6 +4,8 @@
 
 #include <sstream>
 
+#include "holdfast/archive/store.h"
+
 namespace holdfast::gateway {
 
 using prometheus::BuildCounter;
@@ -62,6 +64,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                  .Register(r).Add({});
   maintenance_failures = &BuildCounter().Name("holdfast_maintenance_failures_total")
                               .Help("Periodic checks (HSM probe, epoch expiry) that failed.").Register(r).Add({});
+  auto& hsm_operations = BuildCounter().Name("holdfast_hsm_operations_total")
+                             .Help("Operations with the enrollment key, by result.").Register(r);
+  countersign_ok = &hsm_operations.Add({{"op", "countersign"}, {"result", "ok"}});
+  countersign_error = &hsm_operations.Add({{"op", "countersign"}, {"result", "error"}});
   rejects_ = &BuildCounter().Name("holdfast_client_rejects_total")
                   .Help("Client requests refused, by reason.").Register(r);
   // Pre-create the common reasons so dashboards see zeros.
@@ -69,8 +75,15 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                              "wrong_sender", "stale_epoch", "recipients_mismatch", "not_member",
                              "enrollment_refused", "unknown_device", "auth_failed", "unavailable",
                              "frame_too_large", "auth_timeout", "clock_skew",
-                             "message_id_conflict"}) {
+                             "message_id_conflict", "master_key_mismatch",
+                             "bad_prekey", "stale_prekey", "rate_limited"}) {
     rejects_->Add({{"reason", reason}});
+  }
+  delivery_reports_ = &BuildCounter().Name("holdfast_delivery_reports_total")
+                           .Help("Deliveries that devices reported as failing a check, by reason.")
+                           .Register(r);
+  for (std::string_view reason : archive::kDeliveryReportReasons) {
+    delivery_reports_->Add({{"reason", std::string(reason)}});
   }
 }
 
@@ -84,6 +97,10 @@ void Metrics::SetPolicyVersion(const std::string& version) {
 
 prometheus::Counter& Metrics::reject(const std::string& reason) {
   return rejects_->Add({{"reason", reason}});
+}
+
+prometheus::Counter& Metrics::delivery_report(std::string_view reason) {
+  return delivery_reports_->Add({{"reason", std::string(archive::DeliveryReportReason(reason))}});
 }
 
 std::string Metrics::Serialize() const {

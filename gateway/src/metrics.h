@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace holdfast::gateway {
 
@@ -22,6 +23,9 @@ class Metrics {
   std::string Serialize() const;
 
   prometheus::Counter& reject(const std::string& reason);
+  // holdfast_delivery_reports_total{reason}: `reason` as
+  // archive::DeliveryReportReason gives it, so the label values are closed.
+  prometheus::Counter& delivery_report(std::string_view reason);
 
   prometheus::Counter* connections_total;
   prometheus::Gauge* connections_active;
@@ -42,12 +46,16 @@ class Metrics {
   prometheus::Gauge* hsm_up;
   prometheus::Gauge* epoch_remaining_seconds;
   prometheus::Counter* maintenance_failures;
+  // holdfast_hsm_operations_total{op="countersign",result="ok"|"error"}
+  prometheus::Counter* countersign_ok;
+  prometheus::Counter* countersign_error;
   // Sets holdfast_policy_info{version="sha256:..."} to 1.
   void SetPolicyVersion(const std::string& version);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* rejects_;
+  prometheus::Family<prometheus::Counter>* delivery_reports_;
 };
 
 }  // namespace holdfast::gateway

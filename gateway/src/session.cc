@@ -11,12 +11,14 @@
 #include <boost/beast/websocket/ssl.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <optional>
 #include <set>
 
 #include "holdfast/base/time.h"
 #include "holdfast/protocol/envelope.h"
+#include "holdfast/protocol/identity.h"
 #include "holdfast/protocol/primitives.h"
 
 namespace holdfast::gateway {
@@ -42,6 +44,10 @@ Result<wire::DeviceInfo> ToDeviceInfo(const archive::DeviceRecord& d) {
                                               static_cast<int>(d.signed_prekey.size()))) {
     return Status::Internal("stored prekey of a device does not parse");
   }
+  if (!info.mutable_certificate()->ParseFromArray(d.certificate.data(),
+                                                   static_cast<int>(d.certificate.size()))) {
+    return Status::Internal("stored certificate of a device does not parse");
+  }
   return info;
 }
 
@@ -61,8 +67,78 @@ std::string ReasonFor(const Status& s) {
     case Code::kPermissionDenied: return "permission_denied";
     case Code::kNotFound: return "not_found";
     case Code::kInvalidArgument: return "invalid_argument";
+    case Code::kFailedPrecondition: return "failed_precondition";
     default: return "internal";
   }
+}
+
+constexpr size_t kMaxMemberNameBytes = 128;
+// Delivery reports accepted on one connection: each is a row and an audit
+// event, so one connection cannot flood the audit trail.
+constexpr int kMaxReportsPerConnection = 100;
+
+// The error message for the first member name that is not 1 to 128 bytes.
+std::optional<std::string> BadMemberName(const google::protobuf::RepeatedPtrField<std::string>& names) {
+  for (const auto& m : names) {
+    if (m.empty() || m.size() > kMaxMemberNameBytes) {
+      return "member names must be 1.." + std::to_string(kMaxMemberNameBytes) + " characters";
+    }
+  }
+  return std::nullopt;
+}
+
+bool IsMember(const archive::ConversationRecord& conv, const std::string& user) {
+  return std::find(conv.members.begin(), conv.members.end(), user) != conv.members.end();
+}
+
+// A conversation answer, or a refusal whose reason code (not_member) no
+// Status code maps to.
+struct ConversationAnswer {
+  std::string reject_reason;
+  std::string reject_message;
+  wire::ConversationInfo info;
+};
+
+ConversationAnswer NotMember(std::string message) {
+  ConversationAnswer a;
+  a.reject_reason = "not_member";
+  a.reject_message = std::move(message);
+  return a;
+}
+
+// What every conversation request answers: the current members and all
+// their devices, the current epoch certificate, the archive notice and, for
+// a group, its title, creator, version and recent membership changes. Runs
+// on a database worker.
+Result<ConversationAnswer> Describe(archive::Store& store, const archive::ConversationRecord& conv,
+                                    const std::string& notice) {
+  HF_ASSIGN_OR_RETURN(auto devices, store.DevicesOfUsers(conv.members));
+  HF_ASSIGN_OR_RETURN(auto epoch, store.CurrentEpoch(NowMs()));
+  ConversationAnswer out;
+  wire::ConversationInfo& info = out.info;
+  info.set_conversation_id(conv.conversation_id);
+  for (const auto& m : conv.members) info.add_members(m);
+  for (const auto& d : devices) {
+    HF_ASSIGN_OR_RETURN(*info.add_devices(), ToDeviceInfo(d));
+  }
+  HF_ASSIGN_OR_RETURN(*info.mutable_epoch(), ToEpochCert(epoch));
+  info.set_archive_notice(notice);
+  if (conv.group) {
+    info.set_group(true);
+    info.set_title(conv.title);
+    info.set_created_by(conv.created_by);
+    info.set_membership_version(static_cast<uint64_t>(conv.membership_version));
+    HF_ASSIGN_OR_RETURN(auto changes, store.RecentMembershipChanges(conv.conversation_id));
+    for (const auto& c : changes) {
+      wire::MembershipChange* change = info.add_changes();
+      change->set_version(static_cast<uint64_t>(c.version));
+      change->set_actor(c.actor);
+      for (const auto& u : c.added) change->add_added(u);
+      for (const auto& u : c.removed) change->add_removed(u);
+      change->set_at_ms(c.at_ms);
+    }
+  }
+  return out;
 }
 
 class SessionImpl final : public Session {
@@ -316,6 +392,21 @@ class SessionImpl final : public Session {
       case wire::ClientFrame::kDeliveryAck:
         if (!RequireAuth(rid)) return;
         return OnDeliveryAck(f.delivery_ack());
+      case wire::ClientFrame::kCreateGroup:
+        if (!RequireAuth(rid)) return;
+        return OnCreateGroup(rid, f.create_group());
+      case wire::ClientFrame::kChangeMembers:
+        if (!RequireAuth(rid)) return;
+        return OnChangeMembers(rid, f.change_members());
+      case wire::ClientFrame::kGetConversation:
+        if (!RequireAuth(rid)) return;
+        return OnGetConversation(rid, f.get_conversation());
+      case wire::ClientFrame::kUpdatePrekey:
+        if (!RequireAuth(rid)) return;
+        return OnUpdatePrekey(rid, f.update_prekey());
+      case wire::ClientFrame::kReportDelivery:
+        if (!RequireAuth(rid)) return;
+        return OnReportDelivery(rid, f.report_delivery());
       case wire::ClientFrame::KIND_NOT_SET:
         return Reject(rid, "malformed_frame", "frame has no request", {});
     }
@@ -335,33 +426,114 @@ class SessionImpl final : public Session {
     if (Status s = protocol::VerifyPrekey(identity, r.prekey()); !s.ok()) {
       return Reject(rid, "enrollment_refused", "prekey: " + s.message(), {});
     }
+    if (!r.has_certificate()) {
+      return Reject(rid, "enrollment_refused",
+                    "a device certificate signed by the user's master key is required", {});
+    }
+    auto body = protocol::CheckCertificateRequest(r.certificate(), r.user(), identity);
+    if (!body.ok()) return Reject(rid, "enrollment_refused", body.status().message(), {});
+    const int64_t now = NowMs();
+    const int64_t skew_ms = int64_t{hub_.config.gateway.max_clock_skew_seconds} * 1000;
+    // A certificate is checked later against the enrollment key
+    // certificate valid at issued_at_ms, so that time must be now.
+    if (body->issued_at_ms() < now - skew_ms || body->issued_at_ms() > now + skew_ms) {
+      return Reject(rid, "clock_skew",
+                    "device certificate issued_at_ms is more than " + std::to_string(skew_ms / 1000) +
+                        " s from the gateway's clock (" + std::to_string(now) + ")",
+                    {});
+    }
     archive::DeviceRecord rec;
     rec.user = r.user();
     rec.device_id = protocol::DeviceIdFor(identity);
     rec.identity_key = identity;
     const std::string prekey = r.prekey().SerializeAsString();
     rec.signed_prekey.assign(prekey.begin(), prekey.end());
-    rec.registered_at_ms = NowMs();
+    rec.registered_at_ms = now;
+    const Bytes master(body->master_key().begin(), body->master_key().end());
+    const int64_t issued_at = body->issued_at_ms();
+    // Only the body and the master signature are the client's.
+    wire::DeviceCertificate request;
+    request.set_body(r.certificate().body());
+    request.set_master_signature(r.certificate().master_signature());
     const std::string code = r.enrollment_code();
-    OnDatabase<Bytes>(
-        [rec, code](archive::Store& store) -> Result<Bytes> {
-          HF_RETURN_IF_ERROR(store.RegisterDevice(rec.user, code, rec));
-          return rec.device_id;
+
+    // As in OnSubmit, a refusal is a value: the HSM failing is not the
+    // database failing, which OnDatabase retries.
+    struct Registered {
+      std::string reject_reason;
+      std::string reject_message;
+      Bytes device_id;
+      wire::DeviceCertificate certificate;
+    };
+    auto refuse = [](std::string reason, std::string message) {
+      Registered out;
+      out.reject_reason = std::move(reason);
+      out.reject_message = std::move(message);
+      return out;
+    };
+    EnrollmentSigner& signer = hub_.enrollment;
+    Metrics& metrics = hub_.metrics;
+    const Bytes root = hub_.org_root_public;
+    OnDatabase<Registered>(
+        [rec, master, issued_at, request, code, root, refuse, &signer,
+         &metrics](archive::Store& store) -> Result<Registered> {
+          // Read for every registration: `holdfast-admin init` may have
+          // renewed it since the gateway started.
+          auto stored = store.GetSetting(std::string(archive::kEnrollmentKeyCertificateSetting));
+          if (!stored.ok() && stored.status().code() != Code::kNotFound) return stored.status();
+          wire::EnrollmentKeyCertificate enrollment_cert;
+          if (!stored.ok() ||
+              !enrollment_cert.ParseFromArray(stored->data(), static_cast<int>(stored->size()))) {
+            return refuse("unavailable", "no usable enrollment key certificate is recorded");
+          }
+          auto enrollment = protocol::VerifyEnrollmentKeyCertificate(enrollment_cert, root, issued_at);
+          if (!enrollment.ok()) return refuse("unavailable", enrollment.status().message());
+          if (enrollment->public_key() != AsString(signer.public_key())) {
+            return refuse("unavailable", "the enrollment key certificate is for another key");
+          }
+          Registered out;
+          out.device_id = rec.device_id;
+          out.certificate = request;
+          Status signing = Status::Ok();
+          Status s = store.RegisterDevice(
+              rec.user, code, master, rec, [&]() -> Result<Bytes> {
+                auto signature =
+                    signer.Sign(protocol::DeviceCertificateOrgInput(AsBytes(out.certificate.body())));
+                if (!signature.ok()) {
+                  metrics.countersign_error->Increment();
+                  signing = signature.status();
+                  return signing;
+                }
+                metrics.countersign_ok->Increment();
+                out.certificate.set_org_signature(AsString(*signature));
+                *out.certificate.mutable_enrollment_key() = enrollment_cert;
+                const std::string bytes = out.certificate.SerializeAsString();
+                return Bytes(bytes.begin(), bytes.end());
+              });
+          if (!signing.ok()) {
+            return refuse("unavailable", "the enrollment key cannot sign now; try again later (" +
+                                             signing.message() + ")");
+          }
+          if (s.code() == Code::kFailedPrecondition) return refuse("master_key_mismatch", s.message());
+          HF_RETURN_IF_ERROR(s);
+          return out;
         },
-        [self = Self(), rid](Result<Bytes> r) {
+        [self = Self(), rid](Result<Registered> r) {
           if (!r.ok()) {
             const bool refused = r.status().code() != Code::kUnavailable;
             return self->Reject(rid, refused ? "enrollment_refused" : "unavailable",
                                 r.status().message(), {});
           }
+          if (!r->reject_reason.empty()) return self->Reject(rid, r->reject_reason, r->reject_message, {});
           self->hub_.metrics.devices_registered->Increment();
           self->enrolled_ = true;
           wire::ServerFrame out;
           out.set_request_id(rid);
           auto* reg = out.mutable_registered();
-          reg->set_device_id(AsString(*r));
+          reg->set_device_id(AsString(r->device_id));
           reg->set_org_root_key(AsString(self->hub_.org_root_public));
           reg->set_org(self->hub_.config.org);
+          *reg->mutable_certificate() = std::move(r->certificate);
           self->Send(out);
         });
   }
@@ -492,43 +664,103 @@ class SessionImpl final : public Session {
         });
   }
 
+  // Sends the conversation, or the refusal the answer carries.
+  std::function<void(Result<ConversationAnswer>)> AnswerConversation(uint64_t rid) {
+    return [self = Self(), rid](Result<ConversationAnswer> r) {
+      if (!r.ok()) return self->Reject(rid, ReasonFor(r.status()), r.status().message(), {});
+      if (!r->reject_reason.empty()) return self->Reject(rid, r->reject_reason, r->reject_message, {});
+      wire::ServerFrame out;
+      out.set_request_id(rid);
+      *out.mutable_conversation() = std::move(r->info);
+      self->Send(out);
+    };
+  }
+
   void OnOpenConversation(uint64_t rid, const wire::OpenConversation& oc) {
-    std::set<std::string> member_set{device_.user};
-    for (const auto& m : oc.members()) {
-      if (m.empty() || m.size() > 128) {
-        return Reject(rid, "invalid_argument", "member names must be 1..128 characters", {});
-      }
-      member_set.insert(m);
+    if (auto bad = BadMemberName(oc.members())) return Reject(rid, "invalid_argument", *bad, {});
+    std::set<std::string> member_set(oc.members().begin(), oc.members().end());
+    member_set.insert(device_.user);
+    if (member_set.size() > archive::kMaxConversationMembers) {
+      return Reject(rid, "invalid_argument", "too many members", {});
     }
-    if (member_set.size() > 1024) return Reject(rid, "invalid_argument", "too many members", {});
     std::vector<std::string> members(member_set.begin(), member_set.end());
     const std::string notice = hub_.config.gateway.archive_notice;
-    OnDatabase<wire::ConversationInfo>(
-        [members, notice](archive::Store& store) -> Result<wire::ConversationInfo> {
+    OnDatabase<ConversationAnswer>(
+        [members, notice](archive::Store& store) -> Result<ConversationAnswer> {
           for (const auto& m : members) {
             HF_ASSIGN_OR_RETURN(bool exists, store.UserExists(m));
             if (!exists) return Status::NotFound("no such user: " + m);
           }
           HF_ASSIGN_OR_RETURN(auto conv, store.OpenConversation(members));
-          HF_ASSIGN_OR_RETURN(auto devices, store.DevicesOfUsers(conv.members));
-          HF_ASSIGN_OR_RETURN(auto epoch, store.CurrentEpoch(NowMs()));
-          wire::ConversationInfo info;
-          info.set_conversation_id(conv.conversation_id);
-          for (const auto& m : conv.members) info.add_members(m);
-          for (const auto& d : devices) {
-            HF_ASSIGN_OR_RETURN(*info.add_devices(), ToDeviceInfo(d));
-          }
-          HF_ASSIGN_OR_RETURN(*info.mutable_epoch(), ToEpochCert(epoch));
-          info.set_archive_notice(notice);
-          return info;
+          return Describe(store, conv, notice);
         },
-        [self = Self(), rid](Result<wire::ConversationInfo> r) {
-          if (!r.ok()) return self->Reject(rid, ReasonFor(r.status()), r.status().message(), {});
-          wire::ServerFrame out;
-          out.set_request_id(rid);
-          *out.mutable_conversation() = std::move(*r);
-          self->Send(out);
-        });
+        AnswerConversation(rid));
+  }
+
+  void OnCreateGroup(uint64_t rid, const wire::CreateGroup& g) {
+    if (auto bad = BadMemberName(g.members())) return Reject(rid, "invalid_argument", *bad, {});
+    if (g.title().size() > archive::kMaxGroupTitleBytes) {
+      return Reject(rid, "invalid_argument",
+                    "title must be at most " + std::to_string(archive::kMaxGroupTitleBytes) + " bytes",
+                    {});
+    }
+    std::set<std::string> member_set(g.members().begin(), g.members().end());
+    member_set.insert(device_.user);
+    if (member_set.size() > archive::kMaxConversationMembers) {
+      return Reject(rid, "invalid_argument", "too many members", {});
+    }
+    std::vector<std::string> members(member_set.begin(), member_set.end());
+    const std::string user = device_.user;
+    const std::string title = g.title();
+    const std::string notice = hub_.config.gateway.archive_notice;
+    OnDatabase<ConversationAnswer>(
+        [user, title, members, notice](archive::Store& store) -> Result<ConversationAnswer> {
+          HF_ASSIGN_OR_RETURN(auto conv, store.CreateGroup(user, title, members));
+          return Describe(store, conv, notice);
+        },
+        AnswerConversation(rid));
+  }
+
+  void OnChangeMembers(uint64_t rid, const wire::ChangeMembers& cm) {
+    auto bad = BadMemberName(cm.add());
+    if (!bad) bad = BadMemberName(cm.remove());
+    if (bad) return Reject(rid, "invalid_argument", *bad, {});
+    std::vector<std::string> add(cm.add().begin(), cm.add().end());
+    std::vector<std::string> remove(cm.remove().begin(), cm.remove().end());
+    const std::string id = cm.conversation_id();
+    const std::string user = device_.user;
+    const std::string notice = hub_.config.gateway.archive_notice;
+    OnDatabase<ConversationAnswer>(
+        [id, user, add, remove, notice](archive::Store& store) -> Result<ConversationAnswer> {
+          // ChangeMembers checks membership again under the row lock; this
+          // read only tells a non-member apart from a refused member.
+          auto conv = store.GetConversation(id);
+          if (!conv.ok()) {
+            if (conv.status().code() != Code::kNotFound) return conv.status();
+            return NotMember("no such conversation");
+          }
+          if (!IsMember(*conv, user)) return NotMember("not a member of the conversation");
+          HF_ASSIGN_OR_RETURN(auto changed, store.ChangeMembers(id, user, add, remove));
+          return Describe(store, changed, notice);
+        },
+        AnswerConversation(rid));
+  }
+
+  void OnGetConversation(uint64_t rid, const wire::GetConversation& gc) {
+    const std::string id = gc.conversation_id();
+    const std::string user = device_.user;
+    const std::string notice = hub_.config.gateway.archive_notice;
+    OnDatabase<ConversationAnswer>(
+        [id, user, notice](archive::Store& store) -> Result<ConversationAnswer> {
+          auto conv = store.GetConversation(id);
+          if (!conv.ok()) {
+            if (conv.status().code() != Code::kNotFound) return conv.status();
+            return NotMember("no such conversation");
+          }
+          if (!IsMember(*conv, user)) return NotMember("not a member of the conversation");
+          return Describe(store, *conv, notice);
+        },
+        AnswerConversation(rid));
   }
 
   void OnSubmit(uint64_t rid, const wire::Submit& submit) {
@@ -578,6 +810,9 @@ class SessionImpl final : public Session {
             return refuse("bad_signature", s.message());
           }
           const auto& h = parsed->header;
+          // Membership is read here, in the job that decides: once a
+          // change_members is answered, every submit after it is checked
+          // against the new members.
           auto conv = store.GetConversation(h.conversation_id());
           if (!conv.ok()) {
             if (conv.status().code() != Code::kNotFound) return conv.status();
@@ -713,6 +948,89 @@ class SessionImpl final : public Session {
         });
   }
 
+  void OnUpdatePrekey(uint64_t rid, const wire::UpdatePrekey& u) {
+    // A refusal is a value: its reason code has no Status code.
+    struct Outcome {
+      std::string reject_reason;
+      std::string reject_message;
+    };
+    auto prekey = std::make_shared<const wire::SignedPrekey>(u.prekey());
+    const Bytes device = device_id_;
+    const Bytes identity = device_.identity_key;
+    const int64_t now = NowMs();
+    const int64_t skew_ms = int64_t{hub_.config.gateway.max_clock_skew_seconds} * 1000;
+    // Not audited: the prekey is signed by the device's identity key, whose
+    // registration is, so an event would prove nothing more; and every
+    // rotation of every device would queue on the audit chain's lock.
+    OnDatabase<Outcome>(
+        [prekey, device, identity, now, skew_ms](archive::Store& store) -> Result<Outcome> {
+          if (Status s = protocol::VerifyPrekey(identity, *prekey); !s.ok()) {
+            return Outcome{"bad_prekey", s.message()};
+          }
+          const std::string bytes = prekey->SerializeAsString();
+          // A resend of the stored prekey (its answer was lost) succeeds, so
+          // that a client may discard a pending prekey the gateway refuses.
+          HF_ASSIGN_OR_RETURN(archive::DeviceRecord current, store.GetDevice(device));
+          if (AsString(current.signed_prekey) == bytes) return Outcome{};
+          const int64_t created = prekey->created_at_ms();
+          if (created < now - skew_ms || created > now + skew_ms) {
+            return Outcome{"stale_prekey", "created_at_ms is more than " +
+                                               std::to_string(skew_ms / 1000) +
+                                               " s from the gateway's clock (" +
+                                               std::to_string(now) + ")"};
+          }
+          const Status s = store.UpdatePrekey(device, Bytes(bytes.begin(), bytes.end()));
+          if (s.code() == Code::kFailedPrecondition) return Outcome{"stale_prekey", s.message()};
+          HF_RETURN_IF_ERROR(s);
+          return Outcome{};
+        },
+        [self = Self(), rid, prekey](Result<Outcome> r) {
+          if (!r.ok()) return self->Reject(rid, ReasonFor(r.status()), r.status().message(), {});
+          if (!r->reject_reason.empty()) {
+            return self->Reject(rid, r->reject_reason, r->reject_message, {});
+          }
+          const std::string bytes = prekey->SerializeAsString();
+          self->device_.signed_prekey.assign(bytes.begin(), bytes.end());
+          *self->self_info_.mutable_prekey() = *prekey;
+          wire::ServerFrame out;
+          out.set_request_id(rid);
+          out.mutable_prekey_updated()->set_created_at_ms(prekey->created_at_ms());
+          self->Send(out);
+        });
+  }
+
+  void OnReportDelivery(uint64_t rid, const wire::ReportDelivery& r) {
+    if (++reports_ > kMaxReportsPerConnection) {
+      return Reject(rid, "rate_limited",
+                    "at most " + std::to_string(kMaxReportsPerConnection) +
+                        " delivery reports per connection",
+                    {});
+    }
+    if (!r.message_id().empty() && r.message_id().size() != protocol::kMessageIdSize) {
+      return Reject(rid, "invalid_argument", "message_id must be empty or 16 bytes", {});
+    }
+    archive::DeliveryReport report;
+    report.reporter_device = device_id_;
+    // Zero is "not given"; an id past int64 names no delivery.
+    if (r.delivery_id() != 0 && r.delivery_id() <= uint64_t{INT64_MAX}) {
+      report.delivery_id = static_cast<int64_t>(r.delivery_id());
+    }
+    report.message_id.assign(r.message_id().begin(), r.message_id().end());
+    report.reason = r.reason();
+    report.detail = r.detail();
+    const std::string reason(archive::DeliveryReportReason(r.reason()));
+    OnDatabase<int64_t>(
+        [report = std::move(report)](archive::Store& store) { return store.RecordDeliveryReport(report); },
+        [self = Self(), rid, reason](Result<int64_t> id) {
+          if (!id.ok()) return self->Reject(rid, ReasonFor(id.status()), id.status().message(), {});
+          self->hub_.metrics.delivery_report(reason).Increment();
+          wire::ServerFrame out;
+          out.set_request_id(rid);
+          out.mutable_report_received()->set_report_id(static_cast<uint64_t>(*id));
+          self->Send(out);
+        });
+  }
+
   websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws_;
   Hub& hub_;
   beast::flat_buffer buffer_;
@@ -730,6 +1048,7 @@ class SessionImpl final : public Session {
   int inflight_ = 0;
   size_t outbox_bytes_ = 0;
   int malformed_ = 0;
+  int reports_ = 0;  // report_delivery frames on this connection
 
   Bytes nonce_;
   Bytes device_id_;

@@ -1,7 +1,8 @@
 // holdfast-admin: the operator command line. Key ceremonies, users and
 // enrollment codes, officers, cases, legal holds and the disclosure
 // workflow. It acts on the database and the HSM named in the same
-// configuration file as the gateway.
+// configuration file as the gateway; the policy commands read only policy
+// and test files.
 //
 // The acting officer is named with --as and must be registered with
 // `officer add`. Whoever runs this tool on the host is trusted to say who
@@ -11,13 +12,17 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <variant>
 #include <vector>
 
+#include "holdfast/archive/audit_log.h"
+#include "holdfast/archive/audit_tree.h"
 #include "holdfast/archive/compliance.h"
 #include "holdfast/archive/database.h"
 #include "holdfast/archive/disclosure.h"
@@ -28,6 +33,8 @@
 #include "holdfast/hsm/admin.h"
 #include "holdfast/hsm/token.h"
 #include "holdfast/policy/policy.h"
+#include "holdfast/policy/suite.h"
+#include "holdfast/protocol/identity.h"
 
 namespace {
 
@@ -36,10 +43,14 @@ using namespace holdfast;
 constexpr const char* kUsage = R"(usage: holdfast-admin [--config FILE] COMMAND [ARGS]
 
 Keys (HSM):
-  hsm init-token                         initialise the token with the PINs in hsm.so_pin_file
-                                         and hsm.pin_file (does nothing if it exists)
-  init                                   create the org root and first epoch key if missing
-  keys list                              keys in the HSM and their attributes
+  hsm init-token                         initialise the archive token (hsm.token_label, user PIN
+                                         in hsm.pin_file) and the enrollment token
+                                         (hsm.enrollment_token_label, hsm.enrollment_pin_file),
+                                         both with the SO PIN in hsm.so_pin_file; a token that
+                                         exists is left alone
+  init                                   create the org root, first epoch key and enrollment key
+                                         if missing, and certify the enrollment key
+  keys list                              keys in both tokens and their attributes
   epoch list                             archive epochs and their validity
   epoch rotate [--as NAME]               create and certify the next epoch key, valid from now
   epoch rotate-if-due [--as NAME]        certify the next epoch when the newest ends within
@@ -58,8 +69,30 @@ Compliance (every act is audited; --as names a registered officer):
   disclosure approve ID --as NAME
   disclosure show ID
   disclosure export ID --as NAME [--out DIR]
-  audit verify                           check the audit hash chain
-  audit list                             print the audit trail
+  reports list [--since DATE]            delivery reports: messages a device received and
+                                         rejected (bad signature, archive capsule mismatch, ...)
+
+Audit log (an RFC 6962 Merkle tree; tree heads signed by the org root in the HSM):
+  audit list                             print every entry
+  audit heads                            print the signed tree heads
+  audit sign-head                        sign the current tree head (hourly from a timer)
+  audit verify [--org-root HEX]          recompute every entry and root, check each signed
+                                         head and the consistency between successive heads
+  audit proof --index N [--head SIZE]    print an inclusion proof bundle (JSON) for entry N in
+                                         the newest signed head (or the one of SIZE entries)
+  audit consistency --from A --to B      print a consistency proof bundle between the signed
+                                         heads of A and B entries
+  audit verify-proof FILE [--org-root HEX]
+                                         check a proof bundle offline: no configuration,
+                                         database or HSM needed
+
+Policy (no database or HSM needed):
+  policy show                            the configured policy's version and a summary
+  policy check [FILE]                    load FILE (default: the configured policy_file); an
+                                         invalid one is reported as file:line:column
+  policy test [--policy FILE] TESTS...   run the cases of each TESTS file against the policy it
+                                         names (or FILE): PASS/FAIL per case, exit status 1 if
+                                         any case fails
 
 DATE is YYYY-MM-DD (UTC, start of day) or Unix milliseconds.
 The configuration defaults to $HOLDFAST_CONFIG, then /etc/holdfast/holdfast.yaml.
@@ -175,9 +208,114 @@ Result<archive::Officer> Actor(archive::Compliance& c, const Args& a) {
   return o;
 }
 
+// A non-negative decimal count (an index or a tree size).
+uint64_t ParseCount(const std::string& s, const std::string& what) {
+  if (s.empty() || s.size() > 19 || s.find_first_not_of("0123456789") != std::string::npos) {
+    throw UsageError(what + " must be a non-negative number, not '" + s + "'");
+  }
+  return std::stoull(s);
+}
+
+// The key given with --org-root, or none.
+std::optional<Bytes> OrgRootFlag(const Args& a) {
+  auto hex = a.Flag("org-root");
+  if (!hex) return std::nullopt;
+  auto key = FromHex(*hex);
+  if (!key || key->size() != 65) throw UsageError("--org-root must be 65 bytes in hex (04...)");
+  return key;
+}
+
+std::string HeadLine(const archive::TreeHead& h) {
+  return "size " + std::to_string(h.tree_size) + ", root " + ToHex(h.root_hash) + ", signed " +
+         FormatUtc(h.signed_at_ms, TimePrecision::kMillis);
+}
+
+// `audit verify-proof`: reads only the file.
+int VerifyProofFile(const Args& a) {
+  if (a.positional.size() < 3) throw UsageError("missing FILE for 'audit verify-proof'");
+  const std::string path = a.positional[2];
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Fail(Status::NotFound("cannot read " + path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  ASSIGN_OR_FAIL(bundle, archive::ParseProofBundle(text.str()));
+  CHECK_OK(std::visit([](const auto& b) { return archive::VerifyBundle(b); }, bundle));
+  const Bytes& key = std::visit([](const auto& b) -> const Bytes& { return b.org_root_public; }, bundle);
+  const std::optional<Bytes> pinned = OrgRootFlag(a);
+  if (pinned && *pinned != key) {
+    return Fail(Status::CryptoFailure("the bundle is signed by org root key " + protocol::Fingerprint(key) +
+                                      ", not by the key given with --org-root (" +
+                                      protocol::Fingerprint(*pinned) + ")"));
+  }
+  if (const auto* inclusion = std::get_if<archive::InclusionBundle>(&bundle)) {
+    const archive::AuditEvent& e = inclusion->entry;
+    std::cout << "inclusion proof verified: entry " << e.index << " (" << FormatMs(e.at_ms) << ", " << e.actor
+              << ", " << e.action << ") is in the audit log of " << inclusion->head.tree_size << " entries\n"
+              << "  detail: " << e.detail << "\n"
+              << "  tree head: " << HeadLine(inclusion->head) << "\n";
+  } else {
+    const auto& consistency = std::get<archive::ConsistencyBundle>(bundle);
+    std::cout << "consistency proof verified: the audit log of " << consistency.new_head.tree_size
+              << " entries extends the log of " << consistency.old_head.tree_size << " entries\n"
+              << "  old tree head: " << HeadLine(consistency.old_head) << "\n"
+              << "  new tree head: " << HeadLine(consistency.new_head) << "\n";
+  }
+  std::cout << "  signed by org root key " << protocol::Fingerprint(key) << ": " << ToHex(key) << "\n";
+  if (!pinned) std::cout << "compare that key with the org root public key you recorded, or pass --org-root\n";
+  return 0;
+}
+
+// Prints a bundle once it has verified as the JSON an auditor will read.
+int PrintBundle(const std::string& json) {
+  auto parsed = archive::ParseProofBundle(json);
+  Status s = parsed.ok() ? std::visit([](const auto& b) { return archive::VerifyBundle(b); }, *parsed)
+                         : parsed.status();
+  if (!s.ok()) return Fail(s.WithContext("the encoded bundle does not verify"));
+  std::cout << json;
+  return 0;
+}
+
 void PrintDecision(const policy::Decision& d) {
   std::cout << "decision: " << policy::VerdictName(d.verdict) << " (rule " << d.rule << ", policy " << d.policy_version << ")\n";
   for (const auto& r : d.reasons) std::cout << "  - " << r << "\n";
+  for (const auto& m : d.missing) std::cout << "  missing: " << m << "\n";
+}
+
+int PolicyCheck(const std::string& path) {
+  ASSIGN_OR_FAIL(pol, policy::Policy::Load(path));
+  std::cout << path << ": valid policy, version " << pol.version() << "\n";
+  return 0;
+}
+
+// `policy test`: reads only the test files and the policies they name.
+int PolicyTest(const Args& a) {
+  if (a.positional.size() < 3) throw UsageError("missing TESTS file for 'policy test'");
+  int passed = 0, failed = 0;
+  for (size_t i = 2; i < a.positional.size(); ++i) {
+    ASSIGN_OR_FAIL(suite, policy::LoadTestSuite(a.positional[i]));
+    const std::string policy_path = a.Flag("policy").value_or(suite.policy_path);
+    if (policy_path.empty()) {
+      return Fail(Status::InvalidArgument(suite.source + " names no policy: add `policy: FILE` or pass --policy"));
+    }
+    ASSIGN_OR_FAIL(pol, policy::Policy::Load(policy_path));
+    std::cout << suite.source << ": " << suite.cases.size() << " case(s) against " << policy_path << " ("
+              << pol.version() << ")\n";
+    for (const policy::TestCase& c : suite.cases) {
+      const policy::CaseResult r = policy::RunCase(pol, c);
+      if (r.passed) {
+        ++passed;
+        std::cout << "PASS  " << c.name << "\n";
+        continue;
+      }
+      ++failed;
+      std::cout << "FAIL  " << c.name << " (" << suite.source << ":" << c.line << ")\n";
+      for (const auto& f : r.failures) std::cout << "      " << f << "\n";
+      for (const auto& g : r.got) std::cout << "      " << g << "\n";
+    }
+  }
+  std::cout << std::string(80, '-') << "\n" << "PASS: " << passed << "/" << passed + failed << "\n";
+  if (failed > 0) std::cout << "FAIL: " << failed << "/" << passed + failed << "\n";
+  return failed > 0 ? 1 : 0;
 }
 
 int Run(const Args& a) {
@@ -185,11 +323,28 @@ int Run(const Args& a) {
     std::cout << kUsage;
     return a.positional.empty() && !a.flags.count("help") ? 1 : 0;
   }
+  if (a.positional[0] == "audit" && a.positional.size() > 1 && a.positional[1] == "verify-proof") {
+    return VerifyProofFile(a);
+  }
+  if (a.positional[0] == "policy") {
+    const std::string sub = a.positional.size() > 1 ? a.positional[1] : "";
+    if (sub == "test") return PolicyTest(a);
+    if (sub == "check" && a.positional.size() > 2) return PolicyCheck(a.positional[2]);
+    if (sub != "check" && sub != "show") throw UsageError("unknown command 'policy " + sub + "'");
+  }
   std::string config_path = "/etc/holdfast/holdfast.yaml";
   if (const char* env = std::getenv("HOLDFAST_CONFIG")) config_path = env;
   if (auto c = a.Flag("config")) config_path = *c;
   ASSIGN_OR_FAIL(config, gateway::Config::Load(config_path));
   gateway::ApplyProcessEnvironment(config);
+  if (a.positional[0] == "policy" && a.positional.size() > 1 && a.positional[1] == "check") {
+    return PolicyCheck(config.policy_file);
+  }
+  if (a.positional[0] == "policy" && a.positional.size() > 1 && a.positional[1] == "show") {
+    ASSIGN_OR_FAIL(pol, policy::Policy::Load(config.policy_file));
+    std::cout << "policy " << config.policy_file << "\n" << pol.Summary();
+    return 0;
+  }
 
   const std::string cmd = a.positional[0];
   const std::string sub = a.positional.size() > 1 ? a.positional[1] : "";
@@ -201,13 +356,18 @@ int Run(const Args& a) {
   if (cmd == "hsm" && sub == "init-token") {
     ASSIGN_OR_FAIL(so_pin, hsm::ReadPinFile(config.hsm.so_pin_file));
     ASSIGN_OR_FAIL(user_pin, hsm::ReadPinFile(config.hsm.pin_file));
-    const Status s = hsm::InitToken(config.hsm.module, config.hsm.token_label, so_pin, user_pin);
-    if (s.code() == Code::kAlreadyExists) {
-      std::cout << "token " << config.hsm.token_label << " already initialised\n";
-      return 0;
+    ASSIGN_OR_FAIL(enrollment_pin, hsm::ReadPinFile(config.hsm.enrollment_pin_file));
+    const std::pair<const std::string&, const SecretBytes&> tokens[] = {
+        {config.hsm.token_label, user_pin}, {config.hsm.enrollment_token_label, enrollment_pin}};
+    for (const auto& [label, pin] : tokens) {
+      const Status s = hsm::InitToken(config.hsm.module, label, so_pin, pin);
+      if (s.code() == Code::kAlreadyExists) {
+        std::cout << "token " << label << " already initialised\n";
+        continue;
+      }
+      CHECK_OK(s);
+      std::cout << "token " << label << " initialised\n";
     }
-    CHECK_OK(s);
-    std::cout << "token " << config.hsm.token_label << " initialised\n";
     return 0;
   }
 
@@ -218,20 +378,33 @@ int Run(const Args& a) {
 
   if (cmd == "init") {
     ASSIGN_OR_FAIL(token, gateway::OpenToken(config));
-    ASSIGN_OR_FAIL(report, gateway::InitializeKeys(*token, conn, config, a.Flag("as").value_or("operator"), NowMs()));
+    ASSIGN_OR_FAIL(enrollment, gateway::OpenEnrollmentToken(config));
+    ASSIGN_OR_FAIL(report, gateway::InitializeKeys(*token, *enrollment, conn, config,
+                                                   a.Flag("as").value_or("operator"), NowMs()));
     std::cout << (report.created_root ? "created" : "found") << " org root key " << hsm::kOrgRootLabel
               << " " << ToHex(report.root_public) << "\n";
     std::cout << (report.created_epoch ? "created" : "current") << " archive epoch " << report.epoch.epoch_id
               << " valid " << FormatMs(report.epoch.not_before_ms) << " .. "
               << FormatMs(report.epoch.not_after_ms) << "\n";
+    std::cout << (report.created_enrollment_key ? "created" : "found") << " enrollment key "
+              << hsm::kEnrollmentKeyLabel << " in token " << config.hsm.enrollment_token_label << " "
+              << ToHex(report.enrollment_public) << "\n";
+    std::cout << (report.certified_enrollment_key ? "certified" : "certificate current") << " until "
+              << FormatMs(report.enrollment_not_after_ms) << "\n";
     return 0;
   }
   if (cmd == "keys" && sub == "list") {
     ASSIGN_OR_FAIL(token, gateway::OpenToken(config));
-    ASSIGN_OR_FAIL(keys, token->ListKeys());
-    for (const auto& k : keys) {
-      std::cout << k.label << "  sensitive=" << k.sensitive << " extractable=" << k.extractable
-                << " sign=" << k.can_sign << " derive=" << k.can_derive << "  " << ToHex(k.public_key) << "\n";
+    ASSIGN_OR_FAIL(enrollment, gateway::OpenEnrollmentToken(config));
+    const std::pair<const std::string&, hsm::Token&> tokens[] = {
+        {config.hsm.token_label, *token}, {config.hsm.enrollment_token_label, *enrollment}};
+    for (const auto& [label, t] : tokens) {
+      ASSIGN_OR_FAIL(keys, t.ListKeys());
+      for (const auto& k : keys) {
+        std::cout << label << "  " << k.label << "  sensitive=" << k.sensitive
+                  << " extractable=" << k.extractable << " sign=" << k.can_sign
+                  << " derive=" << k.can_derive << "  " << ToHex(k.public_key) << "\n";
+      }
     }
     return 0;
   }
@@ -357,19 +530,82 @@ int Run(const Args& a) {
     }
   }
   if (cmd == "audit" && sub == "verify") {
-    CHECK_OK(compliance.VerifyAuditChain());
-    ASSIGN_OR_FAIL(events, compliance.AuditTrail());
-    std::cout << "audit trail intact: " << events.size() << " event(s)";
-    if (!events.empty()) std::cout << ", head " << ToHex(events.back().hash);
-    std::cout << "\n";
+    std::optional<Bytes> org_root = OrgRootFlag(a);
+    std::string key_source = "given with --org-root";
+    if (!org_root) {
+      auto recorded = store.GetSetting(std::string(archive::kOrgRootPublicKeySetting));
+      if (!recorded.ok() && recorded.status().code() != Code::kNotFound) return Fail(recorded.status());
+      org_root = recorded.ok() ? *recorded : Bytes();
+      key_source = "as recorded in the database: compare it with your record, or pass --org-root";
+    }
+    ASSIGN_OR_FAIL(report, archive::AuditLog(conn).Verify(*org_root));
+    if (!report.intact()) {
+      std::cerr << "holdfast-admin: the audit log does NOT verify (" << report.entries << " entries, "
+                << report.heads.size() << " signed tree head(s)):\n";
+      for (const auto& p : report.problems) std::cerr << "  - " << p << "\n";
+      return 2;
+    }
+    std::cout << "audit log intact: " << report.entries << " entries, " << report.heads.size()
+              << " signed tree head(s)\n";
+    if (report.newest_good_head) {
+      const archive::TreeHead& h = report.newest_good_head->head;
+      std::cout << "newest signed head: " << HeadLine(h) << "\n"
+                << "signed by org root key " << h.key_fingerprint << " (" << key_source << ")\n";
+      if (report.entries > h.tree_size) {
+        std::cout << report.entries - h.tree_size << " newer entries are not yet covered by a signed head\n";
+      }
+    } else if (report.entries > 0) {
+      std::cout << "no tree head is signed yet: run `holdfast-admin audit sign-head`\n";
+    }
     return 0;
+  }
+  if (cmd == "audit" && sub == "sign-head") {
+    ASSIGN_OR_FAIL(token, gateway::OpenToken(config));
+    ASSIGN_OR_FAIL(head, archive::AuditLog(conn).SignTreeHead(*token, NowMs()));
+    std::cout << "signed tree head: " << HeadLine(head) << "\n";
+    return 0;
+  }
+  if (cmd == "audit" && sub == "heads") {
+    ASSIGN_OR_FAIL(heads, archive::AuditLog(conn).Heads());
+    for (const auto& h : heads) {
+      std::cout << "#" << h.head_id << "  " << HeadLine(h.head) << "  key " << h.head.key_fingerprint << "\n";
+    }
+    return 0;
+  }
+  if (cmd == "audit" && sub == "proof") {
+    const uint64_t index = ParseCount(Need(a, "index"), "--index");
+    std::optional<uint64_t> head;
+    if (auto h = a.Flag("head")) head = ParseCount(*h, "--head");
+    ASSIGN_OR_FAIL(bundle, archive::AuditLog(conn).ProveInclusion(index, head));
+    return PrintBundle(archive::BundleJson(bundle));
+  }
+  if (cmd == "audit" && sub == "consistency") {
+    ASSIGN_OR_FAIL(bundle, archive::AuditLog(conn).ProveConsistency(ParseCount(Need(a, "from"), "--from"),
+                                                                     ParseCount(Need(a, "to"), "--to")));
+    return PrintBundle(archive::BundleJson(bundle));
   }
   if (cmd == "audit" && sub == "list") {
     ASSIGN_OR_FAIL(events, compliance.AuditTrail());
     for (const auto& e : events) {
-      std::cout << e.seq << "  " << FormatMs(e.at_ms) << "  " << e.actor << "  " << e.action << "  "
+      std::cout << e.index << "  " << FormatMs(e.at_ms) << "  " << e.actor << "  " << e.action << "  "
                 << e.detail << "\n";
     }
+    return 0;
+  }
+  if (cmd == "reports" && sub == "list") {
+    const int64_t since = a.Flag("since") ? ParseDate(*a.Flag("since")) : 0;
+    ASSIGN_OR_FAIL(reports, store.DeliveryReportsSince(since));
+    for (const auto& r : reports) {
+      std::cout << "report " << r.report_id << "  " << FormatMs(r.reported_at_ms) << "  "
+                << r.reason << "  by " << r.reporter_user << " device "
+                << ToHex(r.reporter_device);
+      if (r.delivery_id) std::cout << "  delivery " << *r.delivery_id;
+      if (!r.message_id.empty()) std::cout << "  message " << ToHex(r.message_id);
+      std::cout << "  envelope " << (r.envelope_id ? std::to_string(*r.envelope_id) : "-");
+      if (!r.detail.empty()) std::cout << "  detail " << JsonString(r.detail);
+      std::cout << "\n";
+    }
+    std::cout << reports.size() << " report(s)\n";
     return 0;
   }
   throw UsageError("unknown command '" + cmd + (sub.empty() ? "" : " " + sub) + "'");

@@ -56,7 +56,7 @@ CK_ATTRIBUTE StringAttr(CK_ATTRIBUTE_TYPE type, std::string_view value) {
   return Attr(type, value.data(), value.size());
 }
 
-enum class KeyRole { kOrgRoot, kEpoch };
+enum class KeyRole { kSign, kDerive };
 
 class Pkcs11Token final : public Token {
  public:
@@ -66,11 +66,13 @@ class Pkcs11Token final : public Token {
         session_(std::move(session)),
         f_(library_.functions()) {}
 
-  Result<Bytes> GenerateOrgRoot() override {
-    return Generate(std::string(kOrgRootLabel), KeyRole::kOrgRoot);
+  Result<Bytes> GenerateSigningKey(std::string_view label) override {
+    if (label.empty()) return Status::InvalidArgument("empty key label");
+    return Generate(std::string(label), KeyRole::kSign);
   }
+  Result<Bytes> GenerateOrgRoot() override { return GenerateSigningKey(kOrgRootLabel); }
   Result<Bytes> GenerateEpochKey(uint32_t epoch_id) override {
-    return Generate(EpochKeyLabel(epoch_id), KeyRole::kEpoch);
+    return Generate(EpochKeyLabel(epoch_id), KeyRole::kDerive);
   }
 
   Result<Bytes> PublicKey(std::string_view label) override {
@@ -104,7 +106,9 @@ class Pkcs11Token final : public Token {
     return infos;
   }
 
-  Result<Bytes> SignWithOrgRoot(ByteView message) override {
+  Result<Bytes> SignWithOrgRoot(ByteView message) override { return Sign(kOrgRootLabel, message); }
+
+  Result<Bytes> Sign(std::string_view label, ByteView message) override {
     uint8_t digest[EVP_MAX_MD_SIZE];
     unsigned digest_size = 0;
     if (EVP_Digest(message.data(), message.size(), digest, &digest_size, EVP_sha256(),
@@ -112,7 +116,7 @@ class Pkcs11Token final : public Token {
       return Status::Internal("EVP_Digest(SHA-256) failed");
     }
     std::lock_guard lock(mutex_);
-    HF_ASSIGN_OR_RETURN(CK_OBJECT_HANDLE key, CachedPrivateKey(kOrgRootLabel));
+    HF_ASSIGN_OR_RETURN(CK_OBJECT_HANDLE key, CachedPrivateKey(label));
     CK_MECHANISM mechanism{CKM_ECDSA, nullptr, 0};
     if (CK_RV rv = f_->C_SignInit(session(), &mechanism, key); rv != CKR_OK) {
       return RvStatus("C_SignInit", rv);
@@ -184,7 +188,7 @@ class Pkcs11Token final : public Token {
     if (RAND_bytes(id.data(), static_cast<int>(id.size())) != 1) {
       return Status::Internal("RAND_bytes failed");
     }
-    const bool sign = role == KeyRole::kOrgRoot;
+    const bool sign = role == KeyRole::kSign;
     CK_OBJECT_CLASS public_class = CKO_PUBLIC_KEY;
     CK_KEY_TYPE key_type = CKK_EC;
     CK_ATTRIBUTE public_template[] = {

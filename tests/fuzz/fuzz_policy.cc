@@ -10,6 +10,7 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "holdfast/policy/policy.h"
@@ -37,9 +38,16 @@ DisclosureFacts Complete() {
   f.requester_role = "compliance_officer";
   f.case_open = true;
   f.custodians_under_hold = {"alice", "bob"};
-  f.approvals = {{"dave", "compliance_officer"}, {"erin", "compliance_officer"},
-                 {"carol", "compliance_officer"}, {"frank", "supervisor"},
-                 {"frank", "compliance_officer"}, {"grace", "legal"}};
+  f.now_ms = k2026 + 40 * kDay;
+  // Each approval with a step-up a second before it, the last one without.
+  const int64_t at = f.now_ms - kDay;
+  for (const auto& [officer, role] : std::vector<std::pair<std::string, std::string>>{
+           {"dave", "compliance_officer"}, {"erin", "compliance_officer"},
+           {"carol", "compliance_officer"}, {"frank", "supervisor"},
+           {"frank", "compliance_officer"}}) {
+    f.approvals.push_back(Approval{officer, role, at, at - 1000});
+  }
+  f.approvals.push_back(Approval{"grace", "legal", at, std::nullopt});
   return f;
 }
 
@@ -77,7 +85,11 @@ void CheckDecision(const Policy& policy, const DisclosureFacts& facts, bool has_
     Check(d.verdict == Verdict::kDeny && d.rule == "default-deny");
     return;
   }
-  Check(d.rule == "disclosure." + facts.purpose);
+  // The purpose's rule, one of its keys, or a deny rule.
+  Check(d.rule.rfind("disclosure.", 0) == 0);
+  if (d.verdict != Verdict::kDeny) Check(d.rule.rfind("disclosure." + facts.purpose, 0) == 0);
+  if (d.verdict == Verdict::kNeedsApproval) Check(!d.missing.empty());
+  if (d.verdict != Verdict::kAllow) Check(!d.decrypt);
   if (facts.custodians.empty() || facts.from_ms >= facts.to_ms) {
     Check(d.verdict == Verdict::kDeny);
   }
@@ -105,5 +117,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   DisclosureFacts unknown = requests.front();
   unknown.purpose = "purpose not in any policy";
   CheckDecision(*policy, unknown, false);
+  for (int64_t sent_at : {std::numeric_limits<int64_t>::min(), k2026,
+                          std::numeric_limits<int64_t>::max()}) {
+    for (bool held : {false, true}) {
+      const RetentionDecision r = policy->RetentionOf({"alice", {"alice", "bob"},
+                                                       ConversationKind::kGroup, sent_at, held});
+      Check(r.policy_version == policy->version() && !r.reasons.empty());
+      Check(!held || !r.delete_after_ms);
+    }
+  }
+  const Decision ingest = policy->Decide(IngestFacts{"alice", UINT64_MAX, UINT64_MAX});
+  Check(ingest.verdict != Verdict::kNeedsApproval && !ingest.reasons.empty());
   return 0;
 }

@@ -16,6 +16,7 @@
 #include "fuzz_keys.h"
 #include "holdfast/protocol/envelope.h"
 #include "holdfast/protocol/hpke.h"
+#include "holdfast/protocol/identity.h"
 #include "holdfast/protocol/labels.h"
 
 namespace holdfast::protocol {
@@ -126,6 +127,10 @@ void Envelopes(Writer& w, std::vector<wire::Envelope>& keep) {
 
 // ---------------------------------------------------------------- frames
 
+constexpr int64_t kDay = fuzz::kDayMs;
+
+// A registered device: prekey signed by its identity, certificate signed by
+// the fixed master key and countersigned by the fixed enrollment key.
 wire::DeviceInfo DeviceOf(const Ed25519KeyPair& identity, const std::string& user,
                           ByteView prekey_public) {
   wire::DeviceInfo d;
@@ -134,7 +139,27 @@ wire::DeviceInfo DeviceOf(const Ed25519KeyPair& identity, const std::string& use
   d.set_identity_key(AsString(identity.public_key));
   *d.mutable_prekey() =
       Must(SignPrekey(identity.private_key.view(), prekey_public, fuzz::kNowMs - 1000), "prekey");
+  *d.mutable_certificate() =
+      fuzz::CertifyDevice(user, identity.public_key, fuzz::kNowMs - 20 * kDay);
   return d;
+}
+
+wire::DeviceInfo Bob() {
+  const fuzz::FixedKeys& k = fuzz::Keys();
+  return DeviceOf(k.recipient, "bob", k.recipient_prekey.public_key);
+}
+
+wire::DeviceInfo Alice() {
+  const fuzz::FixedKeys& k = fuzz::Keys();
+  return DeviceOf(k.sender, "alice", k.sender_prekey.public_key);
+}
+
+wire::DeviceInfo Carol() {
+  auto identity = Must(Ed25519FromSeed(Sha256(AsBytes("holdfast fuzz carol identity"))), "carol");
+  auto prekey = Must(hpke::DeriveKeyPair(hpke::KemId::kX25519HkdfSha256,
+                                         Sha256(AsBytes("holdfast fuzz carol prekey"))),
+                     "carol prekey");
+  return DeviceOf(identity, "carol", prekey.public_key);
 }
 
 wire::EpochCertificate Epoch(int64_t not_before_ms, int64_t not_after_ms) {
@@ -144,7 +169,7 @@ wire::EpochCertificate Epoch(int64_t not_before_ms, int64_t not_after_ms) {
   body.set_public_key(AsString(fuzz::Keys().archive.public_key));
   body.set_not_before_ms(not_before_ms);
   body.set_not_after_ms(not_after_ms);
-  body.set_org("Holdfast Demo Org");
+  body.set_org(fuzz::kOrg);
   wire::EpochCertificate cert;
   cert.set_body(body.SerializeAsString());
   cert.set_signature(AsString(fuzz::OrgRootSign(EpochCertificateSigningInput(AsBytes(cert.body())))));
@@ -154,8 +179,8 @@ wire::EpochCertificate Epoch(int64_t not_before_ms, int64_t not_after_ms) {
 void Frames(Writer& w, const std::vector<wire::Envelope>& envelopes) {
   const fuzz::FixedKeys& k = fuzz::Keys();
   const std::string t = "fuzz_client_frame";
-  const wire::DeviceInfo me = DeviceOf(k.recipient, "bob", k.recipient_prekey.public_key);
-  const wire::DeviceInfo sender = DeviceOf(k.sender, "alice", Other(9).prekey_public);
+  const wire::DeviceInfo me = Bob();
+  const wire::DeviceInfo sender = Alice();
 
   {
     wire::ClientFrame f;
@@ -165,6 +190,10 @@ void Frames(Writer& w, const std::vector<wire::Envelope>& envelopes) {
     r->set_enrollment_code("7KQ2-MX9P-44TD");
     r->set_identity_key(me.identity_key());
     *r->mutable_prekey() = me.prekey();
+    // As a device sends it: master-signed, not countersigned.
+    *r->mutable_certificate() = Must(
+        CertifyDevice(k.master.private_key.view(), "bob", k.recipient.public_key, fuzz::kNowMs),
+        "certify");
     w.Put(t, "register", f.SerializeAsString());
   }
   {
@@ -202,7 +231,52 @@ void Frames(Writer& w, const std::vector<wire::Envelope>& envelopes) {
     w.Put(t, "delivery-ack", f.SerializeAsString());
   }
 
-  const int64_t day = 86'400'000;
+  {
+    wire::ClientFrame f;
+    f.set_request_id(9);
+    auto* g = f.mutable_create_group();
+    g->set_title("ops \xE2\x80\x94 on call");
+    g->add_members("alice");
+    g->add_members("carol");
+    w.Put(t, "create-group", f.SerializeAsString());
+  }
+  {
+    wire::ClientFrame f;
+    f.set_request_id(10);
+    auto* c = f.mutable_change_members();
+    c->set_conversation_id("grp-ops");
+    c->add_add("dave");
+    c->add_remove("carol");
+    w.Put(t, "change-members", f.SerializeAsString());
+  }
+  {
+    wire::ClientFrame f;
+    f.set_request_id(11);
+    f.mutable_get_conversation()->set_conversation_id("grp-ops");
+    w.Put(t, "get-conversation", f.SerializeAsString());
+  }
+  {
+    wire::ClientFrame f;
+    f.set_request_id(12);
+    auto prekey = Must(hpke::DeriveKeyPair(hpke::KemId::kX25519HkdfSha256,
+                                           Sha256(AsBytes("holdfast fuzz recipient prekey 2"))),
+                       "prekey 2");
+    *f.mutable_update_prekey()->mutable_prekey() =
+        Must(SignPrekey(k.recipient.private_key.view(), prekey.public_key, fuzz::kNowMs), "sign");
+    w.Put(t, "update-prekey", f.SerializeAsString());
+  }
+  {
+    wire::ClientFrame f;
+    f.set_request_id(13);
+    auto* r = f.mutable_report_delivery();
+    r->set_delivery_id(17);
+    r->set_message_id(Must(ParseEnvelope(envelopes.front()), "parse").header.message_id());
+    r->set_reason("archive_capsule_mismatch");
+    r->set_detail("archive capsule mismatch: recomputed capsule differs \xC3\xA9");
+    w.Put(t, "report-delivery", f.SerializeAsString());
+  }
+
+  const int64_t day = kDay;
   {
     wire::ServerFrame f;
     f.set_request_id(4);
@@ -225,6 +299,153 @@ void Frames(Writer& w, const std::vector<wire::Envelope>& envelopes) {
     *d->mutable_epoch() = Epoch(fuzz::kNowMs - 40 * day, fuzz::kNowMs - 9 * day);  // expired
     d->set_archive_notice("Messages in this conversation are archived.");
     w.Put(t, "server-deliver", f.SerializeAsString());
+  }
+}
+
+// ----------------------------------------------------- device certificates
+
+// fuzz_device_cert: one byte choosing the message (see the harness), then it.
+void DeviceCerts(Writer& w) {
+  const fuzz::FixedKeys& k = fuzz::Keys();
+  const std::string t = "fuzz_device_cert";
+  auto put = [&](char kind, const std::string& name, const std::string& bytes) {
+    w.Put(t, name, std::string(1, kind) + bytes);
+  };
+  put(0, "device-bob", Bob().SerializeAsString());
+  put(0, "device-alice", Alice().SerializeAsString());
+  wire::DeviceInfo uncertified = Bob();
+  uncertified.clear_certificate();
+  put(0, "device-uncertified", uncertified.SerializeAsString());
+
+  put(1, "certificate", fuzz::CertifyDevice("bob", k.recipient.public_key, fuzz::kNowMs)
+                            .SerializeAsString());
+  put(1, "certificate-request",
+      Must(CertifyDevice(k.master.private_key.view(), "alice", k.sender.public_key, fuzz::kNowMs),
+           "certify")
+          .SerializeAsString());
+  // Issued before the enrollment key's window opened.
+  put(1, "certificate-before-window",
+      fuzz::CertifyDevice("bob", k.recipient.public_key, fuzz::kNowMs - 400 * kDay)
+          .SerializeAsString());
+
+  put(3, "certificate-body",
+      fuzz::CertifyDevice("bob", k.recipient.public_key, fuzz::kNowMs).body());
+  put(3, "certificate-body-alice",
+      fuzz::CertifyDevice("alice", k.sender.public_key, fuzz::kNowMs - 20 * kDay).body());
+
+  put(2, "enrollment-key", fuzz::EnrollmentCertificate().SerializeAsString());
+  put(4, "enrollment-key-body", fuzz::EnrollmentCertificate().body());
+  wire::EnrollmentKeyCertificate expired;
+  expired.set_body(MakeEnrollmentKeyCertificateBody(k.enrollment.public_key,
+                                                    fuzz::kNowMs - 400 * kDay,
+                                                    fuzz::kNowMs - 10 * kDay, fuzz::kOrg)
+                       .SerializeAsString());
+  expired.set_signature(
+      AsString(fuzz::OrgRootSign(EnrollmentKeyCertificateSigningInput(AsBytes(expired.body())))));
+  put(2, "enrollment-key-expired", expired.SerializeAsString());
+}
+
+// ------------------------------------------------------------ client state
+
+// fuzz_client_state: server frames for the fixed device "bob", which has
+// seen conv-7f3a (alice, bob) and grp-ops at membership version 1.
+void ClientState(Writer& w, const std::vector<wire::Envelope>& envelopes) {
+  const fuzz::FixedKeys& k = fuzz::Keys();
+  const std::string t = "fuzz_client_state";
+  const wire::EpochCertificate epoch = Epoch(fuzz::kNowMs - 30 * kDay, fuzz::kNowMs + 30 * kDay);
+  const std::string notice = "Messages in this conversation are archived.";
+
+  wire::ServerFrame direct;
+  direct.set_request_id(4);
+  {
+    auto* c = direct.mutable_conversation();
+    c->set_conversation_id("conv-7f3a");
+    c->add_members("alice");
+    c->add_members("bob");
+    *c->add_devices() = Bob();
+    *c->add_devices() = Alice();
+    *c->mutable_epoch() = epoch;
+    c->set_archive_notice(notice);
+  }
+  w.Put(t, "conversation", direct.SerializeAsString());
+  {
+    // A conversation never seen, with a user never seen.
+    wire::ServerFrame f = direct;
+    auto* c = f.mutable_conversation();
+    c->set_conversation_id("conv-91c0");
+    c->add_members("carol");
+    *c->add_devices() = Carol();
+    w.Put(t, "conversation-new", f.SerializeAsString());
+  }
+  {
+    // alice's device is gone.
+    wire::ServerFrame f = direct;
+    f.mutable_conversation()->mutable_devices()->RemoveLast();
+    w.Put(t, "conversation-device-removed", f.SerializeAsString());
+  }
+  {
+    wire::ServerFrame f = direct;
+    auto* c = f.mutable_conversation();
+    c->set_conversation_id("grp-ops");
+    c->set_group(true);
+    c->set_title("ops");
+    c->set_created_by("alice");
+    c->set_membership_version(2);
+    c->add_members("carol");
+    *c->add_devices() = Carol();
+    auto* change = c->add_changes();
+    change->set_version(2);
+    change->set_actor("alice");
+    change->add_added("carol");
+    change->set_at_ms(fuzz::kNowMs - kDay);
+    w.Put(t, "group-member-added", f.SerializeAsString());
+  }
+
+  wire::ServerFrame deliver;
+  {
+    auto* d = deliver.mutable_deliver();
+    d->set_delivery_id(17);
+    *d->mutable_envelope() = envelopes.front();  // alice to bob
+    *d->mutable_sender() = Alice();
+    *d->mutable_epoch() = epoch;
+    d->set_archive_notice(notice);
+  }
+  w.Put(t, "deliver", deliver.SerializeAsString());
+  {
+    // A dishonest sender: the archive capsule seals another CEK.
+    wire::ServerFrame f = deliver;
+    wire::Envelope* e = f.mutable_deliver()->mutable_envelope();
+    ParsedEnvelope parsed = Must(ParseEnvelope(*e), "parse");
+    *parsed.content.mutable_archive() =
+        Must(ComputeArchiveCapsule(Sha256(AsBytes("another cek")),
+                                   AsBytes(parsed.header.message_id()), fuzz::kEpochId,
+                                   k.archive.public_key, AsBytes(parsed.content.header())),
+             "archive capsule");
+    e->set_content(parsed.content.SerializeAsString());
+    e->set_signature(AsString(
+        fuzz::SenderSign(Concat({AsBytes(labels::kEnvelopeSig), AsBytes(e->content())}))));
+    w.Put(t, "deliver-archive-mismatch", f.SerializeAsString());
+  }
+  {
+    wire::ServerFrame f;
+    f.set_request_id(1);
+    auto* r = f.mutable_registered();
+    r->set_device_id(AsString(k.recipient_device));
+    r->set_org_root_key(AsString(k.org_root.public_key));
+    r->set_org(fuzz::kOrg);
+    *r->mutable_certificate() = fuzz::CertifyDevice("bob", k.recipient.public_key, fuzz::kNowMs);
+    w.Put(t, "registered", f.SerializeAsString());
+  }
+  {
+    wire::ServerFrame f;
+    f.mutable_challenge()->set_nonce(AsString(Sha256(AsBytes("nonce"))));
+    w.Put(t, "challenge", f.SerializeAsString());
+  }
+  {
+    wire::ServerFrame f;
+    f.set_request_id(12);
+    f.mutable_prekey_updated()->set_created_at_ms(fuzz::kNowMs);
+    w.Put(t, "prekey-updated", f.SerializeAsString());
   }
 }
 
@@ -359,6 +580,8 @@ int main(int argc, char** argv) {
   std::vector<holdfast::protocol::wire::Envelope> envelopes;
   Envelopes(w, envelopes);
   Frames(w, envelopes);
+  DeviceCerts(w);
+  ClientState(w, envelopes);
   Hpke(w);
   Policies(w, HOLDFAST_ROOT);
   Configs(w, HOLDFAST_ROOT);

@@ -17,7 +17,8 @@ root=$(cd "$here/../.." && pwd)
 build=${HOLDFAST_BUILD:-$root/build}/fuzz
 cxx=${HOLDFAST_FUZZ_CXX:-clang++}
 jobs=${HOLDFAST_FUZZ_JOBS:-2}
-targets=(fuzz_envelope fuzz_client_frame fuzz_hpke fuzz_policy fuzz_config)
+targets=(fuzz_envelope fuzz_client_frame fuzz_device_cert fuzz_client_state fuzz_hpke fuzz_policy
+  fuzz_config)
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -89,11 +89,13 @@ ports_file: {self.ports_file}
     def admin(self, *args, check=True):
         return run([ADMIN, "--config", self.config, *args], check=check)
 
-    def profile(self, user):
-        return os.path.join(self.dir, "profiles", user)
+    def profile(self, name):
+        return os.path.join(self.dir, "profiles", name)
 
-    def client(self, user, *args, check=True, timeout=60):
-        return run([CLIENT, "--profile", self.profile(user), *args], check=check, timeout=timeout,
+    def client(self, name, *args, check=True, timeout=60):
+        """Runs holdfast-client on the profile `name` (a user's first device
+        is named after the user; further devices have names of their own)."""
+        return run([CLIENT, "--profile", self.profile(name), *args], check=check, timeout=timeout,
                    env=CLIENT_ENV)
 
     def start_gateway(self):
@@ -155,12 +157,20 @@ ports_file: {self.ports_file}
         self.admin("user", "add", user)
         return self.enroll(user)
 
-    def enroll(self, user):
+    def enrollment_code(self, user):
         out = self.admin("user", "enroll", user).stdout
-        code = out.split(":", 1)[1].split()[0]
-        self.client(user, "register", "--server", self.server, "--ca", self.ca,
-                    "--user", user, "--code", code)
+        return out.split(":", 1)[1].split()[0]
 
-    def recv(self, user, wait="1"):
-        out = self.client(user, "recv", "--json", "--wait", wait).stdout
+    def enroll(self, user, profile=None, certify_with=None, check=True):
+        """Registers a device of `user` in profile `profile` (default: the
+        user's name). A further device of a user is certified by the master
+        key held in the profile `certify_with`."""
+        args = ["register", "--server", self.server, "--ca", self.ca, "--user", user,
+                "--code", self.enrollment_code(user)]
+        if certify_with:
+            args += ["--certify-with", self.profile(certify_with)]
+        return self.client(profile or user, *args, check=check)
+
+    def recv(self, name, wait="1"):
+        out = self.client(name, "recv", "--json", "--wait", wait).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]

@@ -10,7 +10,8 @@ namespace holdfast::testing {
 
 namespace fs = std::filesystem;
 
-Result<std::unique_ptr<TempSoftHsm>> TempSoftHsm::Create(const std::string& token_label) {
+Result<std::unique_ptr<TempSoftHsm>> TempSoftHsm::Create(const std::string& token_label,
+                                                         const std::string& enrollment_token_label) {
   std::unique_ptr<TempSoftHsm> hsm(new TempSoftHsm());
   for (const char* path : {"/usr/lib/softhsm/libsofthsm2.so",
                            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"}) {
@@ -38,9 +39,14 @@ Result<std::unique_ptr<TempSoftHsm>> TempSoftHsm::Create(const std::string& toke
   }
   hsm->token_label_ = token_label;
   hsm->user_pin_ = "test-user-pin";
-  HF_RETURN_IF_ERROR(RunCommand({"/usr/bin/softhsm2-util", "--init-token", "--free", "--label",
-                                 token_label, "--so-pin", "test-so-pin", "--pin", hsm->user_pin_})
-                         .status());
+  hsm->enrollment_token_label_ = enrollment_token_label;
+  hsm->enrollment_pin_ = "test-enrollment-pin";
+  for (const auto& [label, pin] : {std::pair{token_label, hsm->user_pin_},
+                                   std::pair{enrollment_token_label, hsm->enrollment_pin_}}) {
+    HF_RETURN_IF_ERROR(RunCommand({"/usr/bin/softhsm2-util", "--init-token", "--free", "--label",
+                                   label, "--so-pin", "test-so-pin", "--pin", pin})
+                           .status());
+  }
   return hsm;
 }
 

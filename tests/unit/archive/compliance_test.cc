@@ -48,13 +48,6 @@ class ComplianceTest : public ArchiveTest {
     return *id;
   }
 
-  void ExpectChainBrokenAt(int64_t seq) {
-    Status s = compliance().VerifyAuditChain();
-    ASSERT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
-    EXPECT_NE(s.message().find("seq " + std::to_string(seq) + ":"), std::string::npos)
-        << s.message();
-  }
-
   std::optional<Compliance> compliance_;
 };
 
@@ -170,7 +163,7 @@ TEST_F(ComplianceTest, FileDisclosureValidates) {
   EXPECT_EQ(compliance().FileDisclosure(r).status().code(), Code::kInvalidArgument);
 }
 
-TEST_F(ComplianceTest, AuditEventsChain) {
+TEST_F(ComplianceTest, AuditEntries) {
   ASSERT_TRUE(compliance().Audit("lena", "login", R"({"ip":"10.0.0.1"})").ok());
   ASSERT_TRUE(compliance().Audit("lena", "view", "").ok());
   EXPECT_EQ(compliance().Audit("lena", "bad", "{not json").code(), Code::kInvalidArgument);
@@ -178,16 +171,16 @@ TEST_F(ComplianceTest, AuditEventsChain) {
   auto trail = compliance().AuditTrail();
   ASSERT_TRUE(trail.ok());
   ASSERT_EQ(trail->size(), 2u);
-  EXPECT_EQ((*trail)[0].seq, 1);
+  EXPECT_EQ((*trail)[0].index, 0u);
+  EXPECT_EQ((*trail)[1].index, 1u);
   EXPECT_EQ((*trail)[0].detail, R"({"ip":"10.0.0.1"})");
-  EXPECT_EQ((*trail)[0].prev_hash, Bytes(32, 0));
-  EXPECT_EQ((*trail)[1].prev_hash, (*trail)[0].hash);
   EXPECT_EQ((*trail)[1].detail, "{}");
+  for (const AuditEvent& e : *trail) EXPECT_EQ(e.leaf_hash, AuditLeafHash(e));
   EXPECT_LE((*trail)[0].at_ms, (*trail)[1].at_ms);
   EXPECT_TRUE(compliance().VerifyAuditChain().ok());
 }
 
-TEST_F(ComplianceTest, ConcurrentAppendsKeepOneChain) {
+TEST_F(ComplianceTest, ConcurrentAppendsKeepOneLog) {
   constexpr int kThreads = 4, kEach = 25;
   std::vector<std::thread> threads;
   std::vector<Status> failures(kThreads);
@@ -209,69 +202,20 @@ TEST_F(ComplianceTest, ConcurrentAppendsKeepOneChain) {
   for (const Status& s : failures) EXPECT_TRUE(s.ok()) << s.ToString();
   auto trail = compliance().AuditTrail();
   ASSERT_EQ(trail->size(), static_cast<size_t>(kThreads * kEach));
-  EXPECT_EQ(trail->back().seq, kThreads * kEach);
+  EXPECT_EQ(trail->back().index, static_cast<uint64_t>(kThreads * kEach - 1));
   EXPECT_TRUE(compliance().VerifyAuditChain().ok());
 }
 
-class TamperTest : public ComplianceTest {
- protected:
-  void SetUp() override {
-    ComplianceTest::SetUp();
-    if (HasFatalFailure()) return;
-    for (int i = 1; i <= 5; ++i) {
-      ASSERT_TRUE(compliance()
-                      .Audit("actor" + std::to_string(i), "action" + std::to_string(i),
-                             R"({"n":)" + std::to_string(i) + "}")
-                      .ok());
-    }
-    ASSERT_TRUE(compliance().VerifyAuditChain().ok());
+// audit_log_test.cc covers tampering in detail; VerifyAuditChain reports it.
+TEST_F(ComplianceTest, VerifyAuditChainReportsAChangedEntry) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(compliance().Audit("lena", "view", R"({"n":)" + std::to_string(i) + "}").ok());
   }
-};
-
-TEST_F(TamperTest, DetectsAnUpdatedRow) {
-  Sql(R"(UPDATE audit_events SET detail = '{"n":99}' WHERE seq = 3)");
-  ExpectChainBrokenAt(3);
-}
-
-TEST_F(TamperTest, DetectsAnUpdatedActorOrTime) {
-  Sql("UPDATE audit_events SET at = at + interval '1 millisecond' WHERE seq = 4");
-  ExpectChainBrokenAt(4);
-}
-
-TEST_F(TamperTest, DetectsADeletedRow) {
-  Sql("DELETE FROM audit_events WHERE seq = 2");
-  ExpectChainBrokenAt(3);
-}
-
-TEST_F(TamperTest, DetectsADeletedRowWithRenumbering) {
-  // Close the gap as a careful attacker would; the hashes still disagree.
-  Sql("DELETE FROM audit_events WHERE seq = 2;"
-      "UPDATE audit_events SET seq = seq - 1 WHERE seq > 2");
-  ExpectChainBrokenAt(2);
-}
-
-TEST_F(TamperTest, DetectsSwappedContents) {
-  Sql("UPDATE audit_events a SET actor = b.actor, action = b.action, detail = b.detail"
-      " FROM audit_events b WHERE (a.seq, b.seq) IN ((2, 4), (4, 2))");
-  ExpectChainBrokenAt(2);
-}
-
-TEST_F(TamperTest, DetectsSwappedWholeRows) {
-  // Every column but seq, hashes included.
-  // In steps, because hash is unique and checked row by row.
-  Sql("CREATE TEMP TABLE saved AS SELECT * FROM audit_events WHERE seq IN (2, 3);"
-      "UPDATE audit_events SET hash = sha256(seq::text::bytea) WHERE seq IN (2, 3);"
-      "UPDATE audit_events a SET at = s.at, actor = s.actor, action = s.action,"
-      " detail = s.detail, prev_hash = s.prev_hash, hash = s.hash"
-      " FROM saved s WHERE (a.seq, s.seq) IN ((2, 3), (3, 2))");
-  ExpectChainBrokenAt(2);
-}
-
-TEST_F(TamperTest, DetectsARecomputedRowByItsSuccessor) {
-  // Rewriting one row with a hash of the attacker's choosing breaks the link
-  // from the next one.
-  Sql(R"(UPDATE audit_events SET detail = '{"n":99}', hash = sha256('forged') WHERE seq = 3)");
-  ExpectChainBrokenAt(3);
+  ASSERT_TRUE(compliance().VerifyAuditChain().ok());
+  Sql(R"(UPDATE audit_events SET detail = '{"n":99}' WHERE leaf_index = 3)");
+  Status s = compliance().VerifyAuditChain();
+  ASSERT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+  EXPECT_NE(s.message().find("entry 3 was changed"), std::string::npos) << s.message();
 }
 
 }  // namespace

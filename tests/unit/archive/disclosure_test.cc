@@ -59,11 +59,17 @@ Bytes ToBytes(std::string_view s) {
 class SignlessToken final : public hsm::Token {
  public:
   explicit SignlessToken(hsm::Token& real) : real_(real) {}
+  Result<Bytes> GenerateSigningKey(std::string_view label) override {
+    return real_.GenerateSigningKey(label);
+  }
   Result<Bytes> GenerateOrgRoot() override { return real_.GenerateOrgRoot(); }
   Result<Bytes> GenerateEpochKey(uint32_t id) override { return real_.GenerateEpochKey(id); }
   Result<Bytes> PublicKey(std::string_view label) override { return real_.PublicKey(label); }
   Result<hsm::KeyInfo> Describe(std::string_view label) override { return real_.Describe(label); }
   Result<std::vector<hsm::KeyInfo>> ListKeys() override { return real_.ListKeys(); }
+  Result<Bytes> Sign(std::string_view, ByteView) override {
+    return Status::Unavailable("token removed");
+  }
   Result<Bytes> SignWithOrgRoot(ByteView) override {
     return Status::Unavailable("token removed");
   }
@@ -188,7 +194,10 @@ class DisclosureTest : public ArchiveTest {
     device.device_id = p.device_id;
     device.identity_key = p.identity.public_key;
     device.signed_prekey = ToBytes(signed_prekey->SerializeAsString());
-    ASSERT_TRUE(store_->RegisterDevice(user, *code, device).ok());
+    // The export does not read device certificates; any bytes will do.
+    ASSERT_TRUE(store_->RegisterDevice(user, *code, Bytes(32, 0x4d), device,
+                                       [] { return Result<Bytes>(Bytes{0x0a, 0x00}); })
+                    .ok());
     people_.emplace(user, std::move(p));
   }
 
@@ -318,6 +327,36 @@ TEST_F(DisclosureTest, RefusedExportWritesNothing) {
   EXPECT_EQ(compliance_->GetDisclosure(request_id_)->state, "pending");
   EXPECT_EQ(Actions().back(), "disclosure.export_refused");
   EXPECT_TRUE(compliance_->VerifyAuditChain().ok());
+}
+
+TEST_F(DisclosureTest, HistoryRestoreNeverExportsPlaintext) {
+  Send("alice", "bob", "hello", kJan + kHour);
+  auto restore = policy::Policy::Parse(
+      "version: 1\ndisclosure:\n  history_restore:\n    requester_may_be_custodian: true\n"
+      "    require_open_case: false\n    require_hold_covering_scope: false\n"
+      "    require_legal_reference: false\n    approvals: []\n",
+      "restore.yaml");
+  ASSERT_TRUE(restore.ok()) << restore.status().ToString();
+  DisclosureRecord request;
+  request.purpose = "history_restore";
+  request.custodians = {"alice"};
+  request.from_ms = kJan;
+  request.to_ms = kFeb;
+  request.requester = "alice";
+  auto id = compliance_->FileDisclosure(request);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto decision = Decide(conn(), *restore, *id);
+  ASSERT_TRUE(decision.ok()) << decision.status().ToString();
+  EXPECT_EQ(decision->verdict, Verdict::kAllow);
+  EXPECT_FALSE(decision->decrypt);
+
+  auto summary = RunExport(conn(), *token_, *restore, *id, (work_ / "package").string(), "alice");
+  ASSERT_FALSE(summary.ok());
+  EXPECT_EQ(summary.status().code(), Code::kFailedPrecondition);
+  EXPECT_NE(summary.status().message().find("never decrypts message bodies"), std::string::npos)
+      << summary.status().message();
+  EXPECT_TRUE(fs::is_empty(work_));
+  EXPECT_EQ(Actions().back(), "disclosure.export_refused");
 }
 
 TEST_F(DisclosureTest, ExportsASignedPackage) {

@@ -4,8 +4,11 @@
 
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "archive_fixture.h"
+#include "holdfast/archive/compliance.h"
+#include "holdfast/protocol/identity.h"
 
 namespace holdfast::archive {
 namespace {
@@ -38,6 +41,32 @@ class StoreTest : public ArchiveTest {
     return d;
   }
 
+  // A user's master key: the same for all of a user's devices.
+  static Bytes MasterOf(const std::string& user) { return Bytes(32, static_cast<uint8_t>(user[0])); }
+
+  // What the countersign callback returns for a device tag.
+  static Bytes CertificateOf(uint8_t tag) { return Bytes{0xce, 0x27, tag}; }
+
+  // RegisterDevice with the user's master key and a callback that returns
+  // CertificateOf(tag of the device) and counts its calls.
+  Status Register(const std::string& user, const std::string& code, const DeviceRecord& device,
+                  std::optional<Bytes> master = std::nullopt) {
+    const Bytes key = master ? *master : MasterOf(user);
+    return store().RegisterDevice(user, code, key, device, [&]() -> Result<Bytes> {
+      ++countersigned_;
+      return CertificateOf(device.device_id[0]);
+    });
+  }
+
+  // Whether `condition` (SQL) holds, read on a separate connection.
+  bool Holds(const std::string& condition) {
+    auto other = Connection::Open(conninfo());
+    EXPECT_TRUE(other.ok()) << other.status().ToString();
+    return other.ok() &&
+           other->Execute("DO $$ BEGIN IF NOT (" + condition + ") THEN RAISE EXCEPTION 'no'; END IF; END $$")
+               .ok();
+  }
+
   // Creates the user and enrolls one device with the given tag.
   void Enroll(const std::string& user, uint8_t tag) {
     auto exists = store().UserExists(user);
@@ -47,7 +76,7 @@ class StoreTest : public ArchiveTest {
     }
     auto code = store().IssueEnrollmentCode(user, kHour);
     ASSERT_TRUE(code.ok()) << code.status().ToString();
-    Status s = store().RegisterDevice(user, *code, Device(user, tag));
+    Status s = Register(user, *code, Device(user, tag));
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
 
@@ -66,6 +95,7 @@ class StoreTest : public ArchiveTest {
   }
 
   std::optional<Store> store_;
+  int countersigned_ = 0;
 };
 
 TEST_F(StoreTest, UsersAreUnique) {
@@ -97,7 +127,7 @@ TEST_F(StoreTest, RegisterDeviceWithCode) {
   ASSERT_TRUE(code.ok());
   DeviceRecord d = Device("alice", 1);
   d.registered_at_ms = kT0;
-  ASSERT_TRUE(store().RegisterDevice("alice", *code, d).ok());
+  ASSERT_TRUE(Register("alice", *code, d).ok());
 
   auto got = store().GetDevice(d.device_id);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
@@ -106,14 +136,91 @@ TEST_F(StoreTest, RegisterDeviceWithCode) {
   EXPECT_EQ(got->identity_key, d.identity_key);
   EXPECT_EQ(got->signed_prekey, d.signed_prekey);
   EXPECT_EQ(got->registered_at_ms, kT0);
+  EXPECT_EQ(got->certificate, CertificateOf(1));
   EXPECT_EQ(store().GetDevice(Id(99)).status().code(), Code::kNotFound);
+  EXPECT_EQ(countersigned_, 1);
+  EXPECT_TRUE(Holds("(SELECT master_key FROM users WHERE user_name = 'alice') = '\\x" +
+                    ToHex(MasterOf("alice")) + "'::bytea"));
+  auto listed = store().DevicesOfUsers({"alice"});
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].certificate, CertificateOf(1));
+}
+
+TEST_F(StoreTest, TheFirstDeviceSetsTheMasterKeyAndLaterOnesMustMatchIt) {
+  Enroll("alice", 1);
+  Enroll("alice", 2);  // same master key
+  auto code = store().IssueEnrollmentCode("alice", kHour);
+  ASSERT_TRUE(code.ok());
+  countersigned_ = 0;
+  Status other = Register("alice", *code, Device("alice", 3), Bytes(32, 0x77));
+  EXPECT_EQ(other.code(), Code::kFailedPrecondition);
+  EXPECT_EQ(other.message(),
+            "user alice already has another master key: link this device from an existing one, or "
+            "ask for an organisation-assisted restore");
+  EXPECT_EQ(countersigned_, 0) << "a mismatching master key must not be countersigned";
+  EXPECT_EQ(store().GetDevice(Id(3)).status().code(), Code::kNotFound);
+  EXPECT_TRUE(Holds("(SELECT master_key FROM users WHERE user_name = 'alice') = '\\x" +
+                    ToHex(MasterOf("alice")) + "'::bytea"));
+  // Rolled back: the code is still good for a device under the right key.
+  EXPECT_TRUE(Register("alice", *code, Device("alice", 3)).ok());
+  // Master keys are per user.
+  Enroll("bob", 4);
+  EXPECT_TRUE(Holds("(SELECT master_key FROM users WHERE user_name = 'bob') = '\\x" +
+                    ToHex(MasterOf("bob")) + "'::bytea"));
+}
+
+TEST_F(StoreTest, AnInvalidCodeNeverReachesTheCountersignCallback) {
+  ASSERT_TRUE(store().CreateUser("alice", "").ok());
+  ASSERT_TRUE(store().CreateUser("bob", "").ok());
+  auto code = store().IssueEnrollmentCode("alice", kHour);
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(Register("alice", "AAAAA-AAAAA-AAAAA-AAAAA", Device("alice", 1)).code(),
+            Code::kPermissionDenied);
+  EXPECT_EQ(Register("bob", *code, Device("bob", 2)).code(), Code::kPermissionDenied);
+  EXPECT_EQ(countersigned_, 0);
+  // Nor is a master key recorded for a refused registration.
+  EXPECT_TRUE(Holds("(SELECT master_key FROM users WHERE user_name = 'alice') IS NULL"));
+  EXPECT_TRUE(Holds("(SELECT master_key FROM users WHERE user_name = 'bob') IS NULL"));
+}
+
+TEST_F(StoreTest, AFailedCountersignStoresNothing) {
+  ASSERT_TRUE(store().CreateUser("alice", "").ok());
+  auto code = store().IssueEnrollmentCode("alice", kHour);
+  ASSERT_TRUE(code.ok());
+  Status s = store().RegisterDevice("alice", *code, MasterOf("alice"), Device("alice", 1),
+                                    [] { return Result<Bytes>(Status::Unavailable("token removed")); });
+  EXPECT_EQ(s.code(), Code::kUnavailable);
+  EXPECT_EQ(s.message(), "token removed");
+  EXPECT_EQ(store().GetDevice(Id(1)).status().code(), Code::kNotFound);
+  EXPECT_TRUE(Holds("(SELECT master_key FROM users WHERE user_name = 'alice') IS NULL"))
+      << "the first device's master key is not kept when its registration fails";
+  // The code was not consumed.
+  Status retry = store().RegisterDevice("alice", *code, Bytes(32, 0x42), Device("alice", 1),
+                                        [] { return Result<Bytes>(CertificateOf(1)); });
+  EXPECT_TRUE(retry.ok()) << retry.ToString();
+}
+
+TEST_F(StoreTest, RegistrationIsAuditedWithTheMasterKeyFingerprint) {
+  Enroll("alice", 1);
+  EXPECT_TRUE(Holds("EXISTS (SELECT 1 FROM audit_events WHERE action = 'device.register'"
+                    " AND detail->>'master_key' = '" + protocol::Fingerprint(MasterOf("alice")) + "')"));
+}
+
+TEST_F(StoreTest, RegisterDeviceChecksTheMasterKeyShape) {
+  ASSERT_TRUE(store().CreateUser("alice", "").ok());
+  auto code = store().IssueEnrollmentCode("alice", kHour);
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(Register("alice", *code, Device("alice", 1), Bytes(31, 1)).code(), Code::kInvalidArgument);
+  EXPECT_EQ(countersigned_, 0);
+  EXPECT_TRUE(Register("alice", *code, Device("alice", 1)).ok());
 }
 
 TEST_F(StoreTest, CodeIsSingleUse) {
   ASSERT_TRUE(store().CreateUser("alice", "").ok());
   auto code = store().IssueEnrollmentCode("alice", kHour);
-  ASSERT_TRUE(store().RegisterDevice("alice", *code, Device("alice", 1)).ok());
-  EXPECT_EQ(store().RegisterDevice("alice", *code, Device("alice", 2)).code(),
+  ASSERT_TRUE(Register("alice", *code, Device("alice", 1)).ok());
+  EXPECT_EQ(Register("alice", *code, Device("alice", 2)).code(),
             Code::kPermissionDenied);
   EXPECT_EQ(store().GetDevice(Id(2)).status().code(), Code::kNotFound);
 }
@@ -123,16 +230,16 @@ TEST_F(StoreTest, WrongCodeOrWrongUserIsRefused) {
   ASSERT_TRUE(store().CreateUser("bob", "").ok());
   auto code = store().IssueEnrollmentCode("alice", kHour);
   ASSERT_TRUE(code.ok());
-  EXPECT_EQ(store().RegisterDevice("alice", "AAAAA-AAAAA-AAAAA-AAAAA", Device("alice", 1)).code(),
+  EXPECT_EQ(Register("alice", "AAAAA-AAAAA-AAAAA-AAAAA", Device("alice", 1)).code(),
             Code::kPermissionDenied);
-  EXPECT_EQ(store().RegisterDevice("bob", *code, Device("bob", 1)).code(),
+  EXPECT_EQ(Register("bob", *code, Device("bob", 1)).code(),
             Code::kPermissionDenied);
   // Case and separators do not matter.
   std::string typed;
   for (char c : *code) {
     if (c != '-') typed.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
   }
-  EXPECT_TRUE(store().RegisterDevice("alice", typed, Device("alice", 1)).ok());
+  EXPECT_TRUE(Register("alice", typed, Device("alice", 1)).ok());
 }
 
 TEST_F(StoreTest, ExpiredCodeIsRefused) {
@@ -141,7 +248,7 @@ TEST_F(StoreTest, ExpiredCodeIsRefused) {
   ASSERT_TRUE(code.ok());
   Sql("UPDATE enrollment_codes SET issued_at = now() - interval '2 hours',"
       " expires_at = now() - interval '1 second'");
-  EXPECT_EQ(store().RegisterDevice("alice", *code, Device("alice", 1)).code(),
+  EXPECT_EQ(Register("alice", *code, Device("alice", 1)).code(),
             Code::kPermissionDenied);
 }
 
@@ -150,9 +257,9 @@ TEST_F(StoreTest, FailedRegistrationKeepsTheCode) {
   auto code = store().IssueEnrollmentCode("alice", kHour);
   ASSERT_TRUE(code.ok());
   // Same device id again: refused, and the code is not consumed.
-  EXPECT_EQ(store().RegisterDevice("alice", *code, Device("alice", 1)).code(),
+  EXPECT_EQ(Register("alice", *code, Device("alice", 1)).code(),
             Code::kAlreadyExists);
-  EXPECT_TRUE(store().RegisterDevice("alice", *code, Device("alice", 2)).ok());
+  EXPECT_TRUE(Register("alice", *code, Device("alice", 2)).ok());
 }
 
 TEST_F(StoreTest, DevicesOfUsers) {
@@ -399,6 +506,389 @@ TEST_F(StoreTest, EnvelopesOfCustodian) {
   ASSERT_EQ(carol->size(), 1u);
   EXPECT_EQ((*carol)[0].message_id, Id(3));
   EXPECT_TRUE(store().EnvelopesOfCustodian("alice", kT0 + 3 * kHour, kT0 + 4 * kHour)->empty());
+}
+
+// ------------------------------------------------------------------ groups
+
+TEST_F(StoreTest, AGroupHasAnIdOfItsOwnAndRecordsItsCreation) {
+  for (const char* u : {"alice", "bob", "carol"}) ASSERT_TRUE(store().CreateUser(u, "").ok());
+  auto group = store().CreateGroup("alice", "Trading desk", {"bob", "bob", "alice"});
+  ASSERT_TRUE(group.ok()) << group.status().ToString();
+  EXPECT_TRUE(std::regex_match(group->conversation_id, std::regex("^g_[0-9a-f]{16}$")))
+      << group->conversation_id;
+  EXPECT_EQ(group->members, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_TRUE(group->group);
+  EXPECT_EQ(group->title, "Trading desk");
+  EXPECT_EQ(group->created_by, "alice");
+  EXPECT_EQ(group->membership_version, 0);
+
+  // The same members again are another group, and not the direct conversation.
+  auto second = store().CreateGroup("alice", "", {"bob"});
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_NE(second->conversation_id, group->conversation_id);
+  auto direct = store().OpenConversation({"alice", "bob"});
+  ASSERT_TRUE(direct.ok()) << direct.status().ToString();
+  EXPECT_NE(direct->conversation_id, group->conversation_id);
+  EXPECT_FALSE(direct->group);
+  EXPECT_TRUE(direct->title.empty());
+  EXPECT_TRUE(direct->created_by.empty());
+  EXPECT_EQ(direct->membership_version, 0);
+  auto direct_again = store().GetConversation(direct->conversation_id);
+  ASSERT_TRUE(direct_again.ok());
+  EXPECT_FALSE(direct_again->group);
+  EXPECT_TRUE(store().RecentMembershipChanges(direct->conversation_id)->empty());
+
+  auto got = store().GetConversation(group->conversation_id);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->members, group->members);
+  EXPECT_TRUE(got->group);
+  EXPECT_EQ(got->title, "Trading desk");
+  EXPECT_EQ(got->created_by, "alice");
+  EXPECT_EQ(got->membership_version, 0);
+
+  auto changes = store().RecentMembershipChanges(group->conversation_id);
+  ASSERT_TRUE(changes.ok()) << changes.status().ToString();
+  ASSERT_EQ(changes->size(), 1u);
+  EXPECT_EQ((*changes)[0].version, 0);
+  EXPECT_EQ((*changes)[0].actor, "alice");
+  EXPECT_EQ((*changes)[0].added, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_TRUE((*changes)[0].removed.empty());
+  EXPECT_GT((*changes)[0].at_ms, kT0);
+
+  Compliance compliance(conn());
+  auto trail = compliance.AuditTrail();
+  ASSERT_TRUE(trail.ok()) << trail.status().ToString();
+  ASSERT_EQ(trail->size(), 2u);
+  EXPECT_EQ((*trail)[0].action, "group.create");
+  EXPECT_EQ((*trail)[0].actor, "user:alice");
+  EXPECT_NE((*trail)[0].detail.find(group->conversation_id), std::string::npos);
+  EXPECT_TRUE(compliance.VerifyAuditChain().ok());
+}
+
+TEST_F(StoreTest, CreateGroupRefusesUnknownUsersLongTitlesAndTooManyMembers) {
+  ASSERT_TRUE(store().CreateUser("alice", "").ok());
+  EXPECT_EQ(store().CreateGroup("alice", "t", {"nobody"}).status().code(), Code::kNotFound);
+  EXPECT_EQ(store().CreateGroup("nobody", "t", {"alice"}).status().code(), Code::kNotFound);
+  EXPECT_EQ(store().CreateGroup("", "t", {"alice"}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(store().CreateGroup("alice", std::string(kMaxGroupTitleBytes + 1, 't'), {}).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_TRUE(store().CreateGroup("alice", std::string(kMaxGroupTitleBytes, 't'), {}).ok())
+      << "a group of one, with the longest title";
+
+  Sql("INSERT INTO users (user_name) SELECT 'u' || g FROM generate_series(1, 1024) AS g");
+  std::vector<std::string> others;
+  for (int i = 1; i < 1024; ++i) others.push_back("u" + std::to_string(i));
+  auto full = store().CreateGroup("alice", "everyone", others);
+  ASSERT_TRUE(full.ok()) << full.status().ToString();
+  EXPECT_EQ(full->members.size(), kMaxConversationMembers);
+  others.push_back("u1024");
+  EXPECT_EQ(store().CreateGroup("alice", "too many", others).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(store().ChangeMembers(full->conversation_id, "alice", {"u1024"}, {}).status().code(),
+            Code::kInvalidArgument);
+  // Nothing of the refused requests was stored.
+  EXPECT_TRUE(Holds("(SELECT count(*) FROM conversations) = 2"));
+  EXPECT_TRUE(Holds("(SELECT count(*) FROM conversation_membership_changes) = 2"));
+  EXPECT_TRUE(Holds("(SELECT count(*) FROM audit_events) = 2"));
+}
+
+TEST_F(StoreTest, ChangeMembersFollowsTheRules) {
+  for (const char* u : {"alice", "bob", "carol", "dave"}) ASSERT_TRUE(store().CreateUser(u, "").ok());
+  auto group = store().CreateGroup("alice", "desk", {"bob"});
+  ASSERT_TRUE(group.ok()) << group.status().ToString();
+  const std::string id = group->conversation_id;
+  auto change = [&](const std::string& actor, std::vector<std::string> add,
+                    std::vector<std::string> remove) {
+    return store().ChangeMembers(id, actor, std::move(add), std::move(remove));
+  };
+
+  // Any member may add.
+  auto added = change("bob", {"carol"}, {});
+  ASSERT_TRUE(added.ok()) << added.status().ToString();
+  EXPECT_EQ(added->members, (std::vector<std::string>{"alice", "bob", "carol"}));
+  EXPECT_EQ(added->membership_version, 1);
+  EXPECT_TRUE(added->group);
+  EXPECT_EQ(added->created_by, "alice");
+
+  // Refusals change nothing.
+  EXPECT_EQ(change("bob", {}, {"carol"}).status().code(), Code::kPermissionDenied)
+      << "only the creator removes others";
+  EXPECT_EQ(change("bob", {}, {"alice"}).status().code(), Code::kPermissionDenied)
+      << "the creator cannot be removed by others";
+  EXPECT_EQ(change("dave", {"dave"}, {}).status().code(), Code::kPermissionDenied)
+      << "a non-member cannot add, not even themself";
+  EXPECT_EQ(change("alice", {"bob"}, {}).status().code(), Code::kInvalidArgument)
+      << "adding a member";
+  EXPECT_EQ(change("alice", {}, {"dave"}).status().code(), Code::kInvalidArgument)
+      << "removing a non-member";
+  EXPECT_EQ(change("alice", {}, {}).status().code(), Code::kInvalidArgument) << "no change";
+  EXPECT_EQ(change("alice", {"dave"}, {"dave"}).status().code(), Code::kInvalidArgument)
+      << "added and removed at once";
+  EXPECT_EQ(change("alice", {"nobody"}, {}).status().code(), Code::kNotFound) << "unknown user";
+  EXPECT_EQ(store().ChangeMembers("g_0000000000000000", "alice", {"dave"}, {}).status().code(),
+            Code::kNotFound);
+  auto direct = store().OpenConversation({"alice", "bob"});
+  ASSERT_TRUE(direct.ok());
+  EXPECT_EQ(store().ChangeMembers(direct->conversation_id, "alice", {"carol"}, {}).status().code(),
+            Code::kFailedPrecondition);
+  EXPECT_EQ(store().GetConversation(direct->conversation_id)->members,
+            (std::vector<std::string>{"alice", "bob"}));
+  auto unchanged = store().GetConversation(id);
+  ASSERT_TRUE(unchanged.ok());
+  EXPECT_EQ(unchanged->membership_version, 1);
+  EXPECT_EQ(unchanged->members, (std::vector<std::string>{"alice", "bob", "carol"}));
+
+  // The creator removes others; anyone leaves; the creator may leave too.
+  auto removed = change("alice", {"dave"}, {"carol"});
+  ASSERT_TRUE(removed.ok()) << removed.status().ToString();
+  EXPECT_EQ(removed->members, (std::vector<std::string>{"alice", "bob", "dave"}));
+  EXPECT_EQ(removed->membership_version, 2);
+  auto left = change("bob", {}, {"bob"});
+  ASSERT_TRUE(left.ok()) << left.status().ToString();
+  EXPECT_EQ(left->members, (std::vector<std::string>{"alice", "dave"}));
+  EXPECT_EQ(change("bob", {"bob"}, {}).status().code(), Code::kPermissionDenied)
+      << "a member who left cannot come back alone";
+  auto creator_left = change("alice", {}, {"alice"});
+  ASSERT_TRUE(creator_left.ok()) << creator_left.status().ToString();
+  EXPECT_EQ(creator_left->members, (std::vector<std::string>{"dave"}));
+  EXPECT_EQ(change("dave", {}, {"alice"}).status().code(), Code::kInvalidArgument);
+  auto empty = change("dave", {}, {"dave"});
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
+  EXPECT_TRUE(empty->members.empty());
+  EXPECT_EQ(empty->membership_version, 5);
+  EXPECT_TRUE(store().GetConversation(id)->members.empty());
+  EXPECT_TRUE(Holds("NOT EXISTS (SELECT 1 FROM conversation_members WHERE conversation_id = '" + id + "')"));
+
+  auto changes = store().RecentMembershipChanges(id);
+  ASSERT_TRUE(changes.ok()) << changes.status().ToString();
+  ASSERT_EQ(changes->size(), 6u);
+  for (size_t i = 0; i < changes->size(); ++i) EXPECT_EQ((*changes)[i].version, static_cast<int64_t>(i));
+  EXPECT_EQ((*changes)[1].actor, "bob");
+  EXPECT_EQ((*changes)[1].added, (std::vector<std::string>{"carol"}));
+  EXPECT_EQ((*changes)[2].actor, "alice");
+  EXPECT_EQ((*changes)[2].added, (std::vector<std::string>{"dave"}));
+  EXPECT_EQ((*changes)[2].removed, (std::vector<std::string>{"carol"}));
+  EXPECT_EQ((*changes)[3].removed, (std::vector<std::string>{"bob"}));
+  EXPECT_TRUE((*changes)[3].added.empty());
+  for (size_t i = 1; i < changes->size(); ++i) EXPECT_GE((*changes)[i].at_ms, (*changes)[i - 1].at_ms);
+
+  Compliance compliance(conn());
+  auto trail = compliance.AuditTrail();
+  ASSERT_TRUE(trail.ok()) << trail.status().ToString();
+  std::vector<std::string> actions;
+  for (const auto& e : *trail) actions.push_back(e.action + " " + e.actor);
+  EXPECT_EQ(actions, (std::vector<std::string>{
+                         "group.create user:alice", "group.change_members user:bob",
+                         "group.change_members user:alice", "group.change_members user:bob",
+                         "group.change_members user:alice", "group.change_members user:dave"}));
+  EXPECT_TRUE(compliance.VerifyAuditChain().ok());
+}
+
+TEST_F(StoreTest, AConversationAnswerCarriesTheLast64Changes) {
+  for (const char* u : {"alice", "bob"}) ASSERT_TRUE(store().CreateUser(u, "").ok());
+  auto group = store().CreateGroup("alice", "", {});
+  ASSERT_TRUE(group.ok());
+  for (int i = 1; i <= 70; ++i) {
+    auto r = i % 2 ? store().ChangeMembers(group->conversation_id, "alice", {"bob"}, {})
+                   : store().ChangeMembers(group->conversation_id, "alice", {}, {"bob"});
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status().ToString();
+  }
+  auto changes = store().RecentMembershipChanges(group->conversation_id);
+  ASSERT_TRUE(changes.ok()) << changes.status().ToString();
+  ASSERT_EQ(changes->size(), static_cast<size_t>(kRecentMembershipChanges));
+  EXPECT_EQ(changes->front().version, 70 - kRecentMembershipChanges + 1);
+  EXPECT_EQ(changes->back().version, 70);
+  EXPECT_EQ(store().RecentMembershipChanges(group->conversation_id, 2)->front().version, 69);
+  EXPECT_EQ(store().RecentMembershipChanges(group->conversation_id, 0).status().code(),
+            Code::kInvalidArgument);
+}
+
+TEST_F(StoreTest, ConcurrentChangesOfOneGroupAreBothApplied) {
+  ASSERT_TRUE(store().CreateUser("alice", "").ok());
+  Sql("INSERT INTO users (user_name) SELECT 'u' || g FROM generate_series(1, 40) AS g");
+  auto group = store().CreateGroup("alice", "", {});
+  ASSERT_TRUE(group.ok());
+  // Two writers, each adding its own users one at a time: without the row
+  // lock, one writer's members array would overwrite the other's.
+  auto writer = [&](int first, Status* out) {
+    auto other = Connection::Open(conninfo());
+    if (!other.ok()) {
+      *out = other.status();
+      return;
+    }
+    Store s(*other);
+    for (int i = first; i < first + 20; ++i) {
+      auto r = s.ChangeMembers(group->conversation_id, "alice", {"u" + std::to_string(i)}, {});
+      if (!r.ok()) {
+        *out = r.status();
+        return;
+      }
+    }
+  };
+  Status a, b;
+  std::thread ta(writer, 1, &a), tb(writer, 21, &b);
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(a.ok()) << a.ToString();
+  ASSERT_TRUE(b.ok()) << b.ToString();
+  auto got = store().GetConversation(group->conversation_id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->members.size(), 41u);
+  EXPECT_EQ(got->membership_version, 40);
+  EXPECT_TRUE(Holds("(SELECT count(*) FROM conversation_members WHERE conversation_id = '" +
+                    group->conversation_id + "') = 41"));
+  EXPECT_TRUE(Holds("(SELECT max(version) FROM conversation_membership_changes) = 40"));
+}
+
+TEST_F(StoreTest, AGroupMembersCustodianScopeIsTheTimeTheyWereAMember) {
+  for (const char* u : {"alice", "bob", "carol", "dave"}) ASSERT_TRUE(store().CreateUser(u, "").ok());
+  auto group = store().CreateGroup("alice", "desk", {"bob"});
+  ASSERT_TRUE(group.ok());
+  const std::string id = group->conversation_id;
+  // No deliveries: the scope comes from the membership alone.
+  ASSERT_TRUE(store().IngestBatch({Item(1, id, "alice", 1, kT0, {})}).ok());
+  ASSERT_TRUE(store().ChangeMembers(id, "alice", {}, {"bob"}).ok());
+  ASSERT_TRUE(store().IngestBatch({Item(2, id, "alice", 1, kT0 + 1, {})}).ok());
+  ASSERT_TRUE(store().ChangeMembers(id, "alice", {"bob", "carol"}, {}).ok());
+  ASSERT_TRUE(store().IngestBatch({Item(3, id, "alice", 1, kT0 + 2, {})}).ok());
+
+  auto ids = [&](const std::string& custodian) {
+    std::vector<Bytes> out;
+    auto r = store().EnvelopesOfCustodian(custodian, kT0 - kHour, kT0 + kHour);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    if (r.ok()) {
+      for (const auto& e : *r) out.push_back(e.message_id);
+    }
+    return out;
+  };
+  EXPECT_EQ(ids("alice"), (std::vector<Bytes>{Id(1), Id(2), Id(3)}));
+  EXPECT_EQ(ids("bob"), (std::vector<Bytes>{Id(1), Id(3)}));
+  EXPECT_EQ(ids("carol"), (std::vector<Bytes>{Id(3)}));
+  EXPECT_TRUE(ids("dave").empty());
+}
+
+// ----------------------------------------------------------------- prekeys
+
+TEST_F(StoreTest, UpdatePrekeyKeepsOnlyANewerPrekey) {
+  ASSERT_TRUE(store().CreateUser("alice", "").ok());
+  auto prekey = [](int64_t created_at, uint8_t fill) {
+    protocol::wire::SignedPrekey p;
+    p.set_public_key(std::string(32, static_cast<char>(fill)));
+    p.set_created_at_ms(created_at);
+    p.set_signature(std::string(64, 's'));
+    const std::string bytes = p.SerializeAsString();
+    return Bytes(bytes.begin(), bytes.end());
+  };
+  DeviceRecord d = Device("alice", 1);
+  d.signed_prekey = prekey(kT0, 1);
+  auto code = store().IssueEnrollmentCode("alice", kHour);
+  ASSERT_TRUE(code.ok());
+  ASSERT_TRUE(Register("alice", *code, d).ok());
+
+  EXPECT_EQ(store().UpdatePrekey(Id(1), prekey(kT0, 2)).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(store().UpdatePrekey(Id(1), prekey(kT0 - 1, 2)).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(store().GetDevice(Id(1))->signed_prekey, prekey(kT0, 1));
+  ASSERT_TRUE(store().UpdatePrekey(Id(1), prekey(kT0 + 1, 3)).ok());
+  EXPECT_EQ(store().GetDevice(Id(1))->signed_prekey, prekey(kT0 + 1, 3));
+  EXPECT_EQ(store().UpdatePrekey(Id(1), prekey(kT0 + 1, 4)).code(), Code::kFailedPrecondition);
+
+  EXPECT_EQ(store().UpdatePrekey(Id(1), Bytes{0x0a, 0x40}).code(), Code::kInvalidArgument);
+  EXPECT_EQ(store().UpdatePrekey(Id(9), prekey(kT0 + 2, 5)).code(), Code::kNotFound);
+  Sql("UPDATE devices SET revoked_at = now()");
+  EXPECT_EQ(store().UpdatePrekey(Id(1), prekey(kT0 + 2, 5)).code(), Code::kNotFound);
+}
+
+// -------------------------------------------------------- delivery reports
+
+TEST_F(StoreTest, DeliveryReportReasonsAreAClosedSet) {
+  for (std::string_view r : kDeliveryReportReasons) EXPECT_EQ(DeliveryReportReason(r), r);
+  EXPECT_EQ(DeliveryReportReason(""), "other");
+  EXPECT_EQ(DeliveryReportReason("BAD_SIGNATURE"), "other");
+  EXPECT_EQ(DeliveryReportReason("bad_signature "), "other");
+}
+
+TEST_F(StoreTest, ADeliveryReportIsRecordedAndAudited) {
+  Enroll("alice", 1);
+  Enroll("bob", 2);
+  auto stored = store().IngestBatch({Item(5, "c_1", "alice", 1, kT0, {2})});
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  const int64_t delivery = (*stored)[0].deliveries.at(0).second;
+  const int64_t envelope = (*stored)[0].envelope_id;
+
+  DeliveryReport by_bob;
+  by_bob.reporter_device = Id(2);
+  by_bob.delivery_id = delivery;
+  by_bob.message_id = Id(5);
+  by_bob.reason = "archive_capsule_mismatch";
+  by_bob.detail = "capsule differs";
+  auto first = store().RecordDeliveryReport(by_bob);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+
+  // alice names bob's delivery: recorded, but it names no envelope.
+  DeliveryReport by_alice = by_bob;
+  by_alice.reporter_device = Id(1);
+  by_alice.reason = "made_up_reason";
+  by_alice.detail = std::string(kMaxDeliveryReportDetailBytes - 1, 'x') + "\xc3\xa9" + "more";
+  auto second = store().RecordDeliveryReport(by_alice);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_GT(*second, *first);
+
+  // Nothing but a reason, and a detail that is not text, which its
+  // replacement characters grow past the limit.
+  DeliveryReport bare;
+  bare.reporter_device = Id(2);
+  bare.reason = "undecryptable";
+  bare.detail = std::string("a\0b\xff", 4) + std::string(1020, 'y') + "\xc3\xa9";
+  auto third = store().RecordDeliveryReport(bare);
+  ASSERT_TRUE(third.ok()) << third.status().ToString();
+
+  DeliveryReport stranger = bare;
+  stranger.reporter_device = Id(9);
+  EXPECT_EQ(store().RecordDeliveryReport(stranger).status().code(), Code::kNotFound);
+  DeliveryReport long_id = bare;
+  long_id.message_id = Bytes(65, 1);
+  EXPECT_EQ(store().RecordDeliveryReport(long_id).status().code(), Code::kInvalidArgument);
+
+  auto reports = store().DeliveryReportsSince(0);
+  ASSERT_TRUE(reports.ok()) << reports.status().ToString();
+  ASSERT_EQ(reports->size(), 3u);
+  const DeliveryReportRecord& a = (*reports)[0];
+  EXPECT_EQ(a.report_id, *first);
+  EXPECT_EQ(a.reporter_device, Id(2));
+  EXPECT_EQ(a.reporter_user, "bob");
+  EXPECT_EQ(a.delivery_id, delivery);
+  EXPECT_EQ(a.message_id, Id(5));
+  EXPECT_EQ(a.envelope_id, envelope);
+  EXPECT_EQ(a.reason, "archive_capsule_mismatch");
+  EXPECT_EQ(a.detail, "capsule differs");
+  EXPECT_GT(a.reported_at_ms, kT0);
+  const DeliveryReportRecord& b = (*reports)[1];
+  EXPECT_EQ(b.reporter_user, "alice");
+  EXPECT_EQ(b.delivery_id, delivery);
+  EXPECT_FALSE(b.envelope_id.has_value()) << "a delivery to another device";
+  EXPECT_EQ(b.reason, "other");
+  EXPECT_EQ(b.detail, std::string(kMaxDeliveryReportDetailBytes - 1, 'x'))
+      << "cut before the character that does not fit";
+  const DeliveryReportRecord& c = (*reports)[2];
+  EXPECT_FALSE(c.delivery_id.has_value());
+  EXPECT_TRUE(c.message_id.empty());
+  EXPECT_FALSE(c.envelope_id.has_value());
+  EXPECT_EQ(c.detail, "a\xef\xbf\xbd" "b\xef\xbf\xbd" + std::string(1016, 'y'));
+  EXPECT_LE(c.detail.size(), kMaxDeliveryReportDetailBytes);
+
+  EXPECT_EQ(store().DeliveryReportsSince(a.reported_at_ms + kHour)->size(), 0u);
+  EXPECT_EQ(store().DeliveryReportsSince(a.reported_at_ms)->size(), 3u);
+
+  Compliance compliance(conn());
+  auto trail = compliance.AuditTrail();
+  ASSERT_TRUE(trail.ok()) << trail.status().ToString();
+  std::vector<std::string> reports_audited;
+  for (const auto& e : *trail) {
+    if (e.action == "delivery.report") reports_audited.push_back(e.actor);
+  }
+  EXPECT_EQ(reports_audited, (std::vector<std::string>{"user:bob", "user:alice", "user:bob"}));
+  EXPECT_NE(trail->back().detail.find("\"reason\":\"undecryptable\""), std::string::npos)
+      << trail->back().detail;
+  EXPECT_TRUE(compliance.VerifyAuditChain().ok());
 }
 
 }  // namespace

@@ -273,6 +273,10 @@ TEST_F(DeviceTest, RegistrationRefusesCertificatesThatAreNotOurs) {
   auto under_other_master =
       protocol::CertifyDevice(master->private_key.view(), "carol", d->identity_public(), kNow);
   ASSERT_TRUE(under_other_master.ok());
+  // issued_at_ms = 0 must not read as "no time to check".
+  auto issued_at_zero = protocol::CertifyDevice(d->profile().master_private.view(), "carol",
+                                                d->identity_public(), 0);
+  ASSERT_TRUE(issued_at_zero.ok());
 
   struct Case {
     std::string name;
@@ -299,6 +303,11 @@ TEST_F(DeviceTest, RegistrationRefusesCertificatesThatAreNotOurs) {
        testing::Countersign(ours, root_.enrollment_key(),
                             root_.CertifyEnrollmentKey(root_.enrollment_key().public_key(),
                                                        kNow + 1, kNow + 10 * kDay)),
+       Code::kFailedPrecondition},
+      {"issued at time 0, outside the enrollment key's window",
+       testing::Countersign(*issued_at_zero, root_.enrollment_key(),
+                            root_.CertifyEnrollmentKey(root_.enrollment_key().public_key(),
+                                                       kNow - 10 * kDay, kNow + 10 * kDay)),
        Code::kFailedPrecondition},
       {"not countersigned", ours, Code::kInvalidArgument},
   };
@@ -644,6 +653,23 @@ TEST_F(DeviceTest, ArchiveCapsuleMismatchRejected) {
   EXPECT_EQ(h->message_id(), parsed->header.message_id());
 }
 
+TEST_F(DeviceTest, ReportCarriesOnlyAWellFormedMessageId) {
+  // A header whose message id is not 16 bytes: the gateway refuses reports
+  // with such an id, so the report leaves it out rather than get lost.
+  wire::MessageHeader header;
+  header.set_message_id("short");
+  wire::EnvelopeContent content;
+  content.set_header(header.SerializeAsString());
+  wire::Deliver d;
+  d.set_delivery_id(7);
+  d.mutable_envelope()->set_content(content.SerializeAsString());
+  auto report = ReportFor(d, Status::CryptoFailure("device certificate: org countersignature"));
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->delivery_id(), 7u);
+  EXPECT_TRUE(report->message_id().empty());
+  EXPECT_EQ(report->reason(), "bad_device_certificate");
+}
+
 TEST_F(DeviceTest, ReportForClassifiesFailures) {
   auto envelope = alice_.PrepareMessage(Conversation(), "secret", kNow);
   ASSERT_TRUE(envelope.ok());
@@ -812,6 +838,17 @@ TEST_F(DeviceTest, PrekeyRotationArguments) {
   auto b = copy.BeginPrekeyRotation(kNow, ikm);
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(a->SerializeAsString(), b->SerializeAsString());
+}
+
+TEST_F(DeviceTest, AnAbandonedRotationDrawsANewPrekey) {
+  EXPECT_FALSE(bob_.AbandonPrekeyRotation().ok()) << "nothing pending";
+  auto first = bob_.BeginPrekeyRotation(kNow + 1);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_TRUE(bob_.AbandonPrekeyRotation().ok());
+  EXPECT_TRUE(bob_.profile().pending_prekeys.empty());
+  auto second = bob_.BeginPrekeyRotation(kNow + 2);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_NE(second->prekey().public_key(), first->prekey().public_key());
 }
 
 TEST_F(DeviceTest, RetiredPrekeysAreCapped) {
@@ -986,6 +1023,34 @@ TEST_F(DeviceTest, MembershipChangeNotices) {
 
   // The same version again, or an older one, tells nothing.
   notices = bob_.ObserveConversation(g, kNow + 3);
+  ASSERT_TRUE(notices.ok());
+  EXPECT_TRUE(notices->empty());
+}
+
+TEST_F(DeviceTest, FirstSightOfAGroupTellsItsHistory) {
+  wire::ConversationInfo g = Listing("g-2", {"alice", "bob"}, {&alice_, &alice_phone_, &bob_});
+  g.set_group(true);
+  g.set_title("desk");
+  g.set_created_by("alice");
+  g.set_membership_version(1);
+  wire::MembershipChange* created = g.add_changes();
+  created->set_version(0);
+  created->set_actor("alice");
+  created->add_added("bob");
+  created->add_added("carol");
+  wire::MembershipChange* removed = g.add_changes();
+  removed->set_version(1);
+  removed->set_actor("alice");
+  removed->add_removed("carol");
+  auto notices = bob_.ObserveConversation(g, kNow);
+  ASSERT_TRUE(notices.ok()) << notices.status().ToString();
+  EXPECT_EQ(Kinds(*notices),
+            (std::vector<Notice::Kind>{Notice::Kind::kArchived, Notice::Kind::kMembersChanged,
+                                       Notice::Kind::kMembersChanged}));
+  EXPECT_EQ((*notices)[1].text, "alice created the group \"desk\" with bob carol");
+  EXPECT_EQ((*notices)[2].text, "alice removed carol");
+  // Seen once, told once.
+  notices = bob_.ObserveConversation(g, kNow + 1);
   ASSERT_TRUE(notices.ok());
   EXPECT_TRUE(notices->empty());
 }

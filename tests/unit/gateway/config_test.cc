@@ -15,6 +15,9 @@ TEST(ConfigTest, EmptyFileGivesDocumentedDefaults) {
   EXPECT_EQ(c->admin.listen.port, 9443);
   EXPECT_EQ(c->gateway.listen.host, "127.0.0.1");
   EXPECT_EQ(c->hsm.pin_file, "/var/lib/holdfast/hsm/user.pin");
+  EXPECT_EQ(c->hsm.enrollment_token_label, "holdfast-enrollment");
+  EXPECT_EQ(c->hsm.enrollment_pin_file, "/var/lib/holdfast/hsm/enrollment.pin");
+  EXPECT_EQ(c->keys.enrollment_key_days, 730u);
   EXPECT_EQ(c->admin.tls_cert, c->gateway.tls_cert);
   EXPECT_EQ(c->policy_file, "/var/lib/holdfast/policy.yaml");
 }
@@ -24,6 +27,23 @@ TEST(ConfigTest, StateDirDrivesDerivedPaths) {
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->gateway.tls_key, "/srv/hf/tls/gateway.key");
   EXPECT_EQ(c->export_dir, "/srv/hf/exports");
+  EXPECT_EQ(c->hsm.enrollment_pin_file, "/srv/hf/hsm/enrollment.pin");
+}
+
+TEST(ConfigTest, EnrollmentTokenSettings) {
+  auto c = Config::Parse(
+      "hsm:\n  enrollment_token_label: enroll-2\n  enrollment_pin_file: /etc/hf/e.pin\n"
+      "keys:\n  enrollment_key_days: 90\n",
+      "e.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->hsm.enrollment_token_label, "enroll-2");
+  EXPECT_EQ(c->hsm.enrollment_pin_file, "/etc/hf/e.pin");
+  EXPECT_EQ(c->keys.enrollment_key_days, 90u);
+  // The gateway logs in to the enrollment token: it must not be the archive token.
+  auto same = Config::Parse("hsm:\n  token_label: one\n  enrollment_token_label: one\n", "s.yaml");
+  ASSERT_FALSE(same.ok());
+  EXPECT_EQ(same.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(same.status().message().find("enrollment_token_label"), std::string::npos);
 }
 
 TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
@@ -43,6 +63,8 @@ TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
   EXPECT_EQ(reference->hsm.module, defaults->hsm.module);
   EXPECT_EQ(reference->hsm.pin_file, defaults->hsm.pin_file);
   EXPECT_EQ(reference->hsm.so_pin_file, defaults->hsm.so_pin_file);
+  EXPECT_EQ(reference->hsm.enrollment_token_label, defaults->hsm.enrollment_token_label);
+  EXPECT_EQ(reference->hsm.enrollment_pin_file, defaults->hsm.enrollment_pin_file);
   EXPECT_EQ(reference->gateway.listen.port, defaults->gateway.listen.port);
   EXPECT_EQ(reference->gateway.max_frame_bytes, defaults->gateway.max_frame_bytes);
   EXPECT_EQ(reference->gateway.max_clock_skew_seconds, defaults->gateway.max_clock_skew_seconds);
@@ -51,6 +73,7 @@ TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
   EXPECT_EQ(reference->admin.tls_cert, defaults->admin.tls_cert);
   EXPECT_EQ(reference->keys.epoch_days, defaults->keys.epoch_days);
   EXPECT_EQ(reference->keys.rotate_ahead_days, defaults->keys.rotate_ahead_days);
+  EXPECT_EQ(reference->keys.enrollment_key_days, defaults->keys.enrollment_key_days);
 }
 
 TEST(ConfigTest, UnknownKeyIsRefusedWithLineAndColumn) {
@@ -76,6 +99,7 @@ TEST(ConfigTest, WrongTypeIsRefused) {
 TEST(ConfigTest, BadValuesAreRefused) {
   EXPECT_FALSE(Config::Parse("database:\n  workers: 0\n", "t.yaml").ok());
   EXPECT_FALSE(Config::Parse("keys:\n  epoch_days: 0\n", "t.yaml").ok());
+  EXPECT_FALSE(Config::Parse("keys:\n  enrollment_key_days: 0\n", "t.yaml").ok());
   EXPECT_FALSE(Config::Parse("keys:\n  epoch_days: 7\n  rotate_ahead_days: 7\n", "t.yaml").ok());
   EXPECT_FALSE(Config::Parse("gateway:\n  listen: nohost\n", "t.yaml").ok());
   EXPECT_FALSE(Config::Parse("gateway:\n  listen: 127.0.0.1:70000\n", "t.yaml").ok());

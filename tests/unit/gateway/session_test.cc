@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -34,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "holdfast/archive/compliance.h"
 #include "holdfast/archive/database.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/client/connection.h"
@@ -42,6 +44,7 @@
 #include "holdfast/gateway/ceremony.h"
 #include "holdfast/gateway/config.h"
 #include "holdfast/protocol/envelope.h"
+#include "holdfast/protocol/identity.h"
 #include "holdfast/protocol/labels.h"
 #include "holdfast/protocol/primitives.h"
 #include "holdfast/testing/pg_cluster.h"
@@ -350,6 +353,9 @@ class GatewaySessionTest : public holdfast::testing::PostgresTest {
     const fs::path pin = dir_ / "user.pin";
     std::ofstream(pin) << hsm_->user_pin() << "\n";
     fs::permissions(pin, fs::perms::owner_read | fs::perms::owner_write);
+    const fs::path enrollment_pin = dir_ / "enrollment.pin";
+    std::ofstream(enrollment_pin) << hsm_->enrollment_pin() << "\n";
+    fs::permissions(enrollment_pin, fs::perms::owner_read | fs::perms::owner_write);
 
     config_.org = "Session Test Org";
     config_.state_dir = dir_.string();
@@ -357,6 +363,8 @@ class GatewaySessionTest : public holdfast::testing::PostgresTest {
     config_.hsm.module = hsm_->module_path();
     config_.hsm.token_label = hsm_->token_label();
     config_.hsm.pin_file = pin.string();
+    config_.hsm.enrollment_token_label = hsm_->enrollment_token_label();
+    config_.hsm.enrollment_pin_file = enrollment_pin.string();
     config_.gateway.listen = Endpoint{"127.0.0.1", 0};
     config_.gateway.tls_cert = cert_.string();
     config_.gateway.tls_key = key.string();
@@ -375,9 +383,12 @@ class GatewaySessionTest : public holdfast::testing::PostgresTest {
     {
       auto token = OpenToken(config_);
       ASSERT_TRUE(token.ok()) << token.status().ToString();
-      auto keys = InitializeKeys(**token, *db_, config_, "session-test", NowMs());
+      auto enrollment = OpenEnrollmentToken(config_);
+      ASSERT_TRUE(enrollment.ok()) << enrollment.status().ToString();
+      auto keys = InitializeKeys(**token, **enrollment, *db_, config_, "session-test", NowMs());
       ASSERT_TRUE(keys.ok()) << keys.status().ToString();
       root_public_ = keys->root_public;
+      enrollment_public_ = keys->enrollment_public;
     }
 
     auto gateway = Gateway::Create(config_);
@@ -433,6 +444,17 @@ class GatewaySessionTest : public holdfast::testing::PostgresTest {
     return peers_.back().get();
   }
 
+  // A new, unregistered device of `user`: the user's first one holds the
+  // master key; later ones carry a certificate from that first device.
+  Result<client::Device> NewDevice(const std::string& user) {
+    auto master = masters_.find(user);
+    if (master == masters_.end()) return client::Device::Generate(user, NowMs());
+    HF_ASSIGN_OR_RETURN(auto device, client::Device::Generate(user, NowMs(), /*with_master_key=*/false));
+    HF_ASSIGN_OR_RETURN(auto certificate, master->second.CertifyNewDevice(device.identity_public(), NowMs()));
+    HF_RETURN_IF_ERROR(device.UseCertificate(certificate));
+    return device;
+  }
+
   // Creates `user` if needed and registers a new device for it through the
   // gateway, as the reference client does.
   Result<client::Device> Enroll(const std::string& user) {
@@ -440,13 +462,44 @@ class GatewaySessionTest : public holdfast::testing::PostgresTest {
     HF_ASSIGN_OR_RETURN(bool exists, s.UserExists(user));
     if (!exists) HF_RETURN_IF_ERROR(s.CreateUser(user, user));
     HF_ASSIGN_OR_RETURN(std::string code, s.IssueEnrollmentCode(user, kHourMs));
-    HF_ASSIGN_OR_RETURN(auto device, client::Device::Generate(user, NowMs()));
+    HF_ASSIGN_OR_RETURN(auto device, NewDevice(user));
     HF_ASSIGN_OR_RETURN(auto conn, client::Connection::Connect(Url(), cert_, 10s));
     client::Session session(std::move(conn));
-    HF_ASSIGN_OR_RETURN(auto registered, session.Register(device.MakeRegisterRequest(code)));
+    HF_ASSIGN_OR_RETURN(auto request, device.MakeRegisterRequest(code, NowMs()));
+    HF_ASSIGN_OR_RETURN(auto registered, session.Register(request));
     HF_RETURN_IF_ERROR(device.AcceptRegistration(registered, Url(), "ca.pem"));
     (void)session.Close();
+    if (device.holds_master_key()) masters_.emplace(user, device);
     return device;
+  }
+
+  // `device`'s registration request with `code`, as its client makes it.
+  static wire::ClientFrame RegisterFrame(const client::Device& device, const std::string& code) {
+    auto request = device.MakeRegisterRequest(code, NowMs());
+    EXPECT_TRUE(request.ok()) << request.status().ToString();
+    wire::ClientFrame f;
+    if (request.ok()) *f.mutable_register_() = std::move(request).value();
+    return f;
+  }
+  static wire::ClientFrame RegisterFrame(wire::RegisterRequest request) {
+    wire::ClientFrame f;
+    *f.mutable_register_() = std::move(request);
+    return f;
+  }
+
+  uint64_t DevicesOf(const std::string& user) {
+    auto devices = store().DevicesOfUsers({user});
+    EXPECT_TRUE(devices.ok()) << devices.status().ToString();
+    return devices.ok() ? devices->size() : ~uint64_t{0};
+  }
+
+  // pkcs11-tool, logged in to the enrollment token as the gateway is.
+  Result<std::string> EnrollmentTool(std::vector<std::string> args) {
+    std::vector<std::string> argv = {"/usr/bin/pkcs11-tool", "--module", hsm_->module_path(),
+                                     "--token-label", hsm_->enrollment_token_label(), "--login",
+                                     "--pin", hsm_->enrollment_pin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return holdfast::testing::RunCommand(argv);
   }
 
   std::string Metrics() {
@@ -556,7 +609,9 @@ class GatewaySessionTest : public holdfast::testing::PostgresTest {
   std::unique_ptr<holdfast::testing::TempSoftHsm> hsm_;
   std::optional<archive::Connection> db_;
   Bytes root_public_;
+  Bytes enrollment_public_;
   std::unique_ptr<Gateway> gateway_;
+  std::map<std::string, client::Device> masters_;  // each user's first device
   std::vector<std::unique_ptr<Peer>> peers_;
 
   std::vector<client::Device> devices_;
@@ -679,33 +734,34 @@ TEST_F(GatewaySessionTest, RegistrationIsRefusedForBadKeysAndCodes) {
   auto peer = Connect();
   ASSERT_TRUE(peer.ok()) << peer.status().ToString();
   Peer& p = **peer;
-  auto reg = [](wire::RegisterRequest r) {
-    wire::ClientFrame f;
-    *f.mutable_register_() = std::move(r);
-    return f;
+  auto reg = [](wire::RegisterRequest r) { return RegisterFrame(std::move(r)); };
+  auto request = [&](const client::Device& d, const std::string& c) {
+    auto r = d.MakeRegisterRequest(c, NowMs());
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : wire::RegisterRequest();
   };
 
-  wire::RegisterRequest short_key = device->MakeRegisterRequest(*code);
+  wire::RegisterRequest short_key = request(*device, *code);
   short_key.mutable_identity_key()->resize(31);
   EXPECT_EQ(Outcome(p.Call(reg(short_key))), "enrollment_refused") << "31-byte identity key";
 
-  wire::RegisterRequest bad_sig = device->MakeRegisterRequest(*code);
+  wire::RegisterRequest bad_sig = request(*device, *code);
   (*bad_sig.mutable_prekey()->mutable_signature())[5] ^= 0x20;
   EXPECT_EQ(Outcome(p.Call(reg(bad_sig))), "enrollment_refused") << "bad prekey signature";
 
-  wire::RegisterRequest foreign_prekey = device->MakeRegisterRequest(*code);
+  wire::RegisterRequest foreign_prekey = request(*device, *code);
   *foreign_prekey.mutable_prekey() = stranger->profile().prekey;
   EXPECT_EQ(Outcome(p.Call(reg(foreign_prekey))), "enrollment_refused") << "prekey of another identity";
 
-  EXPECT_EQ(Outcome(p.Call(reg(device->MakeRegisterRequest("AAAA-BBBB-CCCC-DDDD")))),
+  EXPECT_EQ(Outcome(p.Call(reg(request(*device, "AAAA-BBBB-CCCC-DDDD")))),
             "enrollment_refused")
       << "wrong code";
-  EXPECT_EQ(Outcome(p.Call(reg(device->MakeRegisterRequest(*bob_code)))), "enrollment_refused")
+  EXPECT_EQ(Outcome(p.Call(reg(request(*device, *bob_code)))), "enrollment_refused")
       << "code issued to another user";
   EXPECT_EQ(store().DevicesOfUsers({"alice"})->size(), 0u);
 
   // None of that consumed the code.
-  auto ok = p.Call(reg(device->MakeRegisterRequest(*code)));
+  auto ok = p.Call(reg(request(*device, *code)));
   ASSERT_TRUE(ok.ok() && ok->has_registered()) << Outcome(ok);
   EXPECT_EQ(ToBytes(ok->registered().device_id()), protocol::DeviceIdFor(device->identity_public()));
   auto root = store().GetSetting(std::string(archive::kOrgRootPublicKeySetting));
@@ -714,11 +770,11 @@ TEST_F(GatewaySessionTest, RegistrationIsRefusedForBadKeysAndCodes) {
   EXPECT_EQ(*root, root_public_);
   EXPECT_EQ(ok->registered().org(), config_.org);
 
-  EXPECT_EQ(Outcome(p.Call(reg(stranger->MakeRegisterRequest(*code)))), "enrollment_refused")
+  EXPECT_EQ(Outcome(p.Call(reg(request(*stranger, *code)))), "enrollment_refused")
       << "reused code";
   auto fresh = store().IssueEnrollmentCode("alice", kHourMs);
   ASSERT_TRUE(fresh.ok());
-  EXPECT_EQ(Outcome(p.Call(reg(device->MakeRegisterRequest(*fresh)))), "enrollment_refused")
+  EXPECT_EQ(Outcome(p.Call(reg(request(*device, *fresh)))), "enrollment_refused")
       << "identity key registered twice";
 
   auto devices = store().DevicesOfUsers({"alice"});
@@ -726,6 +782,245 @@ TEST_F(GatewaySessionTest, RegistrationIsRefusedForBadKeysAndCodes) {
   ASSERT_EQ(devices->size(), 1u);
   EXPECT_EQ((*devices)[0].device_id, protocol::DeviceIdFor(device->identity_public()));
   EXPECT_EQ(WaitForMetric(RejectSeries("enrollment_refused"), 7), 7);
+}
+
+// ------------------------------------------------------ device certificates
+
+TEST_F(GatewaySessionTest, RegistrationWithoutACertificateIsRefused) {
+  ASSERT_TRUE(store().CreateUser("alice", "Alice").ok());
+  auto code = store().IssueEnrollmentCode("alice", kHourMs);
+  ASSERT_TRUE(code.ok());
+  auto device = client::Device::Generate("alice", NowMs());
+  ASSERT_TRUE(device.ok());
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+
+  wire::ClientFrame bare = RegisterFrame(*device, *code);
+  bare.mutable_register_()->clear_certificate();
+  EXPECT_EQ(Outcome((*peer)->Call(bare)), "enrollment_refused");
+  EXPECT_EQ(DevicesOf("alice"), 0u);
+  EXPECT_EQ(WaitForMetric(RejectSeries("enrollment_refused"), 1), 1);
+  EXPECT_EQ(WaitForMetric("holdfast_hsm_operations_total{op=\"countersign\",result=\"ok\"}", 0), 0);
+
+  // The code was not consumed.
+  auto ok = (*peer)->Call(RegisterFrame(*device, *code));
+  EXPECT_TRUE(ok.ok() && ok->has_registered()) << Outcome(ok);
+}
+
+TEST_F(GatewaySessionTest, ACertificateForAnotherUserIdentityOrTimeIsRefused) {
+  ASSERT_TRUE(store().CreateUser("alice", "Alice").ok());
+  ASSERT_TRUE(store().CreateUser("bob", "Bob").ok());
+  auto code = store().IssueEnrollmentCode("alice", kHourMs);
+  ASSERT_TRUE(code.ok());
+  auto device = client::Device::Generate("alice", NowMs());
+  auto other = client::Device::Generate("alice", NowMs());
+  auto master = protocol::Ed25519Generate();
+  ASSERT_TRUE(device.ok() && other.ok() && master.ok());
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  Peer& p = **peer;
+  // The request of `device`, with the certificate replaced.
+  auto with_certificate = [&](Result<wire::DeviceCertificate> cert) {
+    EXPECT_TRUE(cert.ok()) << cert.status().ToString();
+    wire::ClientFrame f = RegisterFrame(*device, *code);
+    if (cert.ok()) *f.mutable_register_()->mutable_certificate() = *cert;
+    return f;
+  };
+  const Bytes identity = device->identity_public();
+
+  EXPECT_EQ(Outcome(p.Call(with_certificate(
+                protocol::CertifyDevice(master->private_key.view(), "bob", identity, NowMs())))),
+            "enrollment_refused")
+      << "certificate naming another user";
+  EXPECT_EQ(Outcome(p.Call(with_certificate(protocol::CertifyDevice(
+                master->private_key.view(), "alice", other->identity_public(), NowMs())))),
+            "enrollment_refused")
+      << "certificate naming another identity key";
+  auto forged = protocol::CertifyDevice(master->private_key.view(), "alice", identity, NowMs());
+  ASSERT_TRUE(forged.ok());
+  (*forged->mutable_master_signature())[3] ^= 0x10;
+  EXPECT_EQ(Outcome(p.Call(with_certificate(*forged))), "enrollment_refused")
+      << "master signature that does not verify";
+  EXPECT_EQ(WaitForMetric(RejectSeries("enrollment_refused"), 3), 3);
+
+  const int64_t skew_ms = int64_t{config_.gateway.max_clock_skew_seconds} * 1000;
+  for (int64_t issued : {NowMs() - skew_ms - 60'000, NowMs() + skew_ms + 60'000}) {
+    EXPECT_EQ(Outcome(p.Call(with_certificate(
+                  protocol::CertifyDevice(master->private_key.view(), "alice", identity, issued)))),
+              "clock_skew")
+        << "issued at " << issued;
+  }
+  EXPECT_EQ(WaitForMetric(RejectSeries("clock_skew"), 2), 2);
+  EXPECT_EQ(DevicesOf("alice"), 0u);
+
+  // The code is still good; the org countersignature the client sends is ignored.
+  wire::ClientFrame honest = RegisterFrame(*device, *code);
+  honest.mutable_register_()->mutable_certificate()->set_org_signature(std::string(64, '\x01'));
+  auto ok = p.Call(honest);
+  ASSERT_TRUE(ok.ok() && ok->has_registered()) << Outcome(ok);
+  EXPECT_TRUE(protocol::VerifyDeviceCertificate(ok->registered().certificate(), root_public_).ok());
+}
+
+TEST_F(GatewaySessionTest, ADeviceUnderAnotherMasterKeyIsRefusedAndTheCodeStaysUsable) {
+  auto first = Enroll("alice");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto code = store().IssueEnrollmentCode("alice", kHourMs);
+  ASSERT_TRUE(code.ok());
+  // A fresh install that made a master key of its own.
+  auto stray = client::Device::Generate("alice", NowMs());
+  ASSERT_TRUE(stray.ok());
+  ASSERT_NE(stray->master_public(), first->master_public());
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+
+  auto refused = (*peer)->Call(RegisterFrame(*stray, *code));
+  EXPECT_EQ(Outcome(refused), "master_key_mismatch");
+  if (refused.ok() && refused->has_error()) {
+    EXPECT_EQ(refused->error().message(),
+              "user alice already has another master key: link this device from an existing one, "
+              "or ask for an organisation-assisted restore");
+  }
+  EXPECT_EQ(DevicesOf("alice"), 1u);
+  EXPECT_EQ(WaitForMetric(RejectSeries("master_key_mismatch"), 1), 1);
+  // Only the first device was countersigned.
+  EXPECT_EQ(WaitForMetric("holdfast_hsm_operations_total{op=\"countersign\",result=\"ok\"}", 1), 1);
+
+  // The transaction rolled back: the same code registers a device that the
+  // first one certified.
+  auto linked = NewDevice("alice");
+  ASSERT_TRUE(linked.ok()) << linked.status().ToString();
+  auto ok = (*peer)->Call(RegisterFrame(*linked, *code));
+  ASSERT_TRUE(ok.ok() && ok->has_registered()) << Outcome(ok);
+  EXPECT_EQ(DevicesOf("alice"), 2u);
+  auto certified = protocol::VerifyDeviceCertificate(ok->registered().certificate(), root_public_);
+  ASSERT_TRUE(certified.ok()) << certified.status().ToString();
+  EXPECT_EQ(certified->master_key, first->master_public());
+}
+
+TEST_F(GatewaySessionTest, DeviceCertificatesVerifyUnderTheOrgRootWhereverDevicesAreListed) {
+  auto device = client::Device::Generate("alice", NowMs());
+  ASSERT_TRUE(device.ok());
+  ASSERT_TRUE(store().CreateUser("alice", "Alice").ok());
+  auto code = store().IssueEnrollmentCode("alice", kHourMs);
+  ASSERT_TRUE(code.ok());
+  const wire::ClientFrame request = RegisterFrame(*device, *code);
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  auto answer = (*peer)->Call(request);
+  ASSERT_TRUE(answer.ok() && answer->has_registered()) << Outcome(answer);
+  const wire::DeviceCertificate& cert = answer->registered().certificate();
+
+  // The client's body and master signature, countersigned by the enrollment
+  // key that the stored certificate (from `holdfast-admin init`) vouches for.
+  EXPECT_EQ(cert.body(), request.register_().certificate().body());
+  EXPECT_EQ(cert.master_signature(), request.register_().certificate().master_signature());
+  auto certified = protocol::VerifyDeviceCertificate(cert, root_public_);
+  ASSERT_TRUE(certified.ok()) << certified.status().ToString();
+  EXPECT_EQ(certified->user, "alice");
+  EXPECT_EQ(certified->identity_key, device->identity_public());
+  EXPECT_EQ(certified->master_key, device->master_public());
+  auto stored_cert = store().GetSetting(std::string(archive::kEnrollmentKeyCertificateSetting));
+  ASSERT_TRUE(stored_cert.ok());
+  EXPECT_EQ(ToBytes(cert.enrollment_key().SerializeAsString()), *stored_cert);
+  EXPECT_TRUE(protocol::EcdsaP256Verify(enrollment_public_,
+                                        protocol::DeviceCertificateOrgInput(AsBytes(cert.body())),
+                                        AsBytes(cert.org_signature()))
+                  .ok());
+  EXPECT_FALSE(protocol::VerifyDeviceCertificate(cert, enrollment_public_).ok())
+      << "the enrollment key is not a root";
+  EXPECT_EQ(WaitForMetric("holdfast_hsm_operations_total{op=\"countersign\",result=\"ok\"}", 1), 1);
+
+  // Stored as returned, and handed to everyone who lists the device.
+  auto stored = store().GetDevice(protocol::DeviceIdFor(device->identity_public()));
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->certificate, ToBytes(cert.SerializeAsString()));
+  ASSERT_TRUE(device->AcceptRegistration(answer->registered(), Url(), "ca.pem").ok());
+  auto bob = Enroll("bob");
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+  auto alice_peer = Online(*device);
+  ASSERT_TRUE(alice_peer.ok()) << alice_peer.status().ToString();
+  auto conv = OpenConversation(**alice_peer, {"bob"});
+  ASSERT_TRUE(conv.ok()) << conv.status().ToString();
+  ASSERT_EQ(conv->devices_size(), 2);
+  for (const auto& info : conv->devices()) {
+    auto verified = protocol::VerifyDevice(info, root_public_);
+    EXPECT_TRUE(verified.ok()) << info.user() << ": " << verified.status().ToString();
+  }
+}
+
+TEST_F(GatewaySessionTest, TheEnrollmentKeyStaysInItsTokenSensitiveAndSignOnly) {
+  // Seen by another PKCS#11 client while the gateway is logged in.
+  auto listed = EnrollmentTool({"--list-objects", "--type", "privkey"});
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  const size_t at = listed->find("label:      holdfast-enrollment\n");
+  ASSERT_NE(at, std::string::npos) << *listed;
+  const std::string block = listed->substr(at);
+  EXPECT_NE(block.find("Usage:      sign\n"), std::string::npos) << block;
+  EXPECT_NE(block.find("Access:     sensitive, always sensitive, never extractable"), std::string::npos)
+      << block;
+  // Neither the org root nor an epoch key is in the token the gateway logs in to.
+  EXPECT_EQ(listed->find("holdfast-org-root"), std::string::npos) << *listed;
+  EXPECT_EQ(listed->find("holdfast-epoch-"), std::string::npos) << *listed;
+}
+
+TEST_F(GatewaySessionTest, WithoutTheEnrollmentKeyEnrollmentFailsClosedAndMessagingGoesOn) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  auto deleted = EnrollmentTool({"--delete-object", "--type", "privkey", "--label", "holdfast-enrollment"});
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+
+  ASSERT_TRUE(store().CreateUser("dave", "Dave").ok());
+  auto code = store().IssueEnrollmentCode("dave", kHourMs);
+  ASSERT_TRUE(code.ok());
+  auto dave = client::Device::Generate("dave", NowMs());
+  ASSERT_TRUE(dave.ok());
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  EXPECT_EQ(Outcome((*peer)->Call(RegisterFrame(*dave, *code))), "unavailable");
+  EXPECT_EQ(WaitForMetric("holdfast_hsm_operations_total{op=\"countersign\",result=\"error\"}", 1), 1);
+  EXPECT_EQ(WaitForMetric(RejectSeries("unavailable"), 1), 1);
+  EXPECT_EQ(DevicesOf("dave"), 0u);
+  EXPECT_EQ(WaitForMetric("holdfast_database_up", 1), 1) << "an HSM failure is not a database failure";
+
+  // Ingest and delivery need no HSM.
+  auto bob = Online(bob1());
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+  auto ack = alice_->Call(SubmitFrame(Seal(Bobs())));
+  ASSERT_TRUE(ack.ok() && ack->has_submit_ack()) << Outcome(ack);
+  auto delivered = (*bob)->NextDeliver(10s);
+  ASSERT_TRUE(delivered.ok() && delivered->has_value());
+  EXPECT_TRUE(protocol::VerifyDevice((*delivered)->sender(), root_public_).ok());
+
+  // The code was not consumed: once the key is back (here: a new key,
+  // which the stored certificate does not vouch for), enrollment is still
+  // refused rather than countersigned under an uncertified key.
+  auto regenerated = EnrollmentTool({"--keypairgen", "--key-type", "EC:prime256v1", "--label",
+                                     "holdfast-enrollment", "--usage-sign"});
+  ASSERT_TRUE(regenerated.ok()) << regenerated.status().ToString();
+  EXPECT_EQ(Outcome((*peer)->Call(RegisterFrame(*dave, *code))), "unavailable");
+  EXPECT_EQ(DevicesOf("dave"), 0u);
+}
+
+TEST_F(GatewaySessionTest, TheGatewayDoesNotStartWithoutItsEnrollmentTokenOrCertificate) {
+  Config no_token = config_;
+  no_token.hsm.enrollment_token_label = "no-such-token";
+  auto without_token = Gateway::Create(no_token);
+  ASSERT_FALSE(without_token.ok());
+  EXPECT_NE(without_token.status().message().find("holdfast-admin hsm init-token"), std::string::npos)
+      << without_token.status().ToString();
+
+  Config no_pin = config_;
+  no_pin.hsm.enrollment_pin_file = (dir_ / "missing.pin").string();
+  auto without_pin = Gateway::Create(no_pin);
+  ASSERT_FALSE(without_pin.ok());
+  EXPECT_NE(without_pin.status().message().find("missing.pin"), std::string::npos)
+      << without_pin.status().ToString();
+
+  ASSERT_TRUE(db_->Execute("DELETE FROM settings WHERE name = 'enrollment_key_certificate'").ok());
+  auto without_certificate = Gateway::Create(config_);
+  ASSERT_FALSE(without_certificate.ok());
+  EXPECT_EQ(without_certificate.status().code(), Code::kFailedPrecondition);
+  EXPECT_NE(without_certificate.status().message().find("holdfast-admin init"), std::string::npos)
+      << without_certificate.status().ToString();
 }
 
 TEST_F(GatewaySessionTest, HelloForAnUnknownDeviceIsRefused) {
@@ -1004,7 +1299,7 @@ TEST_F(GatewaySessionTest, AnOnlineRecipientGetsTheExactEnvelopeAndAcknowledges)
   EXPECT_EQ(d.sender().user(), "alice");
   EXPECT_EQ(d.epoch().body(), conv_.epoch().body());
   EXPECT_EQ(d.archive_notice(), config_.gateway.archive_notice);
-  auto opened = bob1().OpenDelivery(d);
+  auto opened = devices_[1].OpenDelivery(d, NowMs());
   ASSERT_TRUE(opened.ok()) << opened.status().ToString();
   EXPECT_EQ(opened->text, "quarterly numbers");
 
@@ -1093,6 +1388,381 @@ TEST_F(GatewaySessionTest, EverythingAcknowledgedIsStoredWhenStopReturns) {
   }
   EXPECT_LE(acked + 1, stored_ids.size());
   EXPECT_EQ(StoredEnvelopes(), stored_ids.size());
+}
+
+// ------------------------------------------------------------------ groups
+
+wire::ClientFrame CreateGroupFrame(const std::string& title, const std::vector<std::string>& members) {
+  wire::ClientFrame f;
+  f.mutable_create_group()->set_title(title);
+  for (const auto& m : members) f.mutable_create_group()->add_members(m);
+  return f;
+}
+
+wire::ClientFrame ChangeMembersFrame(const std::string& id, const std::vector<std::string>& add,
+                                     const std::vector<std::string>& remove) {
+  wire::ClientFrame f;
+  auto* cm = f.mutable_change_members();
+  cm->set_conversation_id(id);
+  for (const auto& u : add) cm->add_add(u);
+  for (const auto& u : remove) cm->add_remove(u);
+  return f;
+}
+
+wire::ClientFrame GetConversationFrame(const std::string& id) {
+  wire::ClientFrame f;
+  f.mutable_get_conversation()->set_conversation_id(id);
+  return f;
+}
+
+std::vector<std::string> MembersOf(const wire::ConversationInfo& info) {
+  return {info.members().begin(), info.members().end()};
+}
+
+std::set<std::string> DeviceIdsOf(const wire::ConversationInfo& info) {
+  std::set<std::string> out;
+  for (const auto& d : info.devices()) out.insert(d.device_id());
+  return out;
+}
+
+TEST_F(GatewaySessionTest, NewConversationRequestsNeedAuthentication) {
+  auto peer = Connect();
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  wire::ClientFrame prekey;
+  prekey.mutable_update_prekey();
+  wire::ClientFrame report;
+  report.mutable_report_delivery()->set_reason("bad_signature");
+  for (const wire::ClientFrame& f :
+       {CreateGroupFrame("t", {}), ChangeMembersFrame("g_0000000000000000", {"bob"}, {}),
+        GetConversationFrame("g_0000000000000000"), prekey, report}) {
+    EXPECT_EQ(Outcome((*peer)->Call(f)), "unauthenticated") << f.kind_case();
+  }
+  EXPECT_EQ(WaitForMetric(RejectSeries("unauthenticated"), 5), 5);
+}
+
+TEST_F(GatewaySessionTest, AGroupIsCreatedReadAndChangedByItsMembers) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  auto created = alice_->Call(CreateGroupFrame("Trading desk", {"bob", "bob"}));
+  ASSERT_TRUE(created.ok() && created->has_conversation()) << Outcome(created);
+  const wire::ConversationInfo& group = created->conversation();
+  const std::string id = group.conversation_id();
+  EXPECT_EQ(id.substr(0, 2), "g_");
+  EXPECT_NE(id, conv_.conversation_id());
+  EXPECT_TRUE(group.group());
+  EXPECT_EQ(group.title(), "Trading desk");
+  EXPECT_EQ(group.created_by(), "alice");
+  EXPECT_EQ(group.membership_version(), 0u);
+  EXPECT_EQ(MembersOf(group), (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_EQ(DeviceIdsOf(group), DeviceIdsOf(conv_)) << "every device of every member";
+  EXPECT_EQ(group.epoch().body(), conv_.epoch().body());
+  EXPECT_EQ(group.archive_notice(), config_.gateway.archive_notice);
+  ASSERT_EQ(group.changes_size(), 1);
+  EXPECT_EQ(group.changes(0).version(), 0u);
+  EXPECT_EQ(group.changes(0).actor(), "alice");
+  EXPECT_EQ(std::vector<std::string>(group.changes(0).added().begin(), group.changes(0).added().end()),
+            (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_GT(group.changes(0).at_ms(), NowMs() - kHourMs);
+  // A direct conversation says so.
+  EXPECT_FALSE(conv_.group());
+  EXPECT_EQ(conv_.membership_version(), 0u);
+  EXPECT_EQ(conv_.changes_size(), 0);
+
+  auto bob_peer = Online(bob1());
+  auto carol_peer = Online(carol());
+  ASSERT_TRUE(bob_peer.ok() && carol_peer.ok());
+  Peer& bob = **bob_peer;
+  Peer& carol_p = **carol_peer;
+
+  // Members read it; others are not told it exists.
+  auto read = bob.Call(GetConversationFrame(id));
+  ASSERT_TRUE(read.ok() && read->has_conversation()) << Outcome(read);
+  EXPECT_EQ(read->conversation().SerializeAsString(), group.SerializeAsString());
+  auto direct = bob.Call(GetConversationFrame(conv_.conversation_id()));
+  ASSERT_TRUE(direct.ok() && direct->has_conversation()) << Outcome(direct);
+  EXPECT_EQ(MembersOf(direct->conversation()), MembersOf(conv_));
+  EXPECT_EQ(Outcome(carol_p.Call(GetConversationFrame(id))), "not_member");
+  EXPECT_EQ(Outcome(carol_p.Call(GetConversationFrame("g_0000000000000000"))), "not_member");
+  EXPECT_EQ(Outcome(carol_p.Call(ChangeMembersFrame(id, {"carol"}, {}))), "not_member");
+
+  // Any member adds.
+  auto added = bob.Call(ChangeMembersFrame(id, {"carol"}, {}));
+  ASSERT_TRUE(added.ok() && added->has_conversation()) << Outcome(added);
+  const wire::ConversationInfo& three = added->conversation();
+  EXPECT_EQ(MembersOf(three), (std::vector<std::string>{"alice", "bob", "carol"}));
+  EXPECT_EQ(three.membership_version(), 1u);
+  EXPECT_EQ(three.devices_size(), 4);
+  EXPECT_TRUE(DeviceIdsOf(three).count(AsString(carol().device_id())));
+  ASSERT_EQ(three.changes_size(), 2);
+  EXPECT_EQ(three.changes(1).version(), 1u);
+  EXPECT_EQ(three.changes(1).actor(), "bob");
+  ASSERT_EQ(three.changes(1).added_size(), 1);
+  EXPECT_EQ(three.changes(1).added(0), "carol");
+  EXPECT_EQ(three.changes(1).removed_size(), 0);
+  auto carol_reads = carol_p.Call(GetConversationFrame(id));
+  ASSERT_TRUE(carol_reads.ok() && carol_reads->has_conversation()) << Outcome(carol_reads);
+  EXPECT_EQ(carol_reads->conversation().membership_version(), 1u);
+
+  // Refusals.
+  EXPECT_EQ(Outcome(bob.Call(ChangeMembersFrame(id, {}, {"carol"}))), "permission_denied")
+      << "only the creator removes others";
+  EXPECT_EQ(Outcome(bob.Call(ChangeMembersFrame(id, {}, {"alice"}))), "permission_denied")
+      << "the creator is not removed by others";
+  EXPECT_EQ(Outcome(alice_->Call(ChangeMembersFrame(id, {"bob"}, {}))), "invalid_argument")
+      << "already a member";
+  EXPECT_EQ(Outcome(alice_->Call(ChangeMembersFrame(id, {}, {"mallory"}))), "invalid_argument")
+      << "not a member";
+  EXPECT_EQ(Outcome(alice_->Call(ChangeMembersFrame(id, {}, {}))), "invalid_argument") << "no change";
+  EXPECT_EQ(Outcome(alice_->Call(ChangeMembersFrame(id, {""}, {}))), "invalid_argument") << "empty name";
+  EXPECT_EQ(Outcome(alice_->Call(ChangeMembersFrame(id, {"mallory"}, {}))), "not_found") << "no such user";
+  EXPECT_EQ(Outcome(alice_->Call(ChangeMembersFrame(conv_.conversation_id(), {"carol"}, {}))),
+            "failed_precondition")
+      << "a direct conversation";
+  EXPECT_EQ(Outcome(alice_->Call(CreateGroupFrame("t", {"mallory"}))), "not_found");
+  EXPECT_EQ(Outcome(alice_->Call(CreateGroupFrame(std::string(257, 't'), {"bob"}))), "invalid_argument");
+  EXPECT_EQ(Outcome(alice_->Call(CreateGroupFrame("t", {std::string(129, 'b')}))), "invalid_argument");
+  auto unchanged = alice_->Call(GetConversationFrame(id));
+  ASSERT_TRUE(unchanged.ok() && unchanged->has_conversation()) << Outcome(unchanged);
+  EXPECT_EQ(unchanged->conversation().membership_version(), 1u);
+
+  // Anyone leaves; then they are an outsider.
+  auto left = carol_p.Call(ChangeMembersFrame(id, {}, {"carol"}));
+  ASSERT_TRUE(left.ok() && left->has_conversation()) << Outcome(left);
+  EXPECT_EQ(MembersOf(left->conversation()), (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_EQ(left->conversation().membership_version(), 2u);
+  EXPECT_EQ(Outcome(carol_p.Call(GetConversationFrame(id))), "not_member");
+
+  EXPECT_EQ(WaitForMetric(RejectSeries("not_member"), 4), 4);
+  EXPECT_EQ(WaitForMetric(RejectSeries("permission_denied"), 2), 2);
+  EXPECT_EQ(WaitForMetric(RejectSeries("invalid_argument"), 6), 6);
+  EXPECT_EQ(WaitForMetric(RejectSeries("failed_precondition"), 1), 1);
+}
+
+TEST_F(GatewaySessionTest, ARemovedMembersDevicesAreRefusedFromTheNextMessageOn) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  auto created = alice_->Call(CreateGroupFrame("desk", {"bob", "carol"}));
+  ASSERT_TRUE(created.ok() && created->has_conversation()) << Outcome(created);
+  const std::string id = created->conversation().conversation_id();
+  auto to_group = [&](protocol::SealRequest& r) { r.conversation_id = id; };
+  const std::vector<protocol::Recipient> everyone = {RecipientOf(bob1()), RecipientOf(bob2()),
+                                                     RecipientOf(carol())};
+
+  auto first = alice_->Call(SubmitFrame(Seal(everyone, to_group)));
+  ASSERT_TRUE(first.ok() && first->has_submit_ack()) << Outcome(first);
+  EXPECT_EQ(Pending(carol()), 1u);
+
+  auto removed = alice_->Call(ChangeMembersFrame(id, {}, {"carol"}));
+  ASSERT_TRUE(removed.ok() && removed->has_conversation()) << Outcome(removed);
+  EXPECT_EQ(removed->conversation().devices_size(), 3);
+
+  // Sealed from the conversation as it was: refused, stored nothing.
+  const wire::Envelope stale = Seal(everyone, to_group);
+  auto refused = alice_->Call(SubmitFrame(stale));
+  EXPECT_EQ(Outcome(refused), "recipients_mismatch");
+  if (refused.ok() && refused->has_error()) {
+    EXPECT_EQ(refused->error().message_id(), MessageIdOf(stale));
+  }
+  EXPECT_EQ(StoredEnvelopes(), 1u);
+
+  // Sealed for the members that remain: accepted, and carol gets nothing.
+  auto second = alice_->Call(SubmitFrame(Seal(Bobs(), to_group)));
+  ASSERT_TRUE(second.ok() && second->has_submit_ack()) << Outcome(second);
+  EXPECT_EQ(StoredEnvelopes(), 2u);
+  EXPECT_EQ(Pending(carol()), 1u);
+  EXPECT_EQ(Pending(bob1()), 2u);
+
+  // carol herself can no longer send to it.
+  auto carol_peer = Online(carol());
+  ASSERT_TRUE(carol_peer.ok()) << carol_peer.status().ToString();
+  const wire::Envelope from_carol = Seal(
+      {RecipientOf(alice()), RecipientOf(bob1()), RecipientOf(bob2())},
+      [&](protocol::SealRequest& r) {
+        r.conversation_id = id;
+        r.sender_user = "carol";
+        r.sender_device = carol().device_id();
+      },
+      &carol());
+  EXPECT_EQ(Outcome((*carol_peer)->Call(SubmitFrame(from_carol))), "not_member");
+  EXPECT_EQ(StoredEnvelopes(), 2u);
+  EXPECT_EQ(WaitForMetric(RejectSeries("recipients_mismatch"), 1), 1);
+}
+
+// ----------------------------------------------------------------- prekeys
+
+TEST_F(GatewaySessionTest, APrekeyUpdateIsCheckedStoredAndHandedOut) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  const int64_t skew_ms = int64_t{config_.gateway.max_clock_skew_seconds} * 1000;
+  auto signed_by = [](const client::Device& d, int64_t created_at) {
+    auto p = protocol::SignPrekey(d.profile().identity_private.view(), protocol::RandomBytes(32),
+                                  created_at);
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    return p.ok() ? *p : wire::SignedPrekey();
+  };
+  auto update = [](const wire::SignedPrekey& p) {
+    wire::ClientFrame f;
+    *f.mutable_update_prekey()->mutable_prekey() = p;
+    return f;
+  };
+  auto stored = [&]() {
+    auto d = store().GetDevice(alice().device_id());
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    wire::SignedPrekey p;
+    if (d.ok()) {
+      EXPECT_TRUE(p.ParseFromArray(d->signed_prekey.data(), static_cast<int>(d->signed_prekey.size())));
+    }
+    return p.SerializeAsString();
+  };
+  const std::string original = stored();
+
+  wire::SignedPrekey flipped = signed_by(alice(), NowMs());
+  (*flipped.mutable_signature())[7] ^= 0x04;
+  EXPECT_EQ(Outcome(alice_->Call(update(flipped))), "bad_prekey") << "signature does not verify";
+  EXPECT_EQ(Outcome(alice_->Call(update(signed_by(bob1(), NowMs())))), "bad_prekey")
+      << "signed by another device";
+  wire::SignedPrekey short_key = signed_by(alice(), NowMs());
+  short_key.mutable_public_key()->resize(31);
+  EXPECT_EQ(Outcome(alice_->Call(update(short_key))), "bad_prekey") << "31-byte key";
+  EXPECT_EQ(Outcome(alice_->Call(update(signed_by(alice(), NowMs() - skew_ms - 60'000)))), "stale_prekey")
+      << "older than the allowed skew";
+  EXPECT_EQ(Outcome(alice_->Call(update(signed_by(alice(), NowMs() + skew_ms + 60'000)))), "stale_prekey")
+      << "from the future";
+  EXPECT_EQ(stored(), original);
+
+  const wire::SignedPrekey fresh = signed_by(alice(), NowMs());
+  auto ok = alice_->Call(update(fresh));
+  ASSERT_TRUE(ok.ok() && ok->has_prekey_updated()) << Outcome(ok);
+  EXPECT_EQ(ok->prekey_updated().created_at_ms(), fresh.created_at_ms());
+  EXPECT_EQ(stored(), fresh.SerializeAsString());
+
+  // The identical prekey again (a retry after a lost answer) is accepted.
+  auto again = alice_->Call(update(fresh));
+  ASSERT_TRUE(again.ok() && again->has_prekey_updated()) << Outcome(again);
+  EXPECT_EQ(stored(), fresh.SerializeAsString());
+
+  // Not newer than the stored one (both within the skew): refused.
+  EXPECT_EQ(Outcome(alice_->Call(update(signed_by(alice(), fresh.created_at_ms())))), "stale_prekey");
+  EXPECT_EQ(Outcome(alice_->Call(update(signed_by(alice(), fresh.created_at_ms() - 1000)))), "stale_prekey");
+  EXPECT_EQ(stored(), fresh.SerializeAsString());
+  EXPECT_EQ(WaitForMetric(RejectSeries("bad_prekey"), 3), 3);
+  EXPECT_EQ(WaitForMetric(RejectSeries("stale_prekey"), 4), 4);
+
+  // Everyone who lists the device, or gets a message from it, sees the new prekey.
+  auto bob = Online(bob1());
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+  auto listed = (*bob)->Call(GetConversationFrame(conv_.conversation_id()));
+  ASSERT_TRUE(listed.ok() && listed->has_conversation()) << Outcome(listed);
+  bool found = false;
+  for (const auto& d : listed->conversation().devices()) {
+    if (d.device_id() != AsString(alice().device_id())) continue;
+    found = true;
+    EXPECT_EQ(d.prekey().SerializeAsString(), fresh.SerializeAsString());
+  }
+  EXPECT_TRUE(found);
+  auto ack = alice_->Call(SubmitFrame(Seal(Bobs())));
+  ASSERT_TRUE(ack.ok() && ack->has_submit_ack()) << Outcome(ack);
+  auto delivered = (*bob)->NextDeliver(10s);
+  ASSERT_TRUE(delivered.ok() && delivered->has_value());
+  EXPECT_EQ((*delivered)->sender().prekey().SerializeAsString(), fresh.SerializeAsString());
+}
+
+// -------------------------------------------------------- delivery reports
+
+wire::ClientFrame ReportFrame(uint64_t delivery_id, const std::string& message_id, const std::string& reason,
+                              const std::string& detail) {
+  wire::ClientFrame f;
+  auto* r = f.mutable_report_delivery();
+  r->set_delivery_id(delivery_id);
+  r->set_message_id(message_id);
+  r->set_reason(reason);
+  r->set_detail(detail);
+  return f;
+}
+
+std::string ReportSeries(const std::string& reason) {
+  return "holdfast_delivery_reports_total{reason=\"" + reason + "\"}";
+}
+
+TEST_F(GatewaySessionTest, ADeliveryReportIsRecordedCountedAndAudited) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  auto bob = Online(bob1());
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+  const wire::Envelope envelope = Seal(Bobs());
+  auto ack = alice_->Call(SubmitFrame(envelope));
+  ASSERT_TRUE(ack.ok() && ack->has_submit_ack()) << Outcome(ack);
+  auto delivered = (*bob)->NextDeliver(10s);
+  ASSERT_TRUE(delivered.ok() && delivered->has_value());
+  const uint64_t delivery = (*delivered)->delivery_id();
+  const std::string mid = MessageIdOf(envelope);
+
+  auto first = (*bob)->Call(ReportFrame(delivery, mid, "archive_capsule_mismatch", "capsule differs"));
+  ASSERT_TRUE(first.ok() && first->has_report_received()) << Outcome(first);
+  EXPECT_GT(first->report_received().report_id(), 0u);
+  // An unknown reason counts as "other"; alice names a delivery that is not hers.
+  auto second = (*bob)->Call(ReportFrame(delivery, mid, "something_new", ""));
+  ASSERT_TRUE(second.ok() && second->has_report_received()) << Outcome(second);
+  auto third = alice_->Call(ReportFrame(delivery, mid, "bad_signature", std::string(5000, 'd')));
+  ASSERT_TRUE(third.ok() && third->has_report_received()) << Outcome(third);
+  EXPECT_EQ(Outcome(alice_->Call(ReportFrame(delivery, "short", "bad_signature", ""))), "invalid_argument");
+
+  auto reports = store().DeliveryReportsSince(0);
+  ASSERT_TRUE(reports.ok()) << reports.status().ToString();
+  ASSERT_EQ(reports->size(), 3u);
+  const auto& a = (*reports)[0];
+  EXPECT_EQ(static_cast<uint64_t>(a.report_id), first->report_received().report_id());
+  EXPECT_EQ(a.reporter_user, "bob");
+  EXPECT_EQ(a.reporter_device, bob1().device_id());
+  EXPECT_EQ(a.delivery_id, static_cast<int64_t>(delivery));
+  EXPECT_EQ(a.message_id, ToBytes(mid));
+  EXPECT_TRUE(a.envelope_id.has_value());
+  EXPECT_EQ(a.reason, "archive_capsule_mismatch");
+  EXPECT_EQ(a.detail, "capsule differs");
+  EXPECT_EQ((*reports)[1].reason, "other");
+  EXPECT_EQ((*reports)[1].envelope_id, a.envelope_id);
+  EXPECT_EQ((*reports)[2].reporter_user, "alice");
+  EXPECT_FALSE((*reports)[2].envelope_id.has_value());
+  EXPECT_EQ((*reports)[2].detail.size(), 1024u);
+
+  EXPECT_EQ(WaitForMetric(ReportSeries("archive_capsule_mismatch"), 1), 1);
+  EXPECT_EQ(WaitForMetric(ReportSeries("other"), 1), 1);
+  EXPECT_EQ(WaitForMetric(ReportSeries("bad_signature"), 1), 1);
+  EXPECT_EQ(WaitForMetric(ReportSeries("undecryptable"), 0), 0);
+  const std::string metrics = Metrics();
+  EXPECT_EQ(metrics.find("something_new"), std::string::npos) << "a client's reason became a label";
+  EXPECT_EQ(metrics.find(ToHex(bob1().device_id())), std::string::npos);
+
+  archive::Compliance compliance(*db_);
+  auto trail = compliance.AuditTrail();
+  ASSERT_TRUE(trail.ok()) << trail.status().ToString();
+  size_t audited = 0;
+  for (const auto& e : *trail) audited += e.action == "delivery.report" ? 1 : 0;
+  EXPECT_EQ(audited, 3u);
+}
+
+TEST_F(GatewaySessionTest, DeliveryReportsAreRateLimitedPerConnection) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 101; ++i) {
+    auto id = alice_->SendRequest(ReportFrame(0, {}, "undecryptable", std::to_string(i)));
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    ids.push_back(*id);
+  }
+  for (int i = 0; i < 100; ++i) {
+    auto answer = alice_->Await(ids[i]);
+    ASSERT_TRUE(answer.ok() && answer->has_report_received()) << i << ": " << Outcome(answer);
+  }
+  EXPECT_EQ(Outcome(alice_->Await(ids[100])), "rate_limited");
+  EXPECT_EQ(Outcome(alice_->Call(ReportFrame(0, {}, "undecryptable", "more"))), "rate_limited");
+  EXPECT_EQ(store().DeliveryReportsSince(0)->size(), 100u);
+  EXPECT_EQ(WaitForMetric(ReportSeries("undecryptable"), 100), 100);
+  EXPECT_EQ(WaitForMetric(RejectSeries("rate_limited"), 2), 2);
+
+  // The limit is per connection: the same device reports again on a new one,
+  // and the connection it hit the limit on still works otherwise.
+  auto again = Online(alice());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  auto ok = (*again)->Call(ReportFrame(0, {}, "undecryptable", "after reconnecting"));
+  EXPECT_TRUE(ok.ok() && ok->has_report_received()) << Outcome(ok);
+  auto submitted = alice_->Call(SubmitFrame(Seal(Bobs())));
+  EXPECT_TRUE(submitted.ok() && submitted->has_submit_ack()) << Outcome(submitted);
 }
 
 }  // namespace

@@ -30,6 +30,7 @@
 #include <gtest/gtest.h>
 #include <p11-kit/pkcs11.h>
 
+#include "holdfast/protocol/primitives.h"
 #include "slots.h"
 
 extern char** environ;
@@ -467,6 +468,54 @@ TEST_F(TokenTest, OrgRootSignatureVerifiesWithOpenSsl) {
   EXPECT_TRUE(VerifyP1363(*root, {}, *empty));
 }
 
+TEST_F(TokenTest, SigningKeyByLabelHasTheOrgRootsAttributesAndVerifies) {
+  auto token = OpenToken();
+  ASSERT_NE(token, nullptr);
+  EXPECT_EQ(token->Sign(kEnrollmentKeyLabel, AsBytes("x")).status().code(), Code::kNotFound);
+  EXPECT_EQ(token->GenerateSigningKey("").status().code(), Code::kInvalidArgument);
+  auto point = token->GenerateSigningKey(kEnrollmentKeyLabel);
+  ASSERT_TRUE(point.ok()) << point.status().ToString();
+  ASSERT_EQ(point->size(), 65u);
+  EXPECT_EQ(token->GenerateSigningKey(kEnrollmentKeyLabel).status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(token->PublicKey(kEnrollmentKeyLabel).value(), *point);
+
+  auto info = token->Describe(kEnrollmentKeyLabel);
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_TRUE(info->sensitive);
+  EXPECT_FALSE(info->extractable);
+  EXPECT_TRUE(info->can_sign);
+  EXPECT_FALSE(info->can_derive);
+
+  const std::string message = "device certificate body";
+  auto signature = token->Sign(kEnrollmentKeyLabel, AsBytes(message));
+  ASSERT_TRUE(signature.ok()) << signature.status().ToString();
+  ASSERT_EQ(signature->size(), 64u);
+  EXPECT_TRUE(protocol::EcdsaP256Verify(*point, AsBytes(message), *signature).ok());
+  EXPECT_FALSE(protocol::EcdsaP256Verify(*point, AsBytes(message + "!"), *signature).ok());
+  EXPECT_TRUE(VerifyP1363(*point, AsBytes(message), *signature));
+
+  // The org root is a different key; signing by label picks the right one.
+  auto root = token->GenerateOrgRoot();
+  ASSERT_TRUE(root.ok());
+  auto by_root = token->Sign(kOrgRootLabel, AsBytes(message));
+  ASSERT_TRUE(by_root.ok()) << by_root.status().ToString();
+  EXPECT_TRUE(protocol::EcdsaP256Verify(*root, AsBytes(message), *by_root).ok());
+  EXPECT_FALSE(protocol::EcdsaP256Verify(*point, AsBytes(message), *by_root).ok());
+  auto via_wrapper = token->SignWithOrgRoot(AsBytes(message));
+  ASSERT_TRUE(via_wrapper.ok());
+  EXPECT_TRUE(protocol::EcdsaP256Verify(*root, AsBytes(message), *via_wrapper).ok());
+}
+
+TEST_F(TokenTest, SignRefusesADeriveOnlyKey) {
+  auto token = OpenToken();
+  ASSERT_NE(token, nullptr);
+  ASSERT_TRUE(token->GenerateEpochKey(3).ok());
+  auto signature = token->Sign(EpochKeyLabel(3), AsBytes("not allowed"));
+  ASSERT_FALSE(signature.ok());
+  EXPECT_NE(signature.status().message().find("C_SignInit"), std::string::npos)
+      << signature.status().ToString();
+}
+
 TEST_F(TokenTest, DeriveEcdhMatchesSoftwareEcdh) {
   auto token = OpenToken();
   ASSERT_NE(token, nullptr);
@@ -553,10 +602,12 @@ TEST_F(TokenTest, Pkcs11ToolSeesNonExtractableKeys) {
   ASSERT_NE(token, nullptr);
   ASSERT_TRUE(token->GenerateOrgRoot().ok());
   ASSERT_TRUE(token->GenerateEpochKey(1).ok());
+  ASSERT_TRUE(token->GenerateSigningKey(kEnrollmentKeyLabel).ok());
 
   CommandResult list = Pkcs11Tool({"--list-objects", "--type", "privkey"});
   ASSERT_EQ(list.exit_code, 0) << list.output;
-  for (const std::string label : {"holdfast-org-root", "holdfast-epoch-000001"}) {
+  for (const std::string label :
+       {"holdfast-org-root", "holdfast-epoch-000001", "holdfast-enrollment"}) {
     size_t at = list.output.find("label:      " + label + "\n");
     ASSERT_NE(at, std::string::npos) << list.output;
     size_t block_end = list.output.find("Object;", at);

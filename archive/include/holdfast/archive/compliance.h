@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "holdfast/archive/audit_tree.h"
 #include "holdfast/archive/database.h"
 #include "holdfast/base/bytes.h"
 #include "holdfast/base/status.h"
@@ -55,16 +56,6 @@ struct ApprovalRecord {
   int64_t at_ms = 0;
 };
 
-struct AuditEvent {
-  int64_t seq = 0;
-  int64_t at_ms = 0;
-  std::string actor;
-  std::string action;
-  std::string detail;        // JSON
-  Bytes prev_hash;
-  Bytes hash;                // SHA-256(prev_hash || canonical event)
-};
-
 class Compliance {
  public:
   explicit Compliance(Connection& conn) : conn_(conn) {}
@@ -87,11 +78,13 @@ class Compliance {
                             const std::string& decision_rule, const std::string& policy_version,
                             const std::string& actor);
 
-  // Appends an event to the hash-chained audit trail.
+  // Appends an entry to the audit log (audit_log.h).
   Status Audit(const std::string& actor, const std::string& action, const std::string& detail_json);
+  // Every entry, by index.
   Result<std::vector<AuditEvent>> AuditTrail();
-  // Recomputes the chain; kCorruption-like kFailedPrecondition naming the
-  // first bad sequence number if any event was changed or removed.
+  // AuditLog::Verify with the org root key recorded in settings (none:
+  // only a log without signed heads passes). kFailedPrecondition naming the
+  // first problem if any entry or head does not check out.
   Status VerifyAuditChain();
 
  private:

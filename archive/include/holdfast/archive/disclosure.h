@@ -54,8 +54,9 @@ struct ExportSummary {
 // transaction.
 //
 // kFailedPrecondition with the policy's reasons when the decision is not
-// allow, or when the request was already exported or denied; then nothing
-// is written to the filesystem (the refusal is audited).
+// allow or does not permit decryption (history_restore), or when the
+// request was already exported or denied; then nothing is written to the
+// filesystem (the refusal is audited).
 Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const policy::Policy& policy,
                                 int64_t request_id, const std::string& out_dir,
                                 const std::string& actor);

@@ -3,9 +3,12 @@
 // Methods that write more than one row do so in one transaction.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "holdfast/archive/database.h"
@@ -20,6 +23,7 @@ struct DeviceRecord {
   Bytes identity_key;
   Bytes signed_prekey;       // serialised wire SignedPrekey
   int64_t registered_at_ms = 0;
+  Bytes certificate;         // serialised countersigned wire DeviceCertificate
 };
 
 struct EpochRecord {
@@ -30,9 +34,59 @@ struct EpochRecord {
   int64_t not_after_ms = 0;
 };
 
+// One change of a group's members; version is the group's
+// membership_version after it. A group's creation is version 0, with every
+// first member added by the creator.
+struct MembershipChangeRecord {
+  int64_t version = 0;
+  std::string actor;
+  std::vector<std::string> added;    // sorted
+  std::vector<std::string> removed;  // sorted
+  int64_t at_ms = 0;
+};
+
 struct ConversationRecord {
   std::string conversation_id;
-  std::vector<std::string> members;  // sorted
+  std::vector<std::string> members;  // sorted; a group's may be empty
+  bool group = false;
+  std::string title;                 // groups only
+  std::string created_by;            // groups only
+  int64_t membership_version = 0;    // 0 for direct conversations
+};
+
+// Bounds on groups, enforced by CreateGroup and ChangeMembers.
+inline constexpr size_t kMaxConversationMembers = 1024;
+inline constexpr size_t kMaxGroupTitleBytes = 256;
+// How many membership changes a conversation answer carries.
+inline constexpr int kRecentMembershipChanges = 64;
+
+// The reasons a device may give for a delivery report. Anything else is
+// recorded as "other", so the set of values (and of metric labels) is closed.
+inline constexpr std::array<std::string_view, 5> kDeliveryReportReasons = {
+    "archive_capsule_mismatch", "bad_signature", "bad_device_certificate", "undecryptable",
+    "other"};
+// `reported` if it is one of kDeliveryReportReasons, else "other".
+std::string_view DeliveryReportReason(std::string_view reported);
+inline constexpr size_t kMaxDeliveryReportDetailBytes = 1024;
+
+struct DeliveryReport {
+  Bytes reporter_device;               // the reporter's user is that device's
+  std::optional<int64_t> delivery_id;  // as reported
+  Bytes message_id;                    // as reported; empty if none
+  std::string reason;                  // any text; see DeliveryReportReason
+  std::string detail;                  // any bytes; see RecordDeliveryReport
+};
+
+struct DeliveryReportRecord {
+  int64_t report_id = 0;
+  Bytes reporter_device;
+  std::string reporter_user;
+  std::optional<int64_t> delivery_id;
+  Bytes message_id;                    // empty if none was reported
+  std::optional<int64_t> envelope_id;  // set if delivery_id was the reporter's
+  std::string reason;                  // one of kDeliveryReportReasons
+  std::string detail;
+  int64_t reported_at_ms = 0;
 };
 
 // One envelope accepted by the gateway, ready to store.
@@ -78,6 +132,14 @@ struct StoredEnvelope {
 
 // Setting under which `holdfast-admin init` records the org root public key.
 inline constexpr std::string_view kOrgRootPublicKeySetting = "org_root_public_key";
+// Setting holding the serialised wire EnrollmentKeyCertificate (the org
+// root's certificate of the enrollment key) written by `holdfast-admin init`.
+inline constexpr std::string_view kEnrollmentKeyCertificateSetting = "enrollment_key_certificate";
+
+// Produces the countersigned device certificate to store with a device.
+// Called by RegisterDevice inside its transaction; an error aborts the
+// registration and is returned as is.
+using CountersignFn = std::function<Result<Bytes>()>;
 
 class Store {
  public:
@@ -89,11 +151,25 @@ class Store {
   // Issues a one-time enrollment code for the user (stored as SHA-256 only);
   // returns the code. Valid for `ttl_ms`.
   Result<std::string> IssueEnrollmentCode(const std::string& user, int64_t ttl_ms);
-  // Consumes the code, registers the device and audits it in one transaction.
-  // kPermissionDenied if the code is wrong, used or expired.
+  // In one transaction: consumes the code, records `master_key` (32 bytes,
+  // Ed25519) as the user's if the user has none yet, calls `countersign`,
+  // stores the device with the certificate it returned (device.certificate
+  // is ignored) and audits it. Nothing is stored, and the code stays usable,
+  // if any step fails:
+  //   kPermissionDenied   the code is wrong, used or expired; countersign is
+  //                       not called.
+  //   kFailedPrecondition the user already has another master key; neither
+  //                       is countersign called.
+  //   anything countersign returns.
   Status RegisterDevice(const std::string& user, const std::string& enrollment_code,
-                        const DeviceRecord& device);
+                        ByteView master_key, const DeviceRecord& device,
+                        const CountersignFn& countersign);
   Result<DeviceRecord> GetDevice(ByteView device_id);
+  // Replaces the signed prekey (a serialised wire SignedPrekey) of a device
+  // that is not revoked. kFailedPrecondition unless its created_at_ms is
+  // later than the stored prekey's; kNotFound for an unknown or revoked
+  // device. The signature is the caller's to check.
+  Status UpdatePrekey(ByteView device_id, ByteView signed_prekey);
   Result<std::vector<DeviceRecord>> DevicesOfUsers(const std::vector<std::string>& users);
 
   // ---- conversations
@@ -101,6 +177,30 @@ class Store {
   // creator included), creating it if needed.
   Result<ConversationRecord> OpenConversation(std::vector<std::string> members);
   Result<ConversationRecord> GetConversation(const std::string& conversation_id);
+  // A new group of `creator` and `members` (duplicates ignored), audited as
+  // "group.create". kNotFound if a member is not a user, kInvalidArgument
+  // past kMaxConversationMembers or kMaxGroupTitleBytes.
+  Result<ConversationRecord> CreateGroup(const std::string& creator, const std::string& title,
+                                         std::vector<std::string> members);
+  // Adds and removes members of a group as `actor`, in one transaction that
+  // locks the group row, bumps membership_version, records the change and
+  // audits it as "group.change_members". Any member may add; only the
+  // creator may remove others; anyone may remove themself.
+  //   kNotFound           no such conversation, or a user to add does not exist
+  //   kFailedPrecondition a direct conversation (its members never change)
+  //   kPermissionDenied   actor is not a member, or removes someone else
+  //                       without being the creator
+  //   kInvalidArgument    nothing to change, a user both added and removed,
+  //                       adding a member, removing a non-member, or more
+  //                       than kMaxConversationMembers
+  Result<ConversationRecord> ChangeMembers(const std::string& conversation_id,
+                                           const std::string& actor,
+                                           std::vector<std::string> add,
+                                           std::vector<std::string> remove);
+  // The last `limit` membership changes of a conversation, oldest first
+  // (none for a direct conversation).
+  Result<std::vector<MembershipChangeRecord>> RecentMembershipChanges(
+      const std::string& conversation_id, int limit = kRecentMembershipChanges);
 
   // ---- epochs
   Status PutEpoch(const EpochRecord& epoch);
@@ -121,13 +221,24 @@ class Store {
   Status AckDeliveries(ByteView device_id, const std::vector<int64_t>& delivery_ids);
   Result<uint64_t> CountEnvelopes();
 
+  // ---- delivery reports
+  // Records the report and audits it as "delivery.report", in one
+  // transaction; returns its report id. The reason is stored as
+  // DeliveryReportReason(reason); the detail with invalid UTF-8 and NUL
+  // replaced by U+FFFD, cut to kMaxDeliveryReportDetailBytes at a character
+  // boundary. kInvalidArgument for a message id longer than 64 bytes.
+  Result<int64_t> RecordDeliveryReport(const DeliveryReport& report);
+  // Reports made at or after since_ms, oldest first.
+  Result<std::vector<DeliveryReportRecord>> DeliveryReportsSince(int64_t since_ms);
+
   // ---- settings: small named values written by key ceremonies
   Status PutSetting(const std::string& name, ByteView value);
   Result<Bytes> GetSetting(const std::string& name);
 
   // ---- compliance
-  // Envelopes sent by or delivered to `user`, with sent_at in
-  // [from_ms, to_ms), in storage order.
+  // Envelopes with sent_at in [from_ms, to_ms) that `user` sent, that were
+  // queued for one of the user's devices, or that were stored in a
+  // conversation while the user was a member of it; in storage order.
   Result<std::vector<StoredEnvelope>> EnvelopesOfCustodian(const std::string& user,
                                                            int64_t from_ms, int64_t to_ms);
 

@@ -131,6 +131,10 @@ class Device {
   // one is retired at now_ms (beyond kMaxRetiredPrekeys, the oldest retired
   // one is wiped).
   Status CompletePrekeyRotation(const wire::PrekeyUpdated& confirmation, int64_t now_ms);
+  // The gateway refused the pending prekey (stale_prekey): it never stored
+  // it, since a resend of the stored one succeeds, so it is wiped and the
+  // next BeginPrekeyRotation draws a new one.
+  Status AbandonPrekeyRotation();
   // Wipes retired prekeys whose grace period is over; returns how many.
   size_t ExpireRetiredPrekeys(int64_t now_ms, int64_t grace_ms = kDefaultPrekeyGraceMs);
 
@@ -139,7 +143,8 @@ class Device {
   // pinned root) and records what it lists, returning what changed since
   // this device last looked: the archive notice on first sight, new or
   // removed devices, changed master keys and group membership changes.
-  // The first sight of another user records their devices silently.
+  // The first sight of another user records their devices silently; the
+  // first sight of a group also tells its history (creation and changes).
   // Refuses, recording nothing, a conversation with a device that fails
   // verification or belongs to a non-member, or with devices of one user
   // under different master keys.

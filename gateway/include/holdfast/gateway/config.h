@@ -30,6 +30,9 @@ struct Config {
     std::string token_label = "holdfast";
     std::string pin_file;       // default: <state_dir>/hsm/user.pin
     std::string so_pin_file;    // default: <state_dir>/hsm/so.pin; only `hsm init-token` reads it
+    // The token holding the enrollment key, the only one the gateway logs in to.
+    std::string enrollment_token_label = "holdfast-enrollment";
+    std::string enrollment_pin_file;  // default: <state_dir>/hsm/enrollment.pin
     std::string softhsm2_conf;  // exported as SOFTHSM2_CONF when set
   } hsm;
 
@@ -58,6 +61,8 @@ struct Config {
     // `holdfast-admin epoch rotate-if-due` certifies the next epoch this many
     // days before the newest one ends (0: only `epoch rotate` creates epochs).
     uint32_t rotate_ahead_days = 7;
+    // Validity of the enrollment key certificate `holdfast-admin init` issues.
+    uint32_t enrollment_key_days = 730;
   } keys;
 
   std::string policy_file;      // default: <state_dir>/policy.yaml

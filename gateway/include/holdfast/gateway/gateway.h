@@ -14,9 +14,12 @@ namespace holdfast::gateway {
 class Gateway {
  public:
   // Checks the configuration, connects to PostgreSQL and applies
-  // migrations, and loads TLS material. The HSM is opened if reachable; the
-  // gateway runs without it (ingest needs only public keys) and /readyz says
-  // so.
+  // migrations, and loads TLS material. Logs in to the enrollment token and
+  // checks the stored enrollment key certificate: kFailedPrecondition or
+  // kUnavailable, naming the holdfast-admin command to run, if either is
+  // missing. The archive token is never logged in to, only probed; the
+  // gateway runs without it (ingest needs only public keys) and /readyz
+  // says so. Should the enrollment token fail later, only enrollment stops.
   static Result<std::unique_ptr<Gateway>> Create(const Config& config);
   virtual ~Gateway() = default;
 

@@ -5,7 +5,9 @@
 // organisation:
 //   - the org root key, label "holdfast-org-root": ECDSA P-256, sign-only;
 //   - one archive epoch key per epoch, label "holdfast-epoch-<id>": P-256,
-//     derive-only.
+//     derive-only;
+//   - in a token of its own, the enrollment key, label "holdfast-enrollment":
+//     ECDSA P-256, sign-only, which countersigns device certificates.
 // Every private key is generated inside the token with CKA_SENSITIVE=true,
 // CKA_EXTRACTABLE=false and CKA_TOKEN=true; no private key ever leaves it.
 //
@@ -25,6 +27,8 @@
 namespace holdfast::hsm {
 
 inline constexpr std::string_view kOrgRootLabel = "holdfast-org-root";
+// Kept in a second token, the only one the gateway logs in to.
+inline constexpr std::string_view kEnrollmentKeyLabel = "holdfast-enrollment";
 std::string EpochKeyLabel(uint32_t epoch_id);
 
 struct TokenConfig {
@@ -61,7 +65,10 @@ class Token {
   virtual ~Token() = default;
 
   // Key generation. kAlreadyExists if a private key with that label exists.
-  // Returns the 65-byte uncompressed public point.
+  // Returns the 65-byte uncompressed public point. GenerateSigningKey makes
+  // an ECDSA P-256 sign-only pair like the org root (kInvalidArgument for an
+  // empty label); GenerateOrgRoot is GenerateSigningKey(kOrgRootLabel).
+  virtual Result<Bytes> GenerateSigningKey(std::string_view label) = 0;
   virtual Result<Bytes> GenerateOrgRoot() = 0;
   virtual Result<Bytes> GenerateEpochKey(uint32_t epoch_id) = 0;
 
@@ -72,9 +79,13 @@ class Token {
   virtual Result<KeyInfo> Describe(std::string_view label) = 0;
   virtual Result<std::vector<KeyInfo>> ListKeys() = 0;
 
-  // ECDSA P-256 over SHA-256(message) with the org root key. SHA-256 is
-  // computed in software and the digest signed with CKM_ECDSA. Returns the
-  // 64-byte P1363 signature r||s.
+  // ECDSA P-256 over SHA-256(message) with the private key labelled
+  // `label`. SHA-256 is computed in software and the digest signed with
+  // CKM_ECDSA. Returns the 64-byte P1363 signature r||s. kNotFound if there
+  // is no such key; a key that may not sign fails in the token (the status
+  // names C_SignInit and the CKR_ value). SignWithOrgRoot is
+  // Sign(kOrgRootLabel, message).
+  virtual Result<Bytes> Sign(std::string_view label, ByteView message) = 0;
   virtual Result<Bytes> SignWithOrgRoot(ByteView message) = 0;
 
   // ECDH inside the token with the epoch key and a peer P-256 point
