@@ -66,8 +66,10 @@ commands:
       Create a group conversation, change its members (anyone may add; only
       its creator may remove others; anyone may remove themself), or show it.
   rotate-prekey
-      Replace this device's signed prekey now (send, recv and listen do it
-      weekly by themselves). Old private prekeys are wiped 35 days later.
+      Replace this device's signed prekey now. send, recv and listen replace
+      it by themselves as often as the organisation's gateway says at login
+      (default weekly), and wipe replaced private prekeys after its grace
+      period (default 35 days).
   recv [--wait SECONDS] [--json]
       Print the pending messages, then any that follow, and return once none
       arrived for SECONDS (default 1).
@@ -438,9 +440,10 @@ class Cli {
 
     auto device = LoadDevice();
     if (!device.ok()) return Fail(device.status());
-    auto session = Login(*device, nullptr);
+    wire::Authenticated auth;
+    auto session = Login(*device, &auth);
     if (!session.ok()) return Fail(session.status());
-    if (Status s = MaintainPrekeys(*device, *session); !s.ok()) return Fail(s);
+    if (Status s = MaintainPrekeys(*device, *session, auth); !s.ok()) return Fail(s);
     auto conversation = to ? session->OpenConversation(members)
                            : session->GetConversation(*conversation_id);
     if (!conversation.ok()) return Fail(conversation.status().WithContext("open conversation"));
@@ -494,10 +497,13 @@ class Cli {
   // grace period; saves the profile before and after talking to the gateway.
   // A refused scheduled rotation is a warning: the current prekey still
   // works, and the next command tries again.
-  Status MaintainPrekeys(Device& device, Session& session, bool force = false) {
+  Status MaintainPrekeys(Device& device, Session& session, const wire::Authenticated& auth,
+                         bool force = false) {
+    const PrekeyPolicy policy = PrekeyPolicyFrom(auth);
     const int64_t now = NowMs();
-    bool dirty = device.ExpireRetiredPrekeys(now) > 0;
-    if (force || device.PrekeyRotationDue(now) || !device.profile().pending_prekeys.empty()) {
+    bool dirty = device.ExpireRetiredPrekeys(now, policy.grace_ms) > 0;
+    if (force || device.PrekeyRotationDue(now, policy.rotation_ms) ||
+        !device.profile().pending_prekeys.empty()) {
       HF_ASSIGN_OR_RETURN(auto update, device.BeginPrekeyRotation(now));
       HF_RETURN_IF_ERROR(Save(device));
       auto confirmed = session.UpdatePrekey(update);
@@ -587,9 +593,10 @@ class Cli {
     if (!args_.positional.empty()) return Usage("rotate-prekey takes no arguments");
     auto device = LoadDevice();
     if (!device.ok()) return Fail(device.status());
-    auto session = Login(*device, nullptr);
+    wire::Authenticated auth;
+    auto session = Login(*device, &auth);
     if (!session.ok()) return Fail(session.status());
-    if (Status s = MaintainPrekeys(*device, *session, /*force=*/true); !s.ok()) return Fail(s);
+    if (Status s = MaintainPrekeys(*device, *session, auth, /*force=*/true); !s.ok()) return Fail(s);
     (void)session->Close();
     out_ << "prekey " << protocol::Fingerprint(AsBytes(device->profile().prekey.public_key()))
          << " created " << FormatTime(device->profile().prekey.created_at_ms()) << "\n";
@@ -684,7 +691,7 @@ class Cli {
     wire::Authenticated auth;
     auto session = Login(*device, &auth);
     if (!session.ok()) return Fail(session.status());
-    if (Status s = MaintainPrekeys(*device, *session); !s.ok()) return Fail(s);
+    if (Status s = MaintainPrekeys(*device, *session, auth); !s.ok()) return Fail(s);
 
     uint64_t processed = 0;
     std::vector<uint64_t> batch;

@@ -464,6 +464,21 @@ size_t Device::ExpireRetiredPrekeys(int64_t now_ms, int64_t grace_ms) {
 
 // ---------------------------------------------------------------- notices
 
+PrekeyPolicy PrekeyPolicyFrom(const wire::Authenticated& authenticated) {
+  constexpr int64_t kHourMs = 3600LL * 1000;
+  constexpr int64_t kDayMs = 24 * kHourMs;
+  PrekeyPolicy p;
+  const int64_t rotation = authenticated.prekey_rotation_ms();
+  if (rotation >= kHourMs && rotation <= 365 * kDayMs) p.rotation_ms = rotation;
+  const int64_t grace = authenticated.prekey_grace_ms();
+  if (grace >= p.rotation_ms && grace <= 3650 * kDayMs) {
+    p.grace_ms = grace;
+  } else if (p.grace_ms < p.rotation_ms) {
+    p.grace_ms = p.rotation_ms;
+  }
+  return p;
+}
+
 std::string_view NoticeKindName(Notice::Kind kind) {
   switch (kind) {
     case Notice::Kind::kArchived: return "archived";

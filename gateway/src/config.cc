@@ -123,10 +123,24 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
       Get(admin, "tls_key", c.admin.tls_key);
     }
     if (auto keys = root["keys"]) {
-      HF_RETURN_IF_ERROR(CheckKeys(keys, {"epoch_days", "rotate_ahead_days", "enrollment_key_days"}, "keys", source));
+      HF_RETURN_IF_ERROR(CheckKeys(keys, {"epoch_days", "rotate_ahead_days", "enrollment_key_days",
+                                          "prekey_rotation_days", "prekey_grace_days"},
+                                   "keys", source));
       Get(keys, "epoch_days", c.keys.epoch_days);
       Get(keys, "rotate_ahead_days", c.keys.rotate_ahead_days);
       Get(keys, "enrollment_key_days", c.keys.enrollment_key_days);
+      Get(keys, "prekey_rotation_days", c.keys.prekey_rotation_days);
+      Get(keys, "prekey_grace_days", c.keys.prekey_grace_days);
+      if (c.keys.prekey_rotation_days == 0 || c.keys.prekey_rotation_days > 365) {
+        return Status::InvalidArgument(Where(keys, source) +
+                                       ": keys.prekey_rotation_days must be 1 to 365");
+      }
+      if (c.keys.prekey_grace_days < c.keys.prekey_rotation_days ||
+          c.keys.prekey_grace_days > 3650) {
+        return Status::InvalidArgument(
+            Where(keys, source) +
+            ": keys.prekey_grace_days must be at least prekey_rotation_days and at most 3650");
+      }
       if (c.keys.epoch_days == 0) return Status::InvalidArgument(Where(keys, source) + ": keys.epoch_days must be > 0");
       if (c.keys.enrollment_key_days == 0) {
         return Status::InvalidArgument(Where(keys, source) + ": keys.enrollment_key_days must be > 0");

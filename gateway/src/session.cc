@@ -585,6 +585,9 @@ class SessionImpl final : public Session {
     wire::ServerFrame out;
     out.set_request_id(rid);
     out.mutable_authenticated()->set_user(device_.user);
+    constexpr int64_t kDayMs = 24LL * 3600 * 1000;
+    out.mutable_authenticated()->set_prekey_rotation_ms(hub_.config.keys.prekey_rotation_days * kDayMs);
+    out.mutable_authenticated()->set_prekey_grace_ms(hub_.config.keys.prekey_grace_days * kDayMs);
     FetchPending(std::make_shared<wire::ServerFrame>(std::move(out)));
   }
 

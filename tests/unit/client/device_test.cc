@@ -840,6 +840,29 @@ TEST_F(DeviceTest, PrekeyRotationArguments) {
   EXPECT_EQ(a->SerializeAsString(), b->SerializeAsString());
 }
 
+TEST(PrekeyPolicyTest, TakesTheGatewaysValuesWithinBounds) {
+  constexpr int64_t kHour = 3600LL * 1000;
+  constexpr int64_t kDay = 24 * kHour;
+  auto policy = [](int64_t rotation, int64_t grace) {
+    wire::Authenticated a;
+    a.set_prekey_rotation_ms(rotation);
+    a.set_prekey_grace_ms(grace);
+    return PrekeyPolicyFrom(a);
+  };
+  PrekeyPolicy p = policy(2 * kDay, 40 * kDay);
+  EXPECT_EQ(p.rotation_ms, 2 * kDay);
+  EXPECT_EQ(p.grace_ms, 40 * kDay);
+  p = policy(0, 0);  // an older gateway says nothing
+  EXPECT_EQ(p.rotation_ms, kDefaultPrekeyRotationMs);
+  EXPECT_EQ(p.grace_ms, kDefaultPrekeyGraceMs);
+  p = policy(kHour - 1, 3651 * kDay);  // out of bounds: defaults
+  EXPECT_EQ(p.rotation_ms, kDefaultPrekeyRotationMs);
+  EXPECT_EQ(p.grace_ms, kDefaultPrekeyGraceMs);
+  p = policy(300 * kDay, kDay);  // grace shorter than the rotation: not taken
+  EXPECT_EQ(p.rotation_ms, 300 * kDay);
+  EXPECT_EQ(p.grace_ms, 300 * kDay);
+}
+
 TEST_F(DeviceTest, AnAbandonedRotationDrawsANewPrekey) {
   EXPECT_FALSE(bob_.AbandonPrekeyRotation().ok()) << "nothing pending";
   auto first = bob_.BeginPrekeyRotation(kNow + 1);

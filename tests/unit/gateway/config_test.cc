@@ -74,6 +74,19 @@ TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
   EXPECT_EQ(reference->keys.epoch_days, defaults->keys.epoch_days);
   EXPECT_EQ(reference->keys.rotate_ahead_days, defaults->keys.rotate_ahead_days);
   EXPECT_EQ(reference->keys.enrollment_key_days, defaults->keys.enrollment_key_days);
+  EXPECT_EQ(reference->keys.prekey_rotation_days, defaults->keys.prekey_rotation_days);
+  EXPECT_EQ(reference->keys.prekey_grace_days, defaults->keys.prekey_grace_days);
+}
+
+TEST(ConfigTest, PrekeyPolicy) {
+  auto c = Config::Parse("keys:\n  prekey_rotation_days: 2\n  prekey_grace_days: 40\n", "p.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->keys.prekey_rotation_days, 2u);
+  EXPECT_EQ(c->keys.prekey_grace_days, 40u);
+  EXPECT_FALSE(Config::Parse("keys:\n  prekey_rotation_days: 0\n", "p.yaml").ok());
+  EXPECT_FALSE(Config::Parse("keys:\n  prekey_rotation_days: 400\n", "p.yaml").ok());
+  EXPECT_FALSE(Config::Parse("keys:\n  prekey_rotation_days: 10\n  prekey_grace_days: 9\n",
+                             "p.yaml").ok());
 }
 
 TEST(ConfigTest, UnknownKeyIsRefusedWithLineAndColumn) {

@@ -1102,6 +1102,9 @@ TEST_F(GatewaySessionTest, OnlyOneHelloAndOneAuthenticationPerConnection) {
   ASSERT_TRUE(authenticated.ok() && authenticated->has_authenticated()) << Outcome(authenticated);
   EXPECT_EQ(authenticated->authenticated().user(), "alice");
   EXPECT_EQ(authenticated->authenticated().pending(), 0u);
+  // The organisation's prekey policy, from the configuration (defaults here).
+  EXPECT_EQ(authenticated->authenticated().prekey_rotation_ms(), 7LL * 24 * 3600 * 1000);
+  EXPECT_EQ(authenticated->authenticated().prekey_grace_ms(), 35LL * 24 * 3600 * 1000);
 
   EXPECT_EQ(Outcome(p.Call(hello)), "auth_failed") << "hello after authentication";
   EXPECT_EQ(Outcome(p.Call(auth)), "auth_failed") << "authenticate after authentication";

@@ -43,6 +43,17 @@ std::string_view NoticeKindName(Notice::Kind kind);
 inline constexpr int64_t kDefaultPrekeyRotationMs = 7LL * 24 * 3600 * 1000;
 inline constexpr int64_t kDefaultPrekeyGraceMs = 35LL * 24 * 3600 * 1000;
 
+// The organisation's prekey policy, as the gateway states it at login.
+// Values outside sane bounds (rotation 1 hour to 365 days; grace at least
+// the rotation, at most 3650 days) or absent fall back to the defaults, so
+// a gateway can neither make a device rotate constantly nor keep old
+// private prekeys for ever.
+struct PrekeyPolicy {
+  int64_t rotation_ms = kDefaultPrekeyRotationMs;
+  int64_t grace_ms = kDefaultPrekeyGraceMs;
+};
+PrekeyPolicy PrekeyPolicyFrom(const wire::Authenticated& authenticated);
+
 // A delivered message after every check passed.
 struct ReceivedMessage {
   Bytes message_id;

@@ -63,6 +63,11 @@ struct Config {
     uint32_t rotate_ahead_days = 7;
     // Validity of the enrollment key certificate `holdfast-admin init` issues.
     uint32_t enrollment_key_days = 730;
+    // Sent to clients at login: how often devices replace their signed
+    // prekey, and how long they keep a replaced private prekey (at least the
+    // delivery queue's lifetime, so queued messages still open).
+    uint32_t prekey_rotation_days = 7;
+    uint32_t prekey_grace_days = 35;
   } keys;
 
   std::string policy_file;      // default: <state_dir>/policy.yaml
