@@ -168,6 +168,32 @@ struct ViewEqual {
   }
 };
 
+// Adds `users` to a conversation; a name that is no user is kNotFound with
+// `unknown_user` (the foreign key refuses it).
+Status AddMembers(Connection::Impl& c, const std::string& conversation_id,
+                  const std::vector<std::string>& users, std::string_view unknown_user) {
+  auto added = Exec(c,
+                    "INSERT INTO conversation_members (conversation_id, user_name)"
+                    " SELECT $1, unnest($2::text[])",
+                    Params().Text(conversation_id).TextArray(users));
+  if (added.ok()) return Status::Ok();
+  if (added.status().code() == Code::kNotFound) return Status::NotFound(std::string(unknown_user));
+  return added.status();
+}
+
+Status RecordMembershipChange(Connection::Impl& c, const std::string& conversation_id,
+                              int64_t version, const std::string& actor,
+                              const std::vector<std::string>& added,
+                              const std::vector<std::string>& removed) {
+  return Exec(c,
+              "INSERT INTO conversation_membership_changes"
+              " (conversation_id, version, actor, added, removed)"
+              " VALUES ($1, $2, $3, $4, $5)",
+              Params().Text(conversation_id).Int8(version).Text(actor).TextArray(added)
+                  .TextArray(removed))
+      .status();
+}
+
 }  // namespace
 
 // ------------------------------------------------------------ users, devices
@@ -410,22 +436,9 @@ Result<ConversationRecord> Store::CreateGroup(const std::string& creator, const 
     if (inserted.status().code() == Code::kNotFound) return Status::NotFound("no user " + creator);
     return inserted.status();
   }
-  auto added = Exec(c,
-                    "INSERT INTO conversation_members (conversation_id, user_name)"
-                    " SELECT $1, unnest($2::text[])",
-                    Params().Text(out.conversation_id).TextArray(out.members));
-  if (!added.ok()) {
-    if (added.status().code() == Code::kNotFound) {
-      return Status::NotFound("a member of the group is not a user");
-    }
-    return added.status();
-  }
-  HF_RETURN_IF_ERROR(Exec(c,
-                          "INSERT INTO conversation_membership_changes"
-                          " (conversation_id, version, actor, added, removed)"
-                          " VALUES ($1, 0, $2, $3, '{}')",
-                          Params().Text(out.conversation_id).Text(creator).TextArray(out.members))
-                         .status());
+  HF_RETURN_IF_ERROR(AddMembers(c, out.conversation_id, out.members,
+                                "a member of the group is not a user"));
+  HF_RETURN_IF_ERROR(RecordMembershipChange(c, out.conversation_id, 0, creator, out.members, {}));
   HF_RETURN_IF_ERROR(internal::AppendAudit(c, "user:" + creator, "group.create",
                                            internal::JsonObject()
                                                .String("conversation_id", out.conversation_id)
@@ -498,24 +511,10 @@ Result<ConversationRecord> Store::ChangeMembers(const std::string& conversation_
                            .status());
   }
   if (!add.empty()) {
-    auto added = Exec(c,
-                      "INSERT INTO conversation_members (conversation_id, user_name)"
-                      " SELECT $1, unnest($2::text[])",
-                      Params().Text(conversation_id).TextArray(add));
-    if (!added.ok()) {
-      if (added.status().code() == Code::kNotFound) {
-        return Status::NotFound("a user to add does not exist");
-      }
-      return added.status();
-    }
+    HF_RETURN_IF_ERROR(AddMembers(c, conversation_id, add, "a user to add does not exist"));
   }
-  HF_RETURN_IF_ERROR(Exec(c,
-                          "INSERT INTO conversation_membership_changes"
-                          " (conversation_id, version, actor, added, removed)"
-                          " VALUES ($1, $2, $3, $4, $5)",
-                          Params().Text(conversation_id).Int8(conv.membership_version).Text(actor)
-                              .TextArray(add).TextArray(remove))
-                         .status());
+  HF_RETURN_IF_ERROR(
+      RecordMembershipChange(c, conversation_id, conv.membership_version, actor, add, remove));
   HF_RETURN_IF_ERROR(internal::AppendAudit(c, "user:" + actor, "group.change_members",
                                            internal::JsonObject()
                                                .String("conversation_id", conversation_id)
@@ -948,6 +947,18 @@ ORDER BY e.envelope_id
     out.push_back(std::move(e));
   }
   return out;
+}
+
+Result<std::optional<HoldCapsuleRecord>> Store::HoldCapsuleOf(ByteView message_id) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT h.envelope_id, h.hold_key_label, h.enc, h.ct,"
+                                   " hf_ms(h.rewrapped_at) FROM hold_capsules h"
+                                   " JOIN envelopes e ON e.envelope_id = h.envelope_id"
+                                   " WHERE e.message_id = $1",
+                                   Params().Bytea(message_id)));
+  if (r.rows() == 0) return std::optional<HoldCapsuleRecord>();
+  return std::optional<HoldCapsuleRecord>(
+      HoldCapsuleRecord{r.Int(0, 0), r.Text(0, 1), r.Bytea(0, 2), r.Bytea(0, 3), r.Int(0, 4)});
 }
 
 }  // namespace holdfast::archive
