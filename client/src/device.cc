@@ -574,9 +574,10 @@ Result<std::vector<Notice>> Device::ObserveConversation(
       if (!first_sight && change.version() <= seen_version) continue;
       std::string text = change.actor();
       if (change.version() == 0) {
-        text += " created the group \"" + conversation.title() + "\"";
-        if (change.added_size()) text += " with";
-        for (const auto& a : change.added()) text += " " + a;
+        text += " created the group \"" + conversation.title() + "\" with";
+        for (const auto& a : change.added()) {
+          if (a != change.actor()) text += " " + a;
+        }
       } else {
         if (change.added_size()) text += " added";
         for (const auto& a : change.added()) text += " " + a;
