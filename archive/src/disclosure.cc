@@ -10,10 +10,16 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <algorithm>
+#include <atomic>
 #include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <string_view>
 
 #include "audit.h"
+#include "hold_capsule.h"
 #include "holdfast/archive/compliance.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/base/time.h"
@@ -148,7 +154,69 @@ struct MessageLine {
 
 class Exporter {
  public:
-  Exporter(Store& store, hsm::Token& token) : store_(store), token_(token) {}
+  Exporter(Store& store, hsm::Token& token, size_t workers)
+      : store_(store), token_(token), workers_(std::max<size_t>(workers, 1)) {}
+
+  // Opens, on `workers` threads, the envelopes of `batch` whose epoch key
+  // the token holds, for Export to use; the threads touch only the token
+  // and software crypto, never the database connection. Envelopes whose key
+  // is gone are left to Export (hold capsules, which need the database).
+  // Fails, and the export must stop, when the token is unavailable.
+  Status Prefetch(const std::vector<const StoredEnvelope*>& batch) {
+    prefetched_.clear();
+    struct Job {
+      int64_t envelope_id;
+      protocol::ParsedEnvelope parsed;
+      const Bytes* epoch_public;
+    };
+    std::vector<Job> jobs;
+    for (const StoredEnvelope* stored : batch) {
+      auto parsed = protocol::ParseEnvelope(stored->envelope);
+      if (!parsed.ok()) continue;
+      auto epoch_public = EpochPublic(parsed->content.archive().epoch_id());
+      if (!epoch_public.ok()) continue;
+      jobs.push_back(Job{stored->envelope_id, std::move(parsed).value(), *epoch_public});
+    }
+    std::vector<std::optional<Result<std::string>>> results(jobs.size());
+    std::atomic<size_t> next{0};
+    std::mutex fatal_mu;
+    Status fatal;
+    auto work = [&] {
+      for (size_t i = next++; i < jobs.size(); i = next++) {
+        const Job& job = jobs[i];
+        auto dh = token_.DeriveEcdh(job.parsed.content.archive().epoch_id(),
+                                    AsBytes(job.parsed.content.archive().enc()));
+        if (!dh.ok()) {
+          if (dh.status().code() == Code::kUnavailable) {
+            std::lock_guard lock(fatal_mu);
+            if (fatal.ok()) fatal = dh.status();
+            next = jobs.size();  // stops the other workers early
+          }
+          continue;  // kNotFound and the like: Export decides
+        }
+        auto message = protocol::OpenWithArchiveDh(job.parsed, dh->view(), *job.epoch_public);
+        if (message.ok()) {
+          results[i] = std::move(message->text);
+        } else {
+          results[i] = message.status();
+        }
+      }
+    };
+    std::vector<std::thread> threads;
+    const size_t count = std::min(workers_, jobs.size());
+    for (size_t t = 1; t < count; ++t) threads.emplace_back(work);
+    work();
+    for (std::thread& thread : threads) thread.join();
+    HF_RETURN_IF_ERROR(fatal.WithContext("HSM"));
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (results[i]) prefetched_.emplace(jobs[i].envelope_id, std::move(*results[i]));
+    }
+    return Status::Ok();
+  }
+
+  // Set when the token became unavailable during Export: the line made for
+  // that envelope is not to be trusted and the export must stop.
+  const Status& fatal() const { return fatal_; }
 
   MessageLine Export(const StoredEnvelope& stored) {
     MessageLine line;
@@ -185,7 +253,11 @@ class Exporter {
     }
     obj.Bool("signature_valid", line.signature_valid);
 
-    auto opened = Open(*parsed);
+    auto prefetched = prefetched_.find(stored.envelope_id);
+    auto opened = prefetched != prefetched_.end() ? std::move(prefetched->second) : Open(*parsed);
+    if (!opened.ok() && opened.status().code() == Code::kUnavailable && fatal_.ok()) {
+      fatal_ = opened.status().WithContext("HSM");
+    }
     if (opened.ok()) {
       line.opened = true;
       obj.String("text", *opened);
@@ -199,23 +271,30 @@ class Exporter {
   }
 
  private:
-  Result<std::string> Open(const protocol::ParsedEnvelope& parsed) {
-    uint32_t epoch_id = parsed.content.archive().epoch_id();
+  // The epoch's public key, from the database once per epoch.
+  Result<const Bytes*> EpochPublic(uint32_t epoch_id) {
     auto cached = epochs_.find(epoch_id);
     if (cached == epochs_.end()) {
       HF_ASSIGN_OR_RETURN(EpochRecord epoch, store_.GetEpoch(epoch_id));
       cached = epochs_.emplace(epoch_id, std::move(epoch.public_key)).first;
     }
-    HF_ASSIGN_OR_RETURN(SecretBytes dh,
-                        token_.DeriveEcdh(epoch_id, AsBytes(parsed.content.archive().enc())));
+    return &cached->second;
+  }
+
+  Result<std::string> Open(const protocol::ParsedEnvelope& parsed) {
+    HF_ASSIGN_OR_RETURN(const Bytes* epoch_public, EpochPublic(parsed.content.archive().epoch_id()));
+    // Through the hold capsule once the epoch is crypto-shredded.
     HF_ASSIGN_OR_RETURN(protocol::OpenedMessage message,
-                        protocol::OpenWithArchiveDh(parsed, dh.view(), cached->second));
+                        internal::OpenArchived(store_, token_, parsed, *epoch_public));
     return std::move(message.text);
   }
 
   Store& store_;
   hsm::Token& token_;
+  const size_t workers_;
   std::map<uint32_t, Bytes> epochs_;
+  std::map<int64_t, Result<std::string>> prefetched_;  // by envelope id
+  Status fatal_;
 };
 
 Status AuditRefusal(Connection& conn, int64_t request_id, const std::string& actor,
@@ -246,6 +325,20 @@ Status AuditStart(Connection& conn, int64_t request_id, const std::string& actor
                                                .String("rule", d.rule)
                                                .String("policy_version", d.policy_version)
                                                .Int("envelopes", static_cast<int64_t>(envelopes))
+                                               .str()));
+  return tx.Commit();
+}
+
+// A started export that failed: nothing was handed out, and the trail says
+// why after its export_started.
+Status AuditFailure(Connection& conn, int64_t request_id, const std::string& actor,
+                    const Status& error) {
+  Connection::Impl& c = conn.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  HF_RETURN_IF_ERROR(internal::AppendAudit(c, actor, "disclosure.export_failed",
+                                           JsonObject()
+                                               .Int("request_id", request_id)
+                                               .String("error", error.ToString())
                                                .str()));
   return tx.Commit();
 }
@@ -311,7 +404,7 @@ Result<policy::Decision> Decide(Connection& conn, const policy::Policy& policy,
 
 Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const policy::Policy& policy,
                                 int64_t request_id, const std::string& out_dir,
-                                const std::string& actor) {
+                                const std::string& actor, size_t hsm_workers) {
   if (out_dir.empty()) return Status::InvalidArgument("no output directory");
   Compliance compliance(conn);
   HF_ASSIGN_OR_RETURN(DisclosureRecord request, compliance.GetDisclosure(request_id));
@@ -367,18 +460,41 @@ Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const polic
   summary.decision = decision;
 
   HF_RETURN_IF_ERROR(AuditStart(conn, request_id, actor, decision, envelopes.size()));
-  HF_ASSIGN_OR_RETURN(PackageFile messages, PackageFile::Create(temp.path() / kMessagesFile));
-  Exporter exporter(store, token);
-  for (const auto& [id, stored] : envelopes) {
-    MessageLine line = exporter.Export(stored);
-    HF_RETURN_IF_ERROR(messages.Write(line.json));
-    HF_RETURN_IF_ERROR(messages.Write("\n"));
-    ++summary.message_count;
-    if (!line.signature_valid) ++summary.signature_failures;
-    if (!line.opened) ++summary.open_failures;
+  // From here on a failure leaves no package (the temporary directory is
+  // removed) and is audited after export_started. An unavailable token
+  // stops the export rather than being written down as unopened messages:
+  // a package must not look complete when the HSM, not the message, failed.
+  std::string messages_sha256;
+  uint64_t messages_bytes = 0;
+  auto write_messages = [&]() -> Status {
+    HF_ASSIGN_OR_RETURN(PackageFile messages, PackageFile::Create(temp.path() / kMessagesFile));
+    Exporter exporter(store, token, hsm_workers);
+    constexpr size_t kBatch = 256;
+    std::vector<const StoredEnvelope*> batch;
+    for (auto it = envelopes.begin(); it != envelopes.end();) {
+      batch.clear();
+      for (; it != envelopes.end() && batch.size() < kBatch; ++it) batch.push_back(&it->second);
+      HF_RETURN_IF_ERROR(exporter.Prefetch(batch));
+      for (const StoredEnvelope* stored : batch) {
+        MessageLine line = exporter.Export(*stored);
+        HF_RETURN_IF_ERROR(exporter.fatal());
+        HF_RETURN_IF_ERROR(messages.Write(line.json));
+        HF_RETURN_IF_ERROR(messages.Write("\n"));
+        ++summary.message_count;
+        if (!line.signature_valid) ++summary.signature_failures;
+        if (!line.opened) ++summary.open_failures;
+      }
+    }
+    HF_RETURN_IF_ERROR(messages.Close());
+    messages_sha256 = ToHex(messages.Digest());
+    messages_bytes = messages.bytes();
+    return Status::Ok();
+  };
+  if (Status written = write_messages(); !written.ok()) {
+    (void)AuditFailure(conn, request_id, actor, written);
+    return written.WithContext("export of request " + std::to_string(request_id) +
+                               " failed; no package was written");
   }
-  HF_RETURN_IF_ERROR(messages.Close());
-  std::string messages_sha256 = ToHex(messages.Digest());
 
   HF_ASSIGN_OR_RETURN(auto approvals, compliance.ApprovalsOf(request_id));
   std::string approvals_json = "[";
@@ -417,7 +533,7 @@ Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const polic
                             JsonObject()
                                 .String("name", kMessagesFile)
                                 .String("sha256", messages_sha256)
-                                .Int("bytes", static_cast<int64_t>(messages.bytes()))
+                                .Int("bytes", static_cast<int64_t>(messages_bytes))
                                 .str() +
                             "]")
           .String("org_root_public_key", ToHex(org_root))
@@ -428,9 +544,14 @@ Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const polic
   HF_RETURN_IF_ERROR(manifest_file.Close());
   summary.manifest_sha256 = ToHex(manifest_file.Digest());
 
-  HF_ASSIGN_OR_RETURN(summary.manifest_signature,
-                      token.SignWithOrgRoot(Concat({AsBytes(protocol::labels::kManifestSig),
-                                                    AsBytes(manifest)})));
+  auto manifest_signature = token.SignWithOrgRoot(
+      Concat({AsBytes(protocol::labels::kManifestSig), AsBytes(manifest)}));
+  if (!manifest_signature.ok()) {
+    (void)AuditFailure(conn, request_id, actor, manifest_signature.status());
+    return manifest_signature.status().WithContext(
+        "signing the manifest of request " + std::to_string(request_id) + "; no package was written");
+  }
+  summary.manifest_signature = std::move(manifest_signature).value();
   HF_ASSIGN_OR_RETURN(PackageFile sig_file, PackageFile::Create(temp.path() / kSignatureFile));
   HF_RETURN_IF_ERROR(sig_file.Write(ToHex(summary.manifest_signature) + "\n"));
   HF_RETURN_IF_ERROR(sig_file.Close());

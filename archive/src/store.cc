@@ -949,4 +949,16 @@ ORDER BY e.envelope_id
   return out;
 }
 
+Result<std::optional<HoldCapsuleRecord>> Store::HoldCapsuleOf(ByteView message_id) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT h.envelope_id, h.hold_key_label, h.enc, h.ct,"
+                                   " hf_ms(h.rewrapped_at) FROM hold_capsules h"
+                                   " JOIN envelopes e ON e.envelope_id = h.envelope_id"
+                                   " WHERE e.message_id = $1",
+                                   Params().Bytea(message_id)));
+  if (r.rows() == 0) return std::optional<HoldCapsuleRecord>();
+  return std::optional<HoldCapsuleRecord>(
+      HoldCapsuleRecord{r.Int(0, 0), r.Text(0, 1), r.Bytea(0, 2), r.Bytea(0, 3), r.Int(0, 4)});
+}
+
 }  // namespace holdfast::archive

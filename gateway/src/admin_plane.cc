@@ -74,28 +74,36 @@ class DatabaseProbe {
   Status last_;
 };
 
-// Ready means: PostgreSQL answers and the HSM token is present with a
-// usable user PIN (probed without logging in). The body says which
-// dependency is down so an operator need not guess.
+// Ready means PostgreSQL answers: message ingest needs nothing else. The
+// HSM tokens are probed without logging in; one that is down makes the
+// gateway "degraded" (200: ingest and delivery still work, while
+// enrollment, or disclosures and ceremonies run elsewhere with the archive
+// token, fail closed). The body says which dependency is down so an
+// operator need not guess.
 class ReadyHandler final : public HTTPRequestHandler {
  public:
-  ReadyHandler(DatabaseProbe& d, Metrics& m, HsmProbe& h) : db_(d), metrics_(m), hsm_(h) {}
+  ReadyHandler(DatabaseProbe& d, Metrics& m, HsmProbe& h, HsmProbe& e)
+      : db_(d), metrics_(m), hsm_(h), enrollment_hsm_(e) {}
   void handleRequest(HTTPServerRequest&, HTTPServerResponse& res) override {
     const Status db = db_.Check();
     const Status hsm = hsm_.Check();
+    const Status enrollment = enrollment_hsm_.Check();
     metrics_.database_up->Set(db.ok() ? 1 : 0);
     metrics_.hsm_up->Set(hsm.ok() ? 1 : 0);
+    metrics_.hsm_enrollment_up->Set(enrollment.ok() ? 1 : 0);
     auto line = [](const char* name, const Status& s) {
       return std::string(name) + ": " + (s.ok() ? "up" : "down (" + s.ToString() + ")") + "\n";
     };
-    Reply(res, db.ok() && hsm.ok() ? HTTPResponse::HTTP_OK : HTTPResponse::HTTP_SERVICE_UNAVAILABLE,
-          "text/plain", line("database", db) + line("hsm", hsm));
+    const char* state = !db.ok() ? "not ready\n" : hsm.ok() && enrollment.ok() ? "ready\n" : "degraded\n";
+    Reply(res, db.ok() ? HTTPResponse::HTTP_OK : HTTPResponse::HTTP_SERVICE_UNAVAILABLE, "text/plain",
+          state + line("database", db) + line("hsm", hsm) + line("enrollment hsm", enrollment));
   }
 
  private:
   DatabaseProbe& db_;
   Metrics& metrics_;
   HsmProbe& hsm_;
+  HsmProbe& enrollment_hsm_;
 };
 
 class NotFoundHandler final : public HTTPRequestHandler {
@@ -107,14 +115,14 @@ class NotFoundHandler final : public HTTPRequestHandler {
 
 class Factory final : public Poco::Net::HTTPRequestHandlerFactory {
  public:
-  Factory(const Config& c, Metrics& m, HsmProbe& h)
-      : db_(c.database.conninfo), metrics_(m), hsm_(h) {}
+  Factory(const Config& c, Metrics& m, HsmProbe& h, HsmProbe& e)
+      : db_(c.database.conninfo), metrics_(m), hsm_(h), enrollment_hsm_(e) {}
   HTTPRequestHandler* createRequestHandler(const HTTPServerRequest& req) override {
     std::string path = req.getURI();
     if (auto q = path.find('?'); q != std::string::npos) path.resize(q);
     if (req.getMethod() == "GET" || req.getMethod() == "HEAD") {
       if (path == "/livez") return new LiveHandler;
-      if (path == "/readyz") return new ReadyHandler(db_, metrics_, hsm_);
+      if (path == "/readyz") return new ReadyHandler(db_, metrics_, hsm_, enrollment_hsm_);
       if (path == "/metrics") return new MetricsHandler(metrics_);
     }
     return new NotFoundHandler;
@@ -124,6 +132,7 @@ class Factory final : public Poco::Net::HTTPRequestHandlerFactory {
   DatabaseProbe db_;
   Metrics& metrics_;
   HsmProbe& hsm_;
+  HsmProbe& enrollment_hsm_;
 };
 
 class AdminPlaneImpl final : public AdminPlane {
@@ -147,7 +156,7 @@ class AdminPlaneImpl final : public AdminPlane {
 }  // namespace
 
 Result<std::unique_ptr<AdminPlane>> AdminPlane::Start(const Config& config, Metrics& metrics,
-                                                      HsmProbe& hsm) {
+                                                      HsmProbe& hsm, HsmProbe& enrollment_hsm) {
   static std::once_flag ssl_once;
   std::call_once(ssl_once, [] { Poco::Net::initializeSSL(); });
   try {
@@ -164,7 +173,7 @@ Result<std::unique_ptr<AdminPlane>> AdminPlane::Start(const Config& config, Metr
     auto params = new Poco::Net::HTTPServerParams;
     params->setMaxThreads(4);
     params->setKeepAlive(true);
-    auto server = std::make_unique<Poco::Net::HTTPServer>(new Factory(config, metrics, hsm), socket, params);
+    auto server = std::make_unique<Poco::Net::HTTPServer>(new Factory(config, metrics, hsm, enrollment_hsm), socket, params);
     server->start();
     return std::unique_ptr<AdminPlane>(new AdminPlaneImpl(std::move(server), port));
   } catch (const Poco::Exception& e) {

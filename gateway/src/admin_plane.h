@@ -15,7 +15,7 @@ namespace holdfast::gateway {
 class AdminPlane {
  public:
   static Result<std::unique_ptr<AdminPlane>> Start(const Config& config, Metrics& metrics,
-                                                   HsmProbe& hsm);
+                                                   HsmProbe& hsm, HsmProbe& enrollment_hsm);
   virtual ~AdminPlane() = default;
   virtual uint16_t port() const = 0;
   virtual void Stop() = 0;

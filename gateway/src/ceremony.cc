@@ -19,24 +19,51 @@ constexpr int64_t kCeremonyLock = 0x6866'6b65'7963'6572;
 
 namespace {
 
-Result<std::unique_ptr<hsm::Token>> OpenTokenWithPinFile(const Config& config, const std::string& label,
-                                                         const std::string& pin_file) {
-  HF_ASSIGN_OR_RETURN(SecretBytes pin, hsm::ReadPinFile(pin_file));
+// The PIN from the first source configured: systemd credential,
+// environment variable, file.
+Result<SecretBytes> ReadPin(const std::string& credential, const std::string& env,
+                            const std::string& file) {
+  if (!credential.empty()) {
+    const char* dir = std::getenv("CREDENTIALS_DIRECTORY");
+    if (dir == nullptr || *dir == '\0') {
+      return Status::Unavailable("PIN credential " + credential +
+                                 " is configured but CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)");
+    }
+    return hsm::ReadPinFile(std::string(dir) + "/" + credential);
+  }
+  if (!env.empty()) return hsm::ReadPinEnv(env);
+  return hsm::ReadPinFile(file);
+}
+
+// Opens the token and refuses it unless every Holdfast key in it passes the
+// attribute policy for the token's role.
+Result<std::unique_ptr<hsm::Token>> OpenCheckedToken(const Config& config, const std::string& label,
+                                                     SecretBytes pin, hsm::TokenRole role) {
   hsm::TokenConfig tc;
   tc.module_path = config.hsm.module;
   tc.token_label = label;
   tc.pin = std::move(pin);
-  return hsm::Token::Open(tc);
+  tc.sessions = static_cast<size_t>(std::max(config.hsm.sessions, 1));
+  HF_ASSIGN_OR_RETURN(std::unique_ptr<hsm::Token> token, hsm::Token::Open(tc));
+  HF_ASSIGN_OR_RETURN(std::vector<hsm::KeyInfo> keys, token->ListKeys());
+  HF_RETURN_IF_ERROR(hsm::CheckKeyPolicy(keys, label, role)
+                         .WithContext("HSM key attribute policy (see hsm/README.md)"));
+  return token;
 }
 
 }  // namespace
 
 Result<std::unique_ptr<hsm::Token>> OpenToken(const Config& config) {
-  return OpenTokenWithPinFile(config, config.hsm.token_label, config.hsm.pin_file);
+  HF_ASSIGN_OR_RETURN(SecretBytes pin,
+                      ReadPin(config.hsm.pin_credential, config.hsm.pin_env, config.hsm.pin_file));
+  return OpenCheckedToken(config, config.hsm.token_label, std::move(pin), hsm::TokenRole::kArchive);
 }
 
 Result<std::unique_ptr<hsm::Token>> OpenEnrollmentToken(const Config& config) {
-  return OpenTokenWithPinFile(config, config.hsm.enrollment_token_label, config.hsm.enrollment_pin_file);
+  HF_ASSIGN_OR_RETURN(SecretBytes pin, ReadPin(config.hsm.enrollment_pin_credential,
+                                               config.hsm.enrollment_pin_env, config.hsm.enrollment_pin_file));
+  return OpenCheckedToken(config, config.hsm.enrollment_token_label, std::move(pin),
+                          hsm::TokenRole::kEnrollment);
 }
 
 namespace {

@@ -95,7 +95,9 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
     }
     if (auto hsm = root["hsm"]) {
       HF_RETURN_IF_ERROR(CheckKeys(hsm, {"module", "token_label", "pin_file", "so_pin_file",
-                                         "enrollment_token_label", "enrollment_pin_file", "softhsm2_conf"},
+                                         "enrollment_token_label", "enrollment_pin_file", "softhsm2_conf",
+                                         "sessions", "pin_credential", "pin_env", "enrollment_pin_credential",
+                                         "enrollment_pin_env"},
                                    "hsm", source));
       Get(hsm, "module", c.hsm.module);
       Get(hsm, "token_label", c.hsm.token_label);
@@ -104,6 +106,20 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
       Get(hsm, "enrollment_token_label", c.hsm.enrollment_token_label);
       Get(hsm, "enrollment_pin_file", c.hsm.enrollment_pin_file);
       Get(hsm, "softhsm2_conf", c.hsm.softhsm2_conf);
+      Get(hsm, "sessions", c.hsm.sessions);
+      Get(hsm, "pin_credential", c.hsm.pin_credential);
+      Get(hsm, "pin_env", c.hsm.pin_env);
+      Get(hsm, "enrollment_pin_credential", c.hsm.enrollment_pin_credential);
+      Get(hsm, "enrollment_pin_env", c.hsm.enrollment_pin_env);
+      if (c.hsm.sessions < 1 || c.hsm.sessions > 64) {
+        return Status::InvalidArgument(Where(hsm, source) + ": hsm.sessions must be 1 to 64");
+      }
+      for (const std::string* name : {&c.hsm.pin_credential, &c.hsm.enrollment_pin_credential}) {
+        if (name->find('/') != std::string::npos || *name == "." || *name == "..") {
+          return Status::InvalidArgument(Where(hsm, source) + ": a PIN credential is a name, not a path: " +
+                                         *name);
+        }
+      }
     }
     if (auto gw = root["gateway"]) {
       HF_RETURN_IF_ERROR(CheckKeys(gw, {"listen", "tls_cert", "tls_key", "max_frame_bytes", "max_clock_skew_seconds",

@@ -83,6 +83,7 @@ class GatewayImpl final : public Gateway {
         db_(config_.database.conninfo, config_.database.workers),
         ingester_(config_.database.conninfo, config_.database.ingest_batch_max, metrics_),
         hsm_(config_),
+        enrollment_hsm_(config_, /*enrollment=*/true),
         enrollment_(std::move(enrollment)),
         hub_{config_, io_, metrics_, db_, ingester_, std::move(org_root), *enrollment_, {}},
         io_(1),
@@ -124,8 +125,9 @@ class GatewayImpl final : public Gateway {
     }
     client_port_ = acceptor_.local_endpoint().port();
 
-    HF_ASSIGN_OR_RETURN(admin_, AdminPlane::Start(config_, metrics_, hsm_));
+    HF_ASSIGN_OR_RETURN(admin_, AdminPlane::Start(config_, metrics_, hsm_, enrollment_hsm_));
     metrics_.hsm_up->Set(hsm_.Check().ok() ? 1 : 0);
+    metrics_.hsm_enrollment_up->Set(enrollment_hsm_.Check().ok() ? 1 : 0);
     metrics_.database_up->Set(1);
 
     Accept();
@@ -201,6 +203,7 @@ class GatewayImpl final : public Gateway {
   Status MaintainOnce(std::optional<archive::Connection>& conn) {
     const Status hsm = hsm_.Check(std::chrono::seconds(0));
     metrics_.hsm_up->Set(hsm.ok() ? 1 : 0);
+    metrics_.hsm_enrollment_up->Set(enrollment_hsm_.Check(std::chrono::seconds(0)).ok() ? 1 : 0);
     HF_ASSIGN_OR_RETURN(archive::Connection * c, EnsureConnection(conn, config_.database.conninfo));
     const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch()).count();
@@ -244,7 +247,8 @@ class GatewayImpl final : public Gateway {
   ssl::context tls_;
   DbPool db_;
   Ingester ingester_;
-  HsmProbe hsm_;
+  HsmProbe hsm_;             // archive token
+  HsmProbe enrollment_hsm_;  // enrollment token
   std::unique_ptr<EnrollmentSigner> enrollment_;
   Hub hub_;
   net::io_context io_;

@@ -8,7 +8,8 @@ Status HsmProbe::Check(std::chrono::milliseconds max_age) {
   std::lock_guard lock(mu_);
   const auto now = std::chrono::steady_clock::now();
   if (checked_ != std::chrono::steady_clock::time_point{} && now - checked_ < max_age) return last_;
-  last_ = hsm::ProbeToken(config_.hsm.module, config_.hsm.token_label);
+  last_ = hsm::ProbeToken(config_.hsm.module,
+                          enrollment_ ? config_.hsm.enrollment_token_label : config_.hsm.token_label);
   checked_ = now;
   return last_;
 }

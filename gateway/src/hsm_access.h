@@ -14,13 +14,16 @@ namespace holdfast::gateway {
 
 class HsmProbe {
  public:
-  explicit HsmProbe(const Config& config) : config_(config) {}
+  // Probes the archive token, or with `enrollment` the enrollment token.
+  explicit HsmProbe(const Config& config, bool enrollment = false)
+      : config_(config), enrollment_(enrollment) {}
 
   // The result of the last probe younger than `max_age`, or a fresh one.
   Status Check(std::chrono::milliseconds max_age = std::chrono::seconds(2));
 
  private:
   const Config& config_;
+  const bool enrollment_;
   std::mutex mu_;
   std::chrono::steady_clock::time_point checked_{};
   Status last_ = Status::Unavailable("not probed yet");

@@ -57,8 +57,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                             .Help("Envelopes waiting for group commit.").Register(r).Add({});
   database_up = &BuildGauge().Name("holdfast_database_up")
                      .Help("1 if the last database check succeeded.").Register(r).Add({});
-  hsm_up = &BuildGauge().Name("holdfast_hsm_up")
-                .Help("1 if the HSM token is present with a usable user PIN (probed without logging in).").Register(r).Add({});
+  auto& hsm_up_family = BuildGauge().Name("holdfast_hsm_up")
+                            .Help("1 if the HSM token is present with a usable user PIN (probed without logging in).")
+                            .Register(r);
+  hsm_up = &hsm_up_family.Add({{"token", "archive"}});
+  hsm_enrollment_up = &hsm_up_family.Add({{"token", "enrollment"}});
   epoch_remaining_seconds = &BuildGauge().Name("holdfast_archive_epoch_remaining_seconds")
                                  .Help("Seconds until the latest certified archive epoch ends.")
                                  .Register(r).Add({});

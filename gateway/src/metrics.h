@@ -43,7 +43,9 @@ class Metrics {
   prometheus::Histogram* ingest_commit_seconds;
   prometheus::Gauge* ingest_queue_depth;
   prometheus::Gauge* database_up;
+  // holdfast_hsm_up{token="archive"|"enrollment"}, from ProbeToken (no login).
   prometheus::Gauge* hsm_up;
+  prometheus::Gauge* hsm_enrollment_up;
   prometheus::Gauge* epoch_remaining_seconds;
   prometheus::Counter* maintenance_failures;
   // holdfast_hsm_operations_total{op="countersign",result="ok"|"error"}

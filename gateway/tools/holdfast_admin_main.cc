@@ -26,10 +26,13 @@
 #include "holdfast/archive/compliance.h"
 #include "holdfast/archive/database.h"
 #include "holdfast/archive/disclosure.h"
+#include "holdfast/archive/shredding.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/base/time.h"
 #include "holdfast/gateway/ceremony.h"
 #include "holdfast/gateway/config.h"
+#include "holdfast/gateway/key_export.h"
+#include "holdfast/gateway/key_report.h"
 #include "holdfast/hsm/admin.h"
 #include "holdfast/hsm/token.h"
 #include "holdfast/policy/policy.h"
@@ -48,13 +51,32 @@ Keys (HSM):
                                          (hsm.enrollment_token_label, hsm.enrollment_pin_file),
                                          both with the SO PIN in hsm.so_pin_file; a token that
                                          exists is left alone
-  init                                   create the org root, first epoch key and enrollment key
+  init --as NAME                         create the org root, first epoch key and enrollment key
                                          if missing, and certify the enrollment key
-  keys list                              keys in both tokens and their attributes
-  epoch list                             archive epochs and their validity
-  epoch rotate [--as NAME]               create and certify the next epoch key, valid from now
+  keys list [--json]                     every key: state, validity, token attributes; and the
+                                         next scheduled epoch rotation
+  keys export DIR --as NAME              write the org root public key (PEM, hex), the enrollment
+                                         key and epoch certificates, README.txt and SHA256SUMS
+  epoch list [--json]                    archive epochs, their state and validity
+  epoch rotate --as NAME                 create and certify the next epoch key, valid from now
   epoch rotate-if-due [--as NAME]        certify the next epoch when the newest ends within
-                                         keys.rotate_ahead_days (run it daily from a timer)
+                                         keys.rotate_ahead_days (run it daily from a timer;
+                                         without --as it is audited as system:epoch-rotate)
+  epoch shred-request EPOCH --as NAME    a key custodian asks to crypto-shred an epoch past its
+                                         retention period
+  epoch shred-approve EPOCH --as NAME    a second, distinct key custodian approves
+  epoch shred EPOCH --as NAME            either of the two runs (or resumes) it: re-wrap held
+                                         envelopes to the hold key, destroy the epoch key,
+                                         delete the rest, write a signed deletion certificate
+                                         to export_dir
+  epoch shred-verify FILE --org-root HEX check a deletion certificate offline
+  verify-cert FILE --org-root KEYFILE [--signature SIGFILE]
+                                         check offline (no configuration, database or HSM) an
+                                         epoch, enrollment key or device certificate, or an
+                                         export manifest.json (with manifest.sig), under the org
+                                         root key in KEYFILE (PEM or hex)
+  The ceremonies (init, epoch rotate, keys export) need --as naming an officer with the role
+  key_custodian; a refusal is audited as key.ceremony.denied.
 
 Users:
   user add NAME [--display TEXT]         create a user and print a one-time enrollment code
@@ -119,8 +141,8 @@ Args ParseArgs(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string s = argv[i];
     if (s.rfind("--", 0) == 0) {
-      if (s == "--help") {
-        a.flags["help"] = "";
+      if (s == "--help" || s == "--json") {
+        a.flags[s.substr(2)] = "";
         continue;
       }
       if (i + 1 >= argc) throw UsageError("option " + s + " needs a value");
@@ -185,6 +207,22 @@ std::string JsonString(const std::string& s) {
 int Fail(const Status& s) {
   std::cerr << "holdfast-admin: " << s.ToString() << "\n";
   return s.code() == Code::kUnavailable ? 3 : 2;
+}
+
+// A failed HSM step (token open, attribute policy, key use), written to the
+// audit trail as hsm.failure so that it is visible where ceremonies and
+// disclosures are, and passed on. Best effort: the database may be what is
+// down. With only_unavailable, only a kUnavailable failure counts (the
+// step also fails for reasons that are not the HSM's).
+template <typename T>
+Result<T> AuditHsm(archive::Compliance& compliance, const std::string& operation, Result<T> result,
+                   bool only_unavailable = false) {
+  if (!result.ok() && (!only_unavailable || result.status().code() == Code::kUnavailable)) {
+    (void)compliance.Audit("holdfast-admin", "hsm.failure",
+                           "{\"operation\":" + JsonString(operation) +
+                               ",\"error\":" + JsonString(result.status().ToString()) + "}");
+  }
+  return result;
 }
 
 #define CHECK_OK(expr)                 \
@@ -265,6 +303,47 @@ int VerifyProofFile(const Args& a) {
   return 0;
 }
 
+// `verify-cert`: reads only the files.
+// `epoch shred-verify`: reads only the file.
+int VerifyDeletionCertificateFile(const Args& a) {
+  if (a.positional.size() < 3) throw UsageError("missing FILE for 'epoch shred-verify'");
+  const std::optional<Bytes> org_root = OrgRootFlag(a);
+  if (!org_root) throw UsageError("missing --org-root");
+  std::ifstream in(a.positional[2], std::ios::binary);
+  if (!in) return Fail(Status::NotFound("cannot read " + a.positional[2]));
+  std::ostringstream text;
+  text << in.rdbuf();
+  ASSIGN_OR_FAIL(cert, archive::VerifyDeletionCertificate(text.str(), *org_root));
+  std::cout << "deletion certificate verified: epoch " << cert.epoch_id << " (" << FormatMs(cert.not_before_ms)
+            << " .. " << FormatMs(cert.not_after_ms) << ") shredded, key destroyed "
+            << FormatMs(cert.destroyed_at_ms) << "\n"
+            << "  envelopes deleted " << cert.envelopes_deleted << ", re-wrapped for legal hold "
+            << cert.envelopes_rewrapped << ", retained unreadable " << cert.envelopes_retained_unwrapped << "\n"
+            << "  approvers:";
+  for (const auto& name : cert.approvers) std::cout << " " << name;
+  std::cout << "\n  holds:";
+  for (int64_t id : cert.hold_ids) std::cout << " " << id;
+  std::cout << "\n  policy " << cert.policy_version << ", retention class " << cert.retention_class << " ("
+            << cert.retention_days << " days)\n"
+            << "  signed by org root key " << protocol::Fingerprint(*org_root) << "\n";
+  return 0;
+}
+
+int VerifyCertFile(const Args& a) {
+  if (a.positional.size() < 2) throw UsageError("missing FILE for 'verify-cert'");
+  const std::string key_path = Need(a, "org-root");
+  std::ifstream in(key_path, std::ios::binary);
+  if (!in) return Fail(Status::NotFound("cannot read " + key_path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  ASSIGN_OR_FAIL(org_root, gateway::ParseOrgRootKey(text.str()));
+  ASSIGN_OR_FAIL(verified, gateway::VerifySignedFile(a.positional[1], org_root, a.Flag("signature"), NowMs()));
+  for (const auto& line : verified.facts) std::cout << line << "\n";
+  std::cout << "org root key " << protocol::Fingerprint(org_root) << " (from " << key_path
+            << "): compare it with the key recorded at the key ceremony\n";
+  return 0;
+}
+
 // Prints a bundle once it has verified as the JSON an auditor will read.
 int PrintBundle(const std::string& json) {
   auto parsed = archive::ParseProofBundle(json);
@@ -326,6 +405,10 @@ int Run(const Args& a) {
   if (a.positional[0] == "audit" && a.positional.size() > 1 && a.positional[1] == "verify-proof") {
     return VerifyProofFile(a);
   }
+  if (a.positional[0] == "verify-cert") return VerifyCertFile(a);
+  if (a.positional[0] == "epoch" && a.positional.size() > 1 && a.positional[1] == "shred-verify") {
+    return VerifyDeletionCertificateFile(a);
+  }
   if (a.positional[0] == "policy") {
     const std::string sub = a.positional.size() > 1 ? a.positional[1] : "";
     if (sub == "test") return PolicyTest(a);
@@ -377,10 +460,10 @@ int Run(const Args& a) {
   archive::Compliance compliance(conn);
 
   if (cmd == "init") {
-    ASSIGN_OR_FAIL(token, gateway::OpenToken(config));
-    ASSIGN_OR_FAIL(enrollment, gateway::OpenEnrollmentToken(config));
-    ASSIGN_OR_FAIL(report, gateway::InitializeKeys(*token, *enrollment, conn, config,
-                                                   a.Flag("as").value_or("operator"), NowMs()));
+    ASSIGN_OR_FAIL(custodian, gateway::AuthorizeCeremony(compliance, Need(a, "as"), "init"));
+    ASSIGN_OR_FAIL(token, AuditHsm(compliance, cmd + " " + sub, gateway::OpenToken(config)));
+    ASSIGN_OR_FAIL(enrollment, AuditHsm(compliance, cmd + " " + sub, gateway::OpenEnrollmentToken(config)));
+    ASSIGN_OR_FAIL(report, gateway::InitializeKeys(*token, *enrollment, conn, config, custodian.name, NowMs()));
     std::cout << (report.created_root ? "created" : "found") << " org root key " << hsm::kOrgRootLabel
               << " " << ToHex(report.root_public) << "\n";
     std::cout << (report.created_epoch ? "created" : "current") << " archive epoch " << report.epoch.epoch_id
@@ -393,45 +476,82 @@ int Run(const Args& a) {
               << FormatMs(report.enrollment_not_after_ms) << "\n";
     return 0;
   }
-  if (cmd == "keys" && sub == "list") {
-    ASSIGN_OR_FAIL(token, gateway::OpenToken(config));
-    ASSIGN_OR_FAIL(enrollment, gateway::OpenEnrollmentToken(config));
-    const std::pair<const std::string&, hsm::Token&> tokens[] = {
-        {config.hsm.token_label, *token}, {config.hsm.enrollment_token_label, *enrollment}};
-    for (const auto& [label, t] : tokens) {
-      ASSIGN_OR_FAIL(keys, t.ListKeys());
-      for (const auto& k : keys) {
-        std::cout << label << "  " << k.label << "  sensitive=" << k.sensitive
-                  << " extractable=" << k.extractable << " sign=" << k.can_sign
-                  << " derive=" << k.can_derive << "  " << ToHex(k.public_key) << "\n";
-      }
+  if ((cmd == "keys" && sub == "list") || (cmd == "epoch" && sub == "list")) {
+    // Key presence needs both tokens; `epoch list` does without them.
+    auto token = AuditHsm(compliance, cmd + " " + sub, gateway::OpenToken(config));
+    Result<std::unique_ptr<hsm::Token>> enrollment =
+        token.ok() ? AuditHsm(compliance, cmd + " " + sub, gateway::OpenEnrollmentToken(config)) : Result<std::unique_ptr<hsm::Token>>(token.status());
+    if (!enrollment.ok()) {
+      if (cmd == "keys") return Fail(enrollment.status());
+      std::cerr << "holdfast-admin: " << enrollment.status().ToString() << "\n";
     }
+    ASSIGN_OR_FAIL(report, gateway::BuildKeyReport(conn, enrollment.ok() ? token->get() : nullptr,
+                                                   enrollment.ok() ? enrollment->get() : nullptr, config,
+                                                   NowMs()));
+    const bool epochs_only = cmd == "epoch";
+    std::cout << (a.flags.count("json") ? gateway::KeyReportJson(report, epochs_only)
+                                        : gateway::RenderKeyReport(report, epochs_only));
     return 0;
   }
-  if (cmd == "epoch" && sub == "list") {
-    ASSIGN_OR_FAIL(epochs, store.ListEpochs());
-    for (const auto& e : epochs) {
-      std::cout << "epoch " << e.epoch_id << "  " << FormatMs(e.not_before_ms) << " .. "
-                << FormatMs(e.not_after_ms) << "  " << ToHex(e.public_key) << "\n";
-    }
+  if (cmd == "keys" && sub == "export") {
+    const std::string dir = arg(2);
+    ASSIGN_OR_FAIL(custodian, gateway::AuthorizeCeremony(compliance, Need(a, "as"), "keys export"));
+    ASSIGN_OR_FAIL(token, AuditHsm(compliance, cmd + " " + sub, gateway::OpenToken(config)));
+    ASSIGN_OR_FAIL(summary, gateway::ExportPublicKeys(conn, *token, config, dir, custodian.name));
+    for (const auto& f : summary.files) std::cout << f.sha256 << "  " << f.name << "\n";
+    std::cout << "exported " << summary.files.size() << " file(s) to " << summary.out_dir
+              << "; org root key " << protocol::Fingerprint(summary.org_root) << "\n";
     return 0;
   }
   if (cmd == "epoch" && sub == "rotate") {
-    ASSIGN_OR_FAIL(token, gateway::OpenToken(config));
-    ASSIGN_OR_FAIL(epoch, gateway::CreateEpoch(*token, conn, config, a.Flag("as").value_or("operator"), NowMs()));
+    ASSIGN_OR_FAIL(custodian, gateway::AuthorizeCeremony(compliance, Need(a, "as"), "epoch rotate"));
+    ASSIGN_OR_FAIL(token, AuditHsm(compliance, cmd + " " + sub, gateway::OpenToken(config)));
+    ASSIGN_OR_FAIL(epoch, gateway::CreateEpoch(*token, conn, config, custodian.name, NowMs()));
     std::cout << "created archive epoch " << epoch.epoch_id << " valid " << FormatMs(epoch.not_before_ms)
               << " .. " << FormatMs(epoch.not_after_ms) << "\n";
     return 0;
   }
   if (cmd == "epoch" && sub == "rotate-if-due") {
-    ASSIGN_OR_FAIL(token, gateway::OpenToken(config));
-    ASSIGN_OR_FAIL(epoch, gateway::RotateIfDue(*token, conn, config, a.Flag("as").value_or("operator"), NowMs()));
+    std::string actor(gateway::kRotationTimerActor);
+    if (a.Flag("as")) {
+      ASSIGN_OR_FAIL(custodian, gateway::AuthorizeCeremony(compliance, Need(a, "as"), "epoch rotate-if-due"));
+      actor = custodian.name;
+    }
+    ASSIGN_OR_FAIL(token, AuditHsm(compliance, cmd + " " + sub, gateway::OpenToken(config)));
+    ASSIGN_OR_FAIL(epoch, gateway::RotateIfDue(*token, conn, config, actor, NowMs()));
     if (!epoch) {
       std::cout << "no rotation due\n";
       return 0;
     }
     std::cout << "created archive epoch " << epoch->epoch_id << " valid " << FormatMs(epoch->not_before_ms)
               << " .. " << FormatMs(epoch->not_after_ms) << "\n";
+    return 0;
+  }
+  if (cmd == "epoch" && (sub == "shred-request" || sub == "shred-approve" || sub == "shred")) {
+    const uint32_t epoch_id = static_cast<uint32_t>(ParseCount(arg(2), "EPOCH"));
+    const std::string custodian = Need(a, "as");
+    if (sub == "shred-request") {
+      CHECK_OK(archive::RequestShred(conn, epoch_id, custodian));
+      std::cout << "shredding of epoch " << epoch_id << " requested by " << custodian
+                << "; a second key custodian must run `epoch shred-approve " << epoch_id << "`\n";
+      return 0;
+    }
+    if (sub == "shred-approve") {
+      CHECK_OK(archive::ApproveShred(conn, epoch_id, custodian));
+      std::cout << "shredding of epoch " << epoch_id << " approved by " << custodian << "\n";
+      return 0;
+    }
+    ASSIGN_OR_FAIL(pol, policy::Policy::Load(config.policy_file));
+    std::error_code ec;
+    std::filesystem::create_directories(config.export_dir, ec);
+    if (ec) return Fail(Status::Unavailable("cannot create " + config.export_dir + ": " + ec.message()));
+    ASSIGN_OR_FAIL(token, AuditHsm(compliance, cmd + " " + sub, gateway::OpenToken(config)));
+    ASSIGN_OR_FAIL(cert, archive::ShredEpoch(conn, *token, pol, epoch_id, custodian, NowMs(), config.export_dir));
+    std::cout << "epoch " << epoch_id << " shredded: key " << hsm::EpochKeyLabel(epoch_id) << " destroyed "
+              << FormatMs(cert.destroyed_at_ms) << ", " << cert.envelopes_deleted << " envelope(s) deleted, "
+              << cert.envelopes_rewrapped << " re-wrapped for legal hold\n"
+              << "deletion certificate: " << config.export_dir << "/"
+              << archive::DeletionCertificateFileName(epoch_id) << "\n";
     return 0;
   }
   if (cmd == "user" && (sub == "add" || sub == "enroll")) {
@@ -518,8 +638,11 @@ int Run(const Args& a) {
         std::filesystem::permissions(config.export_dir, std::filesystem::perms::owner_all, ec);
         out = config.export_dir + "/request-" + std::to_string(id);
       }
-      ASSIGN_OR_FAIL(token, gateway::OpenToken(config));
-      ASSIGN_OR_FAIL(summary, archive::RunExport(conn, *token, pol, id, out, actor.name));
+      ASSIGN_OR_FAIL(token, AuditHsm(compliance, cmd + " " + sub, gateway::OpenToken(config)));
+      ASSIGN_OR_FAIL(summary, AuditHsm(compliance, "disclosure export",
+                                            archive::RunExport(conn, *token, pol, id, out, actor.name,
+                                                               static_cast<size_t>(config.hsm.sessions)),
+                                            /*only_unavailable=*/true));
       std::cout << "exported " << summary.message_count << " message(s) to " << summary.out_dir << "\n"
                 << "manifest sha256 " << summary.manifest_sha256 << ", signed by the org root\n";
       if (summary.signature_failures || summary.open_failures) {
@@ -560,7 +683,7 @@ int Run(const Args& a) {
     return 0;
   }
   if (cmd == "audit" && sub == "sign-head") {
-    ASSIGN_OR_FAIL(token, gateway::OpenToken(config));
+    ASSIGN_OR_FAIL(token, AuditHsm(compliance, cmd + " " + sub, gateway::OpenToken(config)));
     ASSIGN_OR_FAIL(head, archive::AuditLog(conn).SignTreeHead(*token, NowMs()));
     std::cout << "signed tree head: " << HeadLine(head) << "\n";
     return 0;

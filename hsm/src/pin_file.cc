@@ -4,7 +4,9 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "holdfast/hsm/token.h"
 
@@ -72,6 +74,19 @@ Result<SecretBytes> ReadPinFile(const std::string& path) {
   if (size == 0) return Status::InvalidArgument("PIN file " + path + " is empty");
   pin.resize(size);
   return pin;
+}
+
+Result<SecretBytes> ReadPinEnv(const std::string& name) {
+  const char* value = std::getenv(name.c_str());
+  if (value == nullptr) return Status::NotFound("PIN variable " + name + " is not set");
+  std::string_view pin(value);
+  if (pin.ends_with('\n')) pin.remove_suffix(1);
+  if (pin.empty()) return Status::InvalidArgument("PIN variable " + name + " is empty");
+  if (pin.size() > kMaxPinFileSize) {
+    return Status::InvalidArgument("PIN variable " + name + " is longer than " +
+                                   std::to_string(kMaxPinFileSize) + " bytes");
+  }
+  return SecretBytes(AsBytes(pin));
 }
 
 }  // namespace holdfast::hsm

@@ -457,6 +457,23 @@ Result<OpenedMessage> OpenMessage(const ParsedEnvelope& parsed, ByteView sender_
 
 Result<OpenedMessage> OpenWithArchiveDh(const ParsedEnvelope& parsed, ByteView dh,
                                         ByteView archive_public) {
+  HF_ASSIGN_OR_RETURN(SecretBytes cek, RecoverArchiveCek(parsed, dh, archive_public));
+  HF_ASSIGN_OR_RETURN(std::string text, DecryptBody(cek.view(), View(parsed.content.header()),
+                                                    View(parsed.content.body())));
+  return OpenedMessage{parsed.header, std::move(text)};
+}
+
+Result<OpenedMessage> OpenWithCek(const ParsedEnvelope& parsed, ByteView cek,
+                                  ByteView archive_public) {
+  if (cek.size() != kCekSize) return Status::CryptoFailure("CEK is not 32 bytes");
+  HF_RETURN_IF_ERROR(CheckArchiveCapsule(parsed, cek, archive_public));
+  HF_ASSIGN_OR_RETURN(std::string text, DecryptBody(cek, View(parsed.content.header()),
+                                                    View(parsed.content.body())));
+  return OpenedMessage{parsed.header, std::move(text)};
+}
+
+Result<SecretBytes> RecoverArchiveCek(const ParsedEnvelope& parsed, ByteView dh,
+                                      ByteView archive_public) {
   const wire::ArchiveCapsule& archive = parsed.content.archive();
   const ByteView header_bytes = View(parsed.content.header());
   auto context = hpke::SetupBaseReceiverWithDh(hpke::kArchiveSuite, View(archive.enc()), dh,
@@ -492,10 +509,7 @@ Result<OpenedMessage> OpenWithArchiveDh(const ParsedEnvelope& parsed, ByteView d
   HF_ASSIGN_OR_RETURN(Bytes expected_ct,
                       hpke::internal::SealWithScheduleOf(*context, 0, header_bytes, cek.view()));
   if (!ConstantTimeEqual(expected_ct, View(archive.ct()))) return CtMismatch();
-
-  HF_ASSIGN_OR_RETURN(std::string text,
-                      DecryptBody(cek.view(), header_bytes, View(parsed.content.body())));
-  return OpenedMessage{parsed.header, std::move(text)};
+  return cek;
 }
 
 }  // namespace holdfast::protocol

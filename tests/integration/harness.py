@@ -28,6 +28,8 @@ PG_CLUSTER = os.path.join(SOURCE_DIR, "scripts", "pg-cluster")
 TEST_PASSPHRASE = "holdfast integration test passphrase"
 CLIENT_ENV = {**os.environ, "HOLDFAST_PASSPHRASE": TEST_PASSPHRASE}
 LIB_SH = os.path.join(SOURCE_DIR, "scripts", "lib.sh")
+# The officer every Deployment registers to run its key ceremonies.
+KEY_CUSTODIAN = "kim"
 
 
 def free_port():
@@ -82,7 +84,9 @@ admin:
 ports_file: {self.ports_file}
 """)
         self.admin("hsm", "init-token")
-        self.admin("init")
+        # Key ceremonies are run by an officer with the role key_custodian.
+        self.admin("officer", "add", KEY_CUSTODIAN, "--role", "key_custodian")
+        self.admin("init", "--as", KEY_CUSTODIAN)
 
     # ------------------------------------------------------------ processes
 

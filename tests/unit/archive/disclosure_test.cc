@@ -5,7 +5,14 @@
 #include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
 
+#include <dlfcn.h>
+#include <p11-kit/pkcs11.h>
+
+#include <atomic>
 #include <filesystem>
+#include <functional>
+#include <optional>
+#include <shared_mutex>
 #include <fstream>
 #include <sstream>
 
@@ -498,8 +505,187 @@ TEST_F(DisclosureTest, FailureMidwayLeavesNoPackage) {
   EXPECT_TRUE(fs::is_empty(work_));
   EXPECT_EQ(compliance_->GetDisclosure(request_id_)->state, "pending");
   // The attempt stays on the record even though nothing was exported.
-  EXPECT_EQ(Actions().back(), "disclosure.export_started");
+  std::vector<std::string> actions = Actions();
+  ASSERT_GE(actions.size(), 2u);
+  EXPECT_EQ(actions[actions.size() - 2], "disclosure.export_started");
+  EXPECT_EQ(actions.back(), "disclosure.export_failed");
 }
+
+// A second PKCS#11 client of the module in this process (SoftHSM2 shares
+// its state within the process): what another thread or library might do
+// to the token under the export.
+class RawModule {
+ public:
+  RawModule(const std::string& module, const std::string& token_label) {
+    library_ = dlopen(module.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (library_ == nullptr) return;
+    auto get_list = reinterpret_cast<CK_C_GetFunctionList>(dlsym(library_, "C_GetFunctionList"));
+    if (get_list == nullptr || get_list(&f_) != CKR_OK) return;
+    CK_RV rv = f_->C_Initialize(nullptr);
+    if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) return;
+    finalize_ = rv == CKR_OK;
+    CK_ULONG count = 0;
+    f_->C_GetSlotList(CK_TRUE, nullptr, &count);
+    std::vector<CK_SLOT_ID> slots(count);
+    f_->C_GetSlotList(CK_TRUE, slots.data(), &count);
+    for (CK_ULONG i = 0; i < count; ++i) {
+      CK_TOKEN_INFO info{};
+      if (f_->C_GetTokenInfo(slots[i], &info) != CKR_OK) continue;
+      std::string label(reinterpret_cast<const char*>(info.label), sizeof info.label);
+      label.erase(label.find_last_not_of(' ') + 1);
+      if (label == token_label) slot_ = slots[i];
+    }
+  }
+  RawModule(const RawModule&) = delete;
+  RawModule& operator=(const RawModule&) = delete;
+  ~RawModule() {
+    if (finalize_) f_->C_Finalize(nullptr);
+    if (library_ != nullptr) dlclose(library_);
+  }
+  bool ok() const { return slot_.has_value(); }
+
+  CK_RV CloseAllSessions() { return f_->C_CloseAllSessions(*slot_); }
+
+  // Logs in with `old_pin` (or finds the process logged in) and sets `new_pin`.
+  CK_RV ChangePin(std::string old_pin, std::string new_pin) {
+    CK_SESSION_HANDLE session = CK_INVALID_HANDLE;
+    CK_RV rv = f_->C_OpenSession(*slot_, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
+                                 &session);
+    if (rv != CKR_OK) return rv;
+    rv = f_->C_Login(session, CKU_USER, reinterpret_cast<CK_UTF8CHAR*>(old_pin.data()),
+                     old_pin.size());
+    if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+      rv = f_->C_SetPIN(session, reinterpret_cast<CK_UTF8CHAR*>(old_pin.data()), old_pin.size(),
+                        reinterpret_cast<CK_UTF8CHAR*>(new_pin.data()), new_pin.size());
+    }
+    f_->C_CloseSession(session);
+    return rv;
+  }
+
+ private:
+  void* library_ = nullptr;
+  CK_FUNCTION_LIST* f_ = nullptr;
+  bool finalize_ = false;
+  std::optional<CK_SLOT_ID> slot_;
+};
+
+// Delegates to a real token; the derivation numbered `at` first runs
+// `kill` while no other call is inside the token, as if the connection to
+// the HSM dropped between two capsules of the export.
+class KillingToken final : public hsm::Token {
+ public:
+  KillingToken(hsm::Token& real, int at, std::function<void()> kill)
+      : real_(real), at_(at), kill_(std::move(kill)) {}
+  Result<Bytes> GenerateSigningKey(std::string_view label) override {
+    return real_.GenerateSigningKey(label);
+  }
+  Result<Bytes> GenerateOrgRoot() override { return real_.GenerateOrgRoot(); }
+  Result<Bytes> GenerateEpochKey(uint32_t id) override { return real_.GenerateEpochKey(id); }
+  Result<Bytes> PublicKey(std::string_view label) override { return real_.PublicKey(label); }
+  Result<hsm::KeyInfo> Describe(std::string_view label) override { return real_.Describe(label); }
+  Result<std::vector<hsm::KeyInfo>> ListKeys() override { return real_.ListKeys(); }
+  Result<Bytes> Sign(std::string_view label, ByteView m) override { return real_.Sign(label, m); }
+  Result<Bytes> SignWithOrgRoot(ByteView m) override { return real_.SignWithOrgRoot(m); }
+  Result<SecretBytes> DeriveEcdh(uint32_t id, ByteView peer) override {
+    if (++calls_ == at_) {
+      std::unique_lock exclusive(mu_);
+      kill_();
+      killed_ = true;
+    }
+    std::shared_lock shared(mu_);
+    return real_.DeriveEcdh(id, peer);
+  }
+  Status Ping() override { return real_.Ping(); }
+  bool killed() const { return killed_; }
+
+ private:
+  hsm::Token& real_;
+  const int at_;
+  std::function<void()> kill_;
+  std::atomic<int> calls_{0};
+  std::atomic<bool> killed_{false};
+  std::shared_mutex mu_;
+};
+
+// The HSM connection is cut in the middle of an export. The token's pool
+// opens new sessions and logs in again, so the export may survive; if it
+// does, the package is complete and every message opened; if not, nothing
+// is left and the failure is audited. Never a partial package that looks
+// complete.
+TEST_F(DisclosureTest, ExportSurvivesOrFailsClosedWhenSessionsAreKilled) {
+  constexpr int kMessages = 40;
+  for (int i = 0; i < kMessages; ++i) {
+    Send(i % 2 ? "bob" : "alice", i % 2 ? "alice" : "bob", "m" + std::to_string(i), kJan + i * 1000);
+  }
+  Approve("olga");
+  Approve("oscar");
+  RawModule raw(hsm_->module_path(), hsm_->token_label());
+  ASSERT_TRUE(raw.ok());
+  KillingToken token(*token_, kMessages / 3, [&] { ASSERT_EQ(raw.CloseAllSessions(), CKR_OK); });
+
+  fs::path out = work_ / "package";
+  auto summary = RunExport(conn(), token, *policy_, request_id_, out.string(), "lena", 4);
+  ASSERT_TRUE(token.killed());
+  if (summary.ok()) {
+    EXPECT_EQ(summary->message_count, static_cast<uint64_t>(kMessages));
+    EXPECT_EQ(summary->open_failures, 0u);
+    EXPECT_TRUE(fs::exists(out / "manifest.sig"));
+    auto lines = ReadJsonLines(out / "messages.jsonl");
+    ASSERT_EQ(lines.size(), static_cast<size_t>(kMessages));
+    for (int i = 0; i < kMessages; ++i) {
+      EXPECT_EQ(lines[i]->getValue<std::string>("text"), "m" + std::to_string(i));
+    }
+    EXPECT_EQ(Actions().back(), "disclosure.export");
+  } else {
+    EXPECT_EQ(summary.status().code(), Code::kUnavailable) << summary.status().ToString();
+    EXPECT_TRUE(fs::is_empty(work_));
+    EXPECT_EQ(Actions().back(), "disclosure.export_failed");
+  }
+}
+
+// The token becomes unusable for good mid-export (its PIN changes and
+// every session closes): the export fails closed with a clear error and an
+// audit entry, and succeeds once the token is back.
+TEST_F(DisclosureTest, ExportFailsClosedWhenTheTokenIsLostAndWorksWhenItIsBack) {
+  constexpr int kMessages = 40;
+  for (int i = 0; i < kMessages; ++i) {
+    Send("alice", "bob", "m" + std::to_string(i), kJan + i * 1000);
+  }
+  Approve("olga");
+  Approve("oscar");
+  RawModule raw(hsm_->module_path(), hsm_->token_label());
+  ASSERT_TRUE(raw.ok());
+  const std::string pin = hsm_->user_pin();
+  KillingToken token(*token_, kMessages / 2, [&] {
+    ASSERT_EQ(raw.ChangePin(pin, "changed-elsewhere"), CKR_OK);
+    ASSERT_EQ(raw.CloseAllSessions(), CKR_OK);
+  });
+
+  fs::path out = work_ / "package";
+  auto summary = RunExport(conn(), token, *policy_, request_id_, out.string(), "lena", 4);
+  ASSERT_TRUE(token.killed());
+  ASSERT_FALSE(summary.ok());
+  EXPECT_EQ(summary.status().code(), Code::kUnavailable) << summary.status().ToString();
+  EXPECT_NE(summary.status().message().find("C_Login: CKR_PIN_INCORRECT"), std::string::npos)
+      << summary.status().ToString();
+  EXPECT_NE(summary.status().message().find("no package was written"), std::string::npos);
+  EXPECT_TRUE(fs::is_empty(work_));
+  EXPECT_EQ(compliance_->GetDisclosure(request_id_)->state, "pending");
+  std::vector<std::string> actions = Actions();
+  ASSERT_GE(actions.size(), 2u);
+  EXPECT_EQ(actions[actions.size() - 2], "disclosure.export_started");
+  EXPECT_EQ(actions.back(), "disclosure.export_failed");
+
+  // The HSM is back (PIN restored): the same token logs in again on its
+  // next call and the export completes.
+  ASSERT_EQ(raw.ChangePin("changed-elsewhere", pin), CKR_OK);
+  auto again = RunExport(conn(), *token_, *policy_, request_id_, out.string(), "lena", 4);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->message_count, static_cast<uint64_t>(kMessages));
+  EXPECT_EQ(again->open_failures, 0u);
+  EXPECT_TRUE(fs::exists(out / "manifest.sig"));
+}
+
 
 }  // namespace
 }  // namespace holdfast::archive

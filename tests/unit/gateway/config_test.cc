@@ -65,6 +65,7 @@ TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
   EXPECT_EQ(reference->hsm.so_pin_file, defaults->hsm.so_pin_file);
   EXPECT_EQ(reference->hsm.enrollment_token_label, defaults->hsm.enrollment_token_label);
   EXPECT_EQ(reference->hsm.enrollment_pin_file, defaults->hsm.enrollment_pin_file);
+  EXPECT_EQ(reference->hsm.sessions, defaults->hsm.sessions);
   EXPECT_EQ(reference->gateway.listen.port, defaults->gateway.listen.port);
   EXPECT_EQ(reference->gateway.max_frame_bytes, defaults->gateway.max_frame_bytes);
   EXPECT_EQ(reference->gateway.max_clock_skew_seconds, defaults->gateway.max_clock_skew_seconds);
@@ -132,6 +133,25 @@ TEST(ConfigTest, LoadMissingFile) {
   auto c = Config::Load("/nonexistent/holdfast.yaml");
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), Code::kNotFound);
+}
+
+TEST(ConfigTest, HsmSessionsAndPinSources) {
+  auto c = Config::Parse("hsm:\n  sessions: 8\n  pin_credential: hsm-pin\n  pin_env: HF_PIN\n"
+                         "  enrollment_pin_credential: enrollment-pin\n  enrollment_pin_env: HF_EPIN\n",
+                         "s.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->hsm.sessions, 8);
+  EXPECT_EQ(c->hsm.pin_credential, "hsm-pin");
+  EXPECT_EQ(c->hsm.pin_env, "HF_PIN");
+  EXPECT_EQ(c->hsm.enrollment_pin_credential, "enrollment-pin");
+  EXPECT_EQ(c->hsm.enrollment_pin_env, "HF_EPIN");
+  auto defaults = Config::Parse("", "s.yaml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->hsm.sessions, 4);
+  EXPECT_TRUE(defaults->hsm.pin_env.empty());
+  EXPECT_EQ(Config::Parse("hsm:\n  sessions: 0\n", "s.yaml").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(Config::Parse("hsm:\n  pin_credential: ../x\n", "s.yaml").status().code(),
+            Code::kInvalidArgument);
 }
 
 }  // namespace

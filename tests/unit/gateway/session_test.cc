@@ -1023,6 +1023,26 @@ TEST_F(GatewaySessionTest, TheGatewayDoesNotStartWithoutItsEnrollmentTokenOrCert
       << without_certificate.status().ToString();
 }
 
+// The attribute policy at start: an enrollment key that could leave its
+// token (made outside Holdfast, extractable) keeps the gateway from starting.
+TEST_F(GatewaySessionTest, TheGatewayDoesNotStartWithAnExtractableEnrollmentKey) {
+  for (const char* type : {"privkey", "pubkey"}) {
+    auto deleted = EnrollmentTool({"--delete-object", "--type", type, "--label", "holdfast-enrollment"});
+    ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  }
+  auto made = EnrollmentTool({"--keypairgen", "--key-type", "EC:prime256v1", "--label", "holdfast-enrollment",
+                              "--usage-sign", "--extractable"});
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  auto refused = Gateway::Create(config_);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kFailedPrecondition) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("key holdfast-enrollment in token \"" +
+                                            config_.hsm.enrollment_token_label +
+                                            "\": CKA_EXTRACTABLE is true (must be false)"),
+            std::string::npos)
+      << refused.status().ToString();
+}
+
 TEST_F(GatewaySessionTest, HelloForAnUnknownDeviceIsRefused) {
   auto device = Enroll("alice");
   ASSERT_TRUE(device.ok()) << device.status().ToString();

@@ -763,6 +763,286 @@ TEST_F(TokenTest, ConcurrentCallsAreSerialised) {
   EXPECT_EQ(failures.load(), 0);
 }
 
+// A raw session on the TokenTest's token from a second PKCS#11 client in
+// this process (SoftHSM2 shares its state within the process, so Token
+// sees what it does, and the login is shared with any open Token).
+class RawSession {
+ public:
+  RawSession(const std::string& module, const std::string& token_label) : client_(module) {
+    if (!client_.ok()) return;
+    std::optional<CK_SLOT_ID> slot = client_.SlotLabelled(token_label);
+    if (!slot) return;
+    slot_ = *slot;
+    if (f()->C_OpenSession(*slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
+                           &session_) != CKR_OK) {
+      return;
+    }
+    std::string pin = kUserPin;
+    CK_RV rv = f()->C_Login(session_, CKU_USER, reinterpret_cast<CK_UTF8CHAR*>(pin.data()),
+                            pin.size());
+    ok_ = rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN;
+  }
+  RawSession(const RawSession&) = delete;
+  RawSession& operator=(const RawSession&) = delete;
+  ~RawSession() {
+    if (session_ != CK_INVALID_HANDLE) f()->C_CloseSession(session_);
+  }
+
+  bool ok() const { return ok_; }
+  CK_FUNCTION_LIST* f() const { return client_.f(); }
+  CK_SESSION_HANDLE session() const { return session_; }
+  CK_SLOT_ID slot() const { return slot_; }
+
+  // An EC P-256 pair labelled `label` whose private half has the
+  // attributes Token gives a key of `sign` usage, except `overrides`; then
+  // `later` is applied with C_SetAttributeValue. Returns the first failing
+  // CK_RV.
+  CK_RV MakePair(const std::string& label, bool sign,
+                 std::vector<std::pair<CK_ATTRIBUTE_TYPE, bool>> overrides,
+                 std::vector<std::pair<CK_ATTRIBUTE_TYPE, bool>> later = {}) {
+    std::vector<std::pair<CK_ATTRIBUTE_TYPE, bool>> bools = {
+        {CKA_TOKEN, true},      {CKA_PRIVATE, true}, {CKA_SENSITIVE, true},
+        {CKA_EXTRACTABLE, false}, {CKA_SIGN, sign},    {CKA_DERIVE, !sign},
+        {CKA_DECRYPT, false},   {CKA_UNWRAP, false}, {CKA_SIGN_RECOVER, false}};
+    for (const auto& [type, value] : overrides) {
+      auto it = std::find_if(bools.begin(), bools.end(),
+                             [&](const auto& b) { return b.first == type; });
+      if (it != bools.end()) it->second = value;
+    }
+    static const CK_BBOOL kYes = CK_TRUE, kNo = CK_FALSE;
+    static const uint8_t kP256Oid[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+    std::vector<CK_ATTRIBUTE> private_template = {
+        {CKA_LABEL, const_cast<char*>(label.data()), label.size()}};
+    for (const auto& [type, value] : bools) {
+      private_template.push_back({type, const_cast<CK_BBOOL*>(value ? &kYes : &kNo), 1});
+    }
+    std::vector<CK_ATTRIBUTE> public_template = {
+        {CKA_LABEL, const_cast<char*>(label.data()), label.size()},
+        {CKA_EC_PARAMS, const_cast<uint8_t*>(kP256Oid), sizeof kP256Oid},
+        {CKA_TOKEN, const_cast<CK_BBOOL*>(&kYes), 1}};
+    CK_MECHANISM mechanism{CKM_EC_KEY_PAIR_GEN, nullptr, 0};
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
+    CK_RV rv = f()->C_GenerateKeyPair(session_, &mechanism, public_template.data(),
+                                      public_template.size(), private_template.data(),
+                                      private_template.size(), &pub, &priv);
+    if (rv != CKR_OK) return rv;
+    for (const auto& [type, value] : later) {
+      CK_ATTRIBUTE attribute{type, const_cast<CK_BBOOL*>(value ? &kYes : &kNo), 1};
+      if (rv = f()->C_SetAttributeValue(session_, priv, &attribute, 1); rv != CKR_OK) return rv;
+    }
+    return CKR_OK;
+  }
+
+  // Destroys every object labelled `label`.
+  void Destroy(const std::string& label) {
+    CK_ATTRIBUTE query[] = {{CKA_LABEL, const_cast<char*>(label.data()), label.size()}};
+    std::vector<CK_OBJECT_HANDLE> found(16);
+    CK_ULONG n = 0;
+    if (f()->C_FindObjectsInit(session_, query, 1) != CKR_OK) return;
+    f()->C_FindObjects(session_, found.data(), found.size(), &n);
+    f()->C_FindObjectsFinal(session_);
+    for (CK_ULONG i = 0; i < n; ++i) f()->C_DestroyObject(session_, found[i]);
+  }
+
+ private:
+  RawClient client_;
+  CK_SLOT_ID slot_ = 0;
+  CK_SESSION_HANDLE session_ = CK_INVALID_HANDLE;
+  bool ok_ = false;
+};
+
+TEST_F(TokenTest, KeysHoldfastMakesPassTheAttributePolicy) {
+  auto token = OpenToken();
+  ASSERT_NE(token, nullptr);
+  ASSERT_TRUE(token->GenerateOrgRoot().ok());
+  ASSERT_TRUE(token->GenerateEpochKey(3).ok());
+  ASSERT_TRUE(token->GenerateEpochKey(1234567).ok());
+  auto keys = token->ListKeys();
+  ASSERT_TRUE(keys.ok()) << keys.status().ToString();
+  Status policy = CheckKeyPolicy(*keys, label_, TokenRole::kArchive);
+  EXPECT_TRUE(policy.ok()) << policy.ToString();
+  for (const KeyInfo& key : *keys) {
+    EXPECT_TRUE(key.is_private && key.always_sensitive && key.never_extractable) << key.label;
+    EXPECT_FALSE(key.can_decrypt || key.can_unwrap || key.can_sign_recover) << key.label;
+  }
+  // The same keys in the enrollment token's role: the org root is refused.
+  policy = CheckKeyPolicy(*keys, label_, TokenRole::kEnrollment);
+  EXPECT_EQ(policy.code(), Code::kFailedPrecondition);
+  EXPECT_NE(policy.message().find("key holdfast-epoch-000003 in token \"" + label_ +
+                                  "\": not a key this token may hold"),
+            std::string::npos)
+      << policy.ToString();
+
+  auto enrollment = token->GenerateSigningKey(kEnrollmentKeyLabel);
+  ASSERT_TRUE(enrollment.ok());
+  auto described = token->Describe(kEnrollmentKeyLabel);
+  ASSERT_TRUE(described.ok());
+  EXPECT_TRUE(CheckKeyPolicy({*described}, "enrollment", TokenRole::kEnrollment).ok());
+
+  // pkcs11-tool, independently, sees exactly one usage per key.
+  CommandResult list = Pkcs11Tool({"--list-objects", "--type", "privkey"});
+  ASSERT_EQ(list.exit_code, 0) << list.output;
+  for (const auto& [label, usage] :
+       {std::pair<std::string, std::string>{"holdfast-org-root", "sign"},
+        {"holdfast-enrollment", "sign"},
+        {"holdfast-epoch-000003", "derive"},
+        {"holdfast-epoch-1234567", "derive"}}) {
+    size_t at = list.output.find("label:      " + label + "\n");
+    ASSERT_NE(at, std::string::npos) << list.output;
+    std::string block = list.output.substr(at, list.output.find("Object;", at) - at);
+    EXPECT_NE(block.find("Usage:      " + usage + "\n"), std::string::npos) << block;
+    EXPECT_NE(block.find("Access:     sensitive, always sensitive, never extractable"),
+              std::string::npos)
+        << block;
+  }
+}
+
+// Keys made on purpose with the wrong attributes, through a raw PKCS#11
+// client, are each refused with the key, the token and the attribute named.
+TEST_F(TokenTest, AttributePolicyRefusesEachBadKey) {
+  auto token = OpenToken();
+  ASSERT_NE(token, nullptr);
+  ASSERT_TRUE(token->GenerateOrgRoot().ok());
+  RawSession raw(module_, label_);
+  ASSERT_TRUE(raw.ok());
+  struct Case {
+    std::string label;
+    bool sign;
+    std::vector<std::pair<CK_ATTRIBUTE_TYPE, bool>> overrides;
+    std::vector<std::pair<CK_ATTRIBUTE_TYPE, bool>> later;
+    std::string expected;
+  };
+  const std::string epoch = EpochKeyLabel(99);
+  const Case cases[] = {
+      {epoch, false, {{CKA_EXTRACTABLE, true}}, {}, "CKA_EXTRACTABLE is true (must be false)"},
+      {epoch, false, {{CKA_SENSITIVE, false}}, {}, "CKA_SENSITIVE is false (must be true)"},
+      {epoch, false, {{CKA_SENSITIVE, false}}, {{CKA_SENSITIVE, true}},
+       "CKA_ALWAYS_SENSITIVE is false (must be true)"},
+      {epoch, false, {{CKA_EXTRACTABLE, true}}, {{CKA_EXTRACTABLE, false}},
+       "CKA_NEVER_EXTRACTABLE is false (must be true)"},
+      {epoch, false, {{CKA_PRIVATE, false}}, {}, "CKA_PRIVATE is false (must be true)"},
+      {epoch, false, {{CKA_SIGN, true}}, {}, "CKA_SIGN is true (must be false)"},
+      {epoch, false, {{CKA_DERIVE, false}}, {}, "CKA_DERIVE is false (must be true)"},
+      {epoch, false, {{CKA_DECRYPT, true}}, {}, "CKA_DECRYPT is true (must be false)"},
+      {epoch, false, {{CKA_UNWRAP, true}}, {}, "CKA_UNWRAP is true (must be false)"},
+      {"holdfast-signer", true, {}, {}, "not a key this token may hold"},
+      {"holdfast-epoch-12", false, {}, {}, "not a key this token may hold"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.expected);
+    ASSERT_EQ(raw.MakePair(c.label, c.sign, c.overrides, c.later), CKR_OK);
+    auto keys = token->ListKeys();
+    ASSERT_TRUE(keys.ok()) << keys.status().ToString();
+    Status policy = CheckKeyPolicy(*keys, label_, TokenRole::kArchive);
+    EXPECT_EQ(policy.code(), Code::kFailedPrecondition);
+    EXPECT_TRUE(policy.message().starts_with("key " + c.label + " in token \"" + label_ +
+                                             "\": " + c.expected))
+        << policy.ToString();
+    raw.Destroy(c.label);
+  }
+  // Sign-only keys: the org root may not derive or recover signatures.
+  raw.Destroy(std::string(kOrgRootLabel));
+  for (const auto& [attribute, name] : {std::pair{CKA_DERIVE, "CKA_DERIVE is true"},
+                                        std::pair{CKA_SIGN_RECOVER, "CKA_SIGN_RECOVER is true"}}) {
+    ASSERT_EQ(raw.MakePair(std::string(kOrgRootLabel), true, {{attribute, true}}), CKR_OK);
+    auto keys = token->ListKeys();
+    ASSERT_TRUE(keys.ok());
+    Status policy = CheckKeyPolicy(*keys, label_, TokenRole::kArchive);
+    EXPECT_NE(policy.message().find(std::string("key holdfast-org-root in token \"") + label_ +
+                                    "\": " + name),
+              std::string::npos)
+        << policy.ToString();
+    raw.Destroy(std::string(kOrgRootLabel));
+  }
+  auto clean = token->ListKeys();
+  ASSERT_TRUE(clean.ok());
+  EXPECT_TRUE(CheckKeyPolicy(*clean, label_, TokenRole::kArchive).ok());
+
+  // The same with pkcs11-tool, as an operator might do by mistake.
+  CommandResult made = Pkcs11Tool({"--keypairgen", "--key-type", "EC:prime256v1", "--label",
+                                   EpochKeyLabel(7), "--usage-derive", "--extractable"});
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  auto keys = token->ListKeys();
+  ASSERT_TRUE(keys.ok());
+  Status policy = CheckKeyPolicy(*keys, label_, TokenRole::kArchive);
+  EXPECT_EQ(policy.code(), Code::kFailedPrecondition);
+  EXPECT_NE(policy.message().find("key holdfast-epoch-000007 in token \"" + label_ + "\": "),
+            std::string::npos)
+      << policy.ToString();
+}
+
+TEST_F(TokenTest, PooledSessionsRunCallsConcurrently) {
+  TokenConfig config = Config();
+  config.sessions = 3;
+  auto opened = Token::Open(config);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<Token> token = std::move(opened).value();
+  auto epoch = token->GenerateEpochKey(1);
+  ASSERT_TRUE(epoch.ok());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 20; ++i) {
+        PkeyPtr ephemeral = GenerateEphemeralP256();
+        auto secret = token->DeriveEcdh(1, UncompressedPoint(ephemeral.get()));
+        if (!secret.ok() || secret->Reveal() != SoftwareEcdh(ephemeral.get(), *epoch)) ++failures;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+// Everything else in the process can close the token's sessions or log it
+// out; the next call opens a session and logs in again, once.
+TEST_F(TokenTest, LostSessionsAreReopenedOnce) {
+  auto token = OpenToken();
+  ASSERT_NE(token, nullptr);
+  auto root = token->GenerateOrgRoot();
+  ASSERT_TRUE(root.ok());
+  ASSERT_TRUE(token->GenerateEpochKey(1).ok());
+  std::optional<CK_SLOT_ID> slot;
+  {
+    RawClient client(module_);
+    slot = client.SlotLabelled(label_);
+    ASSERT_TRUE(slot.has_value());
+    ASSERT_EQ(client.f()->C_CloseAllSessions(*slot), CKR_OK);
+  }
+  auto signature = token->SignWithOrgRoot(AsBytes("after close"));
+  ASSERT_TRUE(signature.ok()) << signature.status().ToString();
+  EXPECT_TRUE(VerifyP1363(*root, AsBytes("after close"), *signature));
+  EXPECT_TRUE(token->Ping().ok());
+
+  {
+    RawSession raw(module_, label_);
+    ASSERT_TRUE(raw.ok());
+    ASSERT_EQ(raw.f()->C_Logout(raw.session()), CKR_OK);
+  }
+  PkeyPtr ephemeral = GenerateEphemeralP256();
+  auto secret = token->DeriveEcdh(1, UncompressedPoint(ephemeral.get()));
+  ASSERT_TRUE(secret.ok()) << secret.status().ToString();
+
+  // The PIN changes and the sessions close: the retry cannot log in, and
+  // says so.
+  {
+    RawSession raw(module_, label_);
+    ASSERT_TRUE(raw.ok());
+    std::string old_pin = kUserPin, new_pin = "another-user-pin";
+    ASSERT_EQ(raw.f()->C_SetPIN(raw.session(), reinterpret_cast<CK_UTF8CHAR*>(old_pin.data()),
+                                old_pin.size(), reinterpret_cast<CK_UTF8CHAR*>(new_pin.data()),
+                                new_pin.size()),
+              CKR_OK);
+    ASSERT_EQ(raw.f()->C_CloseAllSessions(raw.slot()), CKR_OK);
+  }
+  auto refused = token->SignWithOrgRoot(AsBytes("after PIN change"));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kUnavailable);
+  EXPECT_NE(refused.status().message().find("C_Login: CKR_PIN_INCORRECT"), std::string::npos)
+      << refused.status().ToString();
+  EXPECT_EQ(token->Ping().code(), Code::kUnavailable);
+}
+
 TEST_F(TokenTest, ProbeSucceedsOnAReadyToken) {
   Status probe = ProbeToken(module_, label_);
   EXPECT_TRUE(probe.ok()) << probe.ToString();

@@ -10,6 +10,7 @@
 // It contains plaintext: it is created with mode 0700.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -57,8 +58,16 @@ struct ExportSummary {
 // allow or does not permit decryption (history_restore), or when the
 // request was already exported or denied; then nothing is written to the
 // filesystem (the refusal is audited).
+//
+// Capsules are opened in batches, the ECDH in the token on `hsm_workers`
+// threads (give it the token's session count); lines keep storage order.
+// The export fails closed: a token that becomes unavailable (kUnavailable,
+// after the token's own single retry) stops it, nothing is left at
+// `out_dir`, and disclosure.export_failed is audited after the
+// export_started that precedes any decryption. open_failures counts
+// messages that fail for reasons of their own, never an HSM outage.
 Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const policy::Policy& policy,
                                 int64_t request_id, const std::string& out_dir,
-                                const std::string& actor);
+                                const std::string& actor, size_t hsm_workers = 4);
 
 }  // namespace holdfast::archive

@@ -130,6 +130,16 @@ struct StoredEnvelope {
   Bytes envelope;
 };
 
+// An envelope's content key sealed to the hold key before its epoch key was
+// destroyed (docs/archive.md, "Crypto-shredding").
+struct HoldCapsuleRecord {
+  int64_t envelope_id = 0;
+  std::string hold_key_label;
+  Bytes enc;
+  Bytes ct;
+  int64_t rewrapped_at_ms = 0;
+};
+
 // Setting under which `holdfast-admin init` records the org root public key.
 inline constexpr std::string_view kOrgRootPublicKeySetting = "org_root_public_key";
 // Setting holding the serialised wire EnrollmentKeyCertificate (the org
@@ -241,6 +251,10 @@ class Store {
   // conversation while the user was a member of it; in storage order.
   Result<std::vector<StoredEnvelope>> EnvelopesOfCustodian(const std::string& user,
                                                            int64_t from_ms, int64_t to_ms);
+
+  // ---- crypto-shredding (shredding.h)
+  // The hold capsule of the envelope with this message id, if it has one.
+  Result<std::optional<HoldCapsuleRecord>> HoldCapsuleOf(ByteView message_id);
 
  private:
   Connection& conn_;

@@ -18,10 +18,13 @@
 namespace holdfast::gateway {
 
 // Opens the archive token named by the configuration (PIN from
-// hsm.pin_file). ApplyProcessEnvironment must have run first.
+// hsm.pin_credential, hsm.pin_env or hsm.pin_file, with hsm.sessions
+// sessions) and refuses it, kFailedPrecondition naming key and attribute,
+// unless every Holdfast key in it passes hsm::CheckKeyPolicy.
+// ApplyProcessEnvironment must have run first.
 Result<std::unique_ptr<hsm::Token>> OpenToken(const Config& config);
-// Opens the enrollment token (hsm.enrollment_token_label, PIN from
-// hsm.enrollment_pin_file), as holdfast-admin and the gateway do.
+// The same for the enrollment token (hsm.enrollment_token_label,
+// hsm.enrollment_pin_*), as holdfast-admin and the gateway open it.
 Result<std::unique_ptr<hsm::Token>> OpenEnrollmentToken(const Config& config);
 
 struct InitReport {

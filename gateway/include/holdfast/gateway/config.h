@@ -34,6 +34,16 @@ struct Config {
     std::string enrollment_token_label = "holdfast-enrollment";
     std::string enrollment_pin_file;  // default: <state_dir>/hsm/enrollment.pin
     std::string softhsm2_conf;  // exported as SOFTHSM2_CONF when set
+    // PKCS#11 sessions each process keeps per token for concurrent calls.
+    int sessions = 4;
+    // Other PIN sources, never the command line. A *_pin_credential names a
+    // systemd credential, read from $CREDENTIALS_DIRECTORY/<name>; a
+    // *_pin_env names an environment variable. First set wins: credential,
+    // environment, then the *_pin_file.
+    std::string pin_credential;
+    std::string pin_env;
+    std::string enrollment_pin_credential;
+    std::string enrollment_pin_env;
   } hsm;
 
   struct {

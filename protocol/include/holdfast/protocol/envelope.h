@@ -128,5 +128,13 @@ Result<OpenedMessage> OpenMessage(const ParsedEnvelope& parsed, ByteView sender_
 // CEK, and decrypts the body. The signature is checked separately.
 Result<OpenedMessage> OpenWithArchiveDh(const ParsedEnvelope& parsed, ByteView dh,
                                         ByteView archive_public);
+// OpenWithArchiveDh without decrypting the body: the checked CEK.
+Result<SecretBytes> RecoverArchiveCek(const ParsedEnvelope& parsed, ByteView dh,
+                                      ByteView archive_public);
+// Opens with a CEK obtained elsewhere (a hold capsule, docs/archive.md):
+// recomputes the archive capsule from it with the epoch public key alone,
+// compares it byte for byte, and decrypts the body.
+Result<OpenedMessage> OpenWithCek(const ParsedEnvelope& parsed, ByteView cek,
+                                  ByteView archive_public);
 
 }  // namespace holdfast::protocol

@@ -40,5 +40,11 @@ inline constexpr std::string_view kArchiveCapsuleInfo = "holdfast/v1 archive-cap
 // ikmE = HKDF-SHA256(salt = message_id, ikm = CEK, info = kArchiveEphemeral, L = 32);
 // (skE, pkE) = DeriveKeyPair(ikmE) of DHKEM(P-256, HKDF-SHA256).
 inline constexpr std::string_view kArchiveEphemeral = "holdfast/v1 archive-ephemeral";
+// HPKE info of a hold capsule (docs/archive.md): kHoldCapsuleInfo || message_id.
+inline constexpr std::string_view kHoldCapsuleInfo = "holdfast/v1 hold-capsule";
+// ECDSA P-256 SHA-256 by the org root over kDeletionCertSig || certificate JSON.
+inline constexpr std::string_view kDeletionCertSig = "holdfast/v1 deletion-certificate";
+// ECDSA P-256 SHA-256 by the org root over kHoldKeyCertSig || certificate JSON.
+inline constexpr std::string_view kHoldKeyCertSig = "holdfast/v1 hold-key-cert";
 
 }  // namespace holdfast::protocol::labels
