@@ -25,14 +25,13 @@
 #include "holdfast/protocol/identity.h"
 #include "holdfast/protocol/labels.h"
 #include "holdfast/protocol/primitives.h"
-#include "key_json.h"
+#include "holdfast/gateway/json_quote.h"
 
 namespace holdfast::gateway {
 namespace {
 
 namespace fs = std::filesystem;
 namespace wire = protocol::wire;
-using internal::JsonQuote;
 
 struct BioFree {
   void operator()(BIO* b) const { BIO_free(b); }

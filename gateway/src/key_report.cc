@@ -8,12 +8,11 @@
 #include "holdfast/archive/store.h"
 #include "holdfast/base/time.h"
 #include "holdfast/protocol/identity.h"
-#include "key_json.h"
+#include "holdfast/gateway/json_quote.h"
 
 namespace holdfast::gateway {
 namespace {
 
-using internal::JsonQuote;
 
 static_assert(kKeyCustodianRole == archive::kKeyCustodianRole);
 

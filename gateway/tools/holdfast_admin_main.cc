@@ -32,6 +32,7 @@
 #include "holdfast/gateway/ceremony.h"
 #include "holdfast/gateway/config.h"
 #include "holdfast/gateway/key_export.h"
+#include "holdfast/gateway/json_quote.h"
 #include "holdfast/gateway/key_report.h"
 #include "holdfast/hsm/admin.h"
 #include "holdfast/hsm/token.h"
@@ -42,6 +43,7 @@
 namespace {
 
 using namespace holdfast;
+using gateway::JsonQuote;
 
 constexpr const char* kUsage = R"(usage: holdfast-admin [--config FILE] COMMAND [ARGS]
 
@@ -185,24 +187,6 @@ std::vector<std::string> SplitList(const std::string& s) {
   return out;
 }
 
-// A JSON string literal for audit details.
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
 // Reports a failed status and returns the exit code for it.
 int Fail(const Status& s) {
   std::cerr << "holdfast-admin: " << s.ToString() << "\n";
@@ -219,8 +203,8 @@ Result<T> AuditHsm(archive::Compliance& compliance, const std::string& operation
                    bool only_unavailable = false) {
   if (!result.ok() && (!only_unavailable || result.status().code() == Code::kUnavailable)) {
     (void)compliance.Audit("holdfast-admin", "hsm.failure",
-                           "{\"operation\":" + JsonString(operation) +
-                               ",\"error\":" + JsonString(result.status().ToString()) + "}");
+                           "{\"operation\":" + JsonQuote(operation) +
+                               ",\"error\":" + JsonQuote(result.status().ToString()) + "}");
   }
   return result;
 }
@@ -559,10 +543,10 @@ int Run(const Args& a) {
     const std::string actor = a.Flag("as").value_or("operator");
     if (sub == "add") {
       CHECK_OK(store.CreateUser(name, a.Flag("display").value_or(name)));
-      CHECK_OK(compliance.Audit(actor, "user.create", "{\"user\":" + JsonString(name) + "}"));
+      CHECK_OK(compliance.Audit(actor, "user.create", "{\"user\":" + JsonQuote(name) + "}"));
     }
     ASSIGN_OR_FAIL(code, store.IssueEnrollmentCode(name, int64_t{7} * 24 * 3600 * 1000));
-    CHECK_OK(compliance.Audit(actor, "user.enrollment_code.issue", "{\"user\":" + JsonString(name) + "}"));
+    CHECK_OK(compliance.Audit(actor, "user.enrollment_code.issue", "{\"user\":" + JsonQuote(name) + "}"));
     std::cout << "enrollment code for " << name << ": " << code << "  (single use, valid 7 days)\n";
     return 0;
   }
@@ -725,7 +709,7 @@ int Run(const Args& a) {
       if (r.delivery_id) std::cout << "  delivery " << *r.delivery_id;
       if (!r.message_id.empty()) std::cout << "  message " << ToHex(r.message_id);
       std::cout << "  envelope " << (r.envelope_id ? std::to_string(*r.envelope_id) : "-");
-      if (!r.detail.empty()) std::cout << "  detail " << JsonString(r.detail);
+      if (!r.detail.empty()) std::cout << "  detail " << JsonQuote(r.detail);
       std::cout << "\n";
     }
     std::cout << reports.size() << " report(s)\n";

@@ -1,11 +1,12 @@
-// A JSON string literal for the key report and export files (private).
+// A JSON string literal (quotes, backslash and control characters escaped;
+// other bytes, UTF-8 included, copied) for hand-built JSON output.
 #pragma once
 
 #include <cstdio>
 #include <string>
 #include <string_view>
 
-namespace holdfast::gateway::internal {
+namespace holdfast::gateway {
 
 inline std::string JsonQuote(std::string_view s) {
   std::string out = "\"";
@@ -24,4 +25,4 @@ inline std::string JsonQuote(std::string_view s) {
   return out + "\"";
 }
 
-}  // namespace holdfast::gateway::internal
+}  // namespace holdfast::gateway
