@@ -212,6 +212,9 @@ int main(int argc, char** argv) {
 
   // ---- keys and requests
   const protocol::Ed25519KeyPair sender = Take(protocol::Ed25519Generate(), "sender key");
+  // A device loads its identity key once and signs every message with it.
+  const protocol::Ed25519Signer signer =
+      Take(protocol::Ed25519Signer::Load(sender.private_key.view()), "sender signer");
   const hpke::KeyPair archive = Take(hpke::GenerateKeyPair(hpke::KemId::kP256HkdfSha256),
                                      "archive key");
   std::vector<Party> parties;
@@ -241,11 +244,11 @@ int main(int argc, char** argv) {
   // the limit signs a buffer of the same length.
   std::vector<std::vector<uint8_t>> sign_inputs;
   for (const auto& r : requests) {
-    auto env = Take(protocol::SealMessage(r, sender.private_key.view()), "seal");
+    auto env = Take(protocol::SealMessage(r, signer), "seal");
     sign_inputs.push_back(RandomBuffer(env.content().size()));
   }
   // The envelope the single recipient (parties[0]) opens.
-  const auto one = Take(protocol::SealMessage(requests[0], sender.private_key.view()), "seal");
+  const auto one = Take(protocol::SealMessage(requests[0], signer), "seal");
   const std::string one_bytes = one.SerializeAsString();
   {
     auto parsed = Take(protocol::ParseEnvelope(AsBytes(one_bytes)), "parse");
@@ -267,7 +270,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < requests.size(); ++i) {
       const auto& request = requests[i];
       seal[i].Add(SecondsPerOp(
-          [&] { return protocol::SealMessage(request, sender.private_key.view()).ok(); },
+          [&] { return protocol::SealMessage(request, signer).ok(); },
           seconds));
     }
     open.Add(SecondsPerOp(

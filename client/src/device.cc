@@ -103,7 +103,8 @@ Result<Device> Device::FromSeed(std::string user, int64_t now_ms, ByteView seed)
   p.identity_private = std::move(identity.private_key);
   p.prekey_private = std::move(prekey.private_key);
   p.prekey = std::move(signed_prekey);
-  return Device(std::move(p), std::move(identity.public_key));
+  HF_ASSIGN_OR_RETURN(auto signer, protocol::Ed25519Signer::Load(p.identity_private.view()));
+  return Device(std::move(p), std::move(signer));
 }
 
 Result<Device> Device::FromProfile(Profile profile) {
@@ -153,7 +154,8 @@ Result<Device> Device::FromProfile(Profile profile) {
       return Status::InvalidArgument("profile: the device certificate is not this device's");
     }
   }
-  return Device(std::move(profile), std::move(identity->public_key));
+  HF_ASSIGN_OR_RETURN(auto signer, protocol::Ed25519Signer::Load(profile.identity_private.view()));
+  return Device(std::move(profile), std::move(signer));
 }
 
 wire::DeviceInfo Device::Info() const {
@@ -341,7 +343,7 @@ Result<wire::Envelope> Device::PrepareMessage(const wire::ConversationInfo& conv
   req.archive_public.assign(epoch.public_key().begin(), epoch.public_key().end());
   req.recipients = std::move(recipients);
   req.text = std::string(text);
-  return protocol::SealMessage(req, profile_.identity_private.view());
+  return protocol::SealMessage(req, signer_);
 }
 
 Result<ReceivedMessage> Device::OpenDelivery(const wire::Deliver& delivery, int64_t now_ms) {

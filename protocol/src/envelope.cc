@@ -250,10 +250,14 @@ Result<wire::ArchiveCapsule> ComputeArchiveCapsule(ByteView cek, ByteView messag
 }
 
 Result<wire::Envelope> SealMessage(const SealRequest& request, ByteView sender_identity_private) {
-  // Loaded once: the public key (for the device id) and the signature both
-  // come from this one key object.
-  HF_ASSIGN_OR_RETURN(internal::Ed25519SigningKey identity,
-                      internal::Ed25519SigningKey::Load(sender_identity_private));
+  HF_ASSIGN_OR_RETURN(Ed25519Signer identity, Ed25519Signer::Load(sender_identity_private));
+  return SealMessage(request, identity);
+}
+
+Result<wire::Envelope> SealMessage(const SealRequest& request, const Ed25519Signer& sender) {
+  // The public key (for the device id) and the signature both come from
+  // this one key object.
+  const internal::Ed25519SigningKey& identity = sender.key();
   const Bytes own_device = DeviceIdFor(identity.public_key());
   if (!request.sender_device.empty() && request.sender_device != own_device) {
     return Status::InvalidArgument("seal: sender_device is not the identity key's device id");

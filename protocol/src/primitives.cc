@@ -346,6 +346,19 @@ Result<Ed25519SigningKey> Ed25519SigningKey::Load(ByteView seed) {
   return Ed25519SigningKey(std::move(key), std::move(pub));
 }
 
+}  // namespace internal
+
+Result<Ed25519Signer> Ed25519Signer::Load(ByteView seed) {
+  HF_ASSIGN_OR_RETURN(internal::Ed25519SigningKey key, internal::Ed25519SigningKey::Load(seed));
+  return Ed25519Signer(std::make_shared<const internal::Ed25519SigningKey>(std::move(key)));
+}
+
+const Bytes& Ed25519Signer::public_key() const { return key_->public_key(); }
+
+Result<Bytes> Ed25519Signer::Sign(ByteView message) const { return key_->Sign(message); }
+
+namespace internal {
+
 Result<Bytes> Ed25519SigningKey::Sign(ByteView message) const {
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key_.get()) != 1) {

@@ -190,8 +190,11 @@ class Device {
   bool Seen(ByteView message_id) const;
 
  private:
-  Device(Profile profile, Bytes identity_public)
-      : profile_(std::move(profile)), identity_public_(std::move(identity_public)) {}
+  // `signer` holds the identity key from profile.identity_private, loaded once.
+  Device(Profile profile, protocol::Ed25519Signer signer)
+      : profile_(std::move(profile)),
+        identity_public_(signer.public_key()),
+        signer_(std::move(signer)) {}
 
   // Records a verified device of `user`; notices go to `conversation_id`.
   // `user_known`: the user had been seen before the current observation
@@ -201,6 +204,7 @@ class Device {
 
   Profile profile_;
   Bytes identity_public_;
+  protocol::Ed25519Signer signer_;
 };
 
 // The report a client sends the gateway when a delivery fails a check that

@@ -12,6 +12,7 @@
 #include "holdfast/base/bytes.h"
 #include "holdfast/base/status.h"
 #include "holdfast/protocol/holdfast.pb.h"
+#include "holdfast/protocol/primitives.h"
 
 namespace holdfast::protocol {
 
@@ -76,6 +77,9 @@ struct SealRequest {
 // Draws a fresh CEK, encrypts the body, seals the CEK to every recipient and
 // deterministically to the archive, and signs the envelope.
 Result<wire::Envelope> SealMessage(const SealRequest& request, ByteView sender_identity_private);
+// The same with the identity key loaded once (Ed25519Signer), as a device
+// that sends many messages does.
+Result<wire::Envelope> SealMessage(const SealRequest& request, const Ed25519Signer& sender);
 
 // The archive capsule for a CEK, message id and header; deterministic.
 Result<wire::ArchiveCapsule> ComputeArchiveCapsule(ByteView cek, ByteView message_id,

@@ -59,6 +59,27 @@ Result<Bytes> Ed25519Sign(ByteView private_key, ByteView message);
 // kCryptoFailure if the signature does not verify, kInvalidArgument if malformed.
 Status Ed25519Verify(ByteView public_key, ByteView message, ByteView signature);
 
+namespace internal {
+class Ed25519SigningKey;
+}
+
+// An Ed25519 private key loaded once, for signing many messages: loading
+// computes the public key (a base-point multiplication), which signing with
+// raw seed bytes would repeat every time. Copies share the immutable key;
+// Sign may be called from several threads at once.
+class Ed25519Signer {
+ public:
+  static Result<Ed25519Signer> Load(ByteView seed);
+  const Bytes& public_key() const;
+  Result<Bytes> Sign(ByteView message) const;
+  const internal::Ed25519SigningKey& key() const { return *key_; }
+
+ private:
+  explicit Ed25519Signer(std::shared_ptr<const internal::Ed25519SigningKey> key)
+      : key_(std::move(key)) {}
+  std::shared_ptr<const internal::Ed25519SigningKey> key_;
+};
+
 // X25519 (RFC 7748) on 32-byte keys. kCryptoFailure when the output is all
 // zero (a small-order peer key), as RFC 9180 section 7.1.4 requires.
 Result<SecretBytes> X25519(ByteView private_key, ByteView peer_public);
