@@ -895,6 +895,31 @@ Result<Bytes> Store::GetSetting(const std::string& name) {
 
 // --------------------------------------------------------------- compliance
 
+namespace {
+
+// Rows of (envelope_id, message_id, conversation_id, sender_user,
+// sender_device, epoch_id, sent_at ms, stored_at ms, envelope).
+std::vector<StoredEnvelope> StoredEnvelopes(const PgResult& r) {
+  std::vector<StoredEnvelope> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) {
+    StoredEnvelope e;
+    e.envelope_id = r.Int(i, 0);
+    e.message_id = r.Bytea(i, 1);
+    e.conversation_id = r.Text(i, 2);
+    e.sender_user = r.Text(i, 3);
+    e.sender_device = r.Bytea(i, 4);
+    e.epoch_id = static_cast<uint32_t>(r.Int(i, 5));
+    e.sent_at_ms = r.Int(i, 6);
+    e.stored_at_ms = r.Int(i, 7);
+    e.envelope = r.Bytea(i, 8);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<std::vector<StoredEnvelope>> Store::EnvelopesOfCustodian(const std::string& user,
                                                                 int64_t from_ms, int64_t to_ms) {
   // Sent by the user, addressed to a direct conversation the user is a
@@ -931,22 +956,47 @@ WHERE e.envelope_id IN (
 ORDER BY e.envelope_id
 )sql",
                                    Params().Text(user).Int8(from_ms).Int8(to_ms)));
-  std::vector<StoredEnvelope> out;
-  out.reserve(static_cast<size_t>(r.rows()));
-  for (int i = 0; i < r.rows(); ++i) {
-    StoredEnvelope e;
-    e.envelope_id = r.Int(i, 0);
-    e.message_id = r.Bytea(i, 1);
-    e.conversation_id = r.Text(i, 2);
-    e.sender_user = r.Text(i, 3);
-    e.sender_device = r.Bytea(i, 4);
-    e.epoch_id = static_cast<uint32_t>(r.Int(i, 5));
-    e.sent_at_ms = r.Int(i, 6);
-    e.stored_at_ms = r.Int(i, 7);
-    e.envelope = r.Bytea(i, 8);
-    out.push_back(std::move(e));
+  return StoredEnvelopes(r);
+}
+
+Result<std::vector<StoredEnvelope>> Store::ConversationHistory(const std::string& user,
+                                                             const std::string& conversation_id,
+                                                             HistoryCursor before, int limit) {
+  if (limit <= 0) return Status::InvalidArgument("history page limit must be positive");
+  // Current members, and anyone a group change ever added: a former member
+  // keeps the history of their membership.
+  HF_ASSIGN_OR_RETURN(auto member, Exec(conn_.impl(), R"sql(
+SELECT EXISTS (SELECT 1 FROM conversation_members
+               WHERE conversation_id = $1 AND user_name = $2)
+    OR EXISTS (SELECT 1 FROM conversation_membership_changes
+               WHERE conversation_id = $1 AND added @> ARRAY[$2])
+)sql",
+                                        Params().Text(conversation_id).Text(user)));
+  if (member.rows() != 1 || !member.Bool(0, 0)) {
+    return Status::NotFound("no conversation " + conversation_id + " of " + user);
   }
-  return out;
+  const bool from_newest = before.sent_at_ms == 0 && before.envelope_id == 0;
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), R"sql(
+SELECT e.envelope_id, e.message_id, e.conversation_id, e.sender_user, e.sender_device,
+       e.epoch_id, hf_ms(e.sent_at), hf_ms(e.stored_at), e.envelope
+FROM envelopes e
+WHERE e.conversation_id = $1
+  AND ($3 OR (e.sent_at, e.envelope_id) < (hf_ts($4), $5))
+  AND (e.sender_user = $2
+       OR EXISTS (SELECT 1 FROM devices v
+                  JOIN deliveries d ON d.device_id = v.device_id AND d.envelope_id = e.envelope_id
+                  WHERE v.user_name = $2))
+ORDER BY e.sent_at DESC, e.envelope_id DESC
+LIMIT $6
+)sql",
+                                   Params()
+                                       .Text(conversation_id)
+                                       .Text(user)
+                                       .Bool(from_newest)
+                                       .Int8(before.sent_at_ms)
+                                       .Int8(before.envelope_id)
+                                       .Int8(limit)));
+  return StoredEnvelopes(r);
 }
 
 Result<std::optional<HoldCapsuleRecord>> Store::HoldCapsuleOf(ByteView message_id) {

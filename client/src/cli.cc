@@ -75,6 +75,10 @@ commands:
       arrived for SECONDS (default 1).
   listen [--json]
       Print messages as they arrive until interrupted (SIGINT or SIGTERM).
+  history --conversation ID [--limit N] [--json]
+      Print this user's stored history of a conversation, oldest first: the
+      last N messages (default 50) the user sent or was sent. A message
+      sealed to none of this device's keys is listed as not readable here.
   whoami
       Print the profile's user, device id, server and org.
 
@@ -141,7 +145,7 @@ struct Args {
 
 const std::set<std::string> kValueOptions = {
     "profile", "server", "ca",    "user",    "code",        "to",          "wait",
-    "title",   "members", "conversation", "certify-with", "passphrase-file"};
+    "title",   "members", "conversation", "certify-with", "passphrase-file", "limit"};
 const std::set<std::string> kFlagOptions = {"json", "help", "insecure-plaintext-keys"};
 
 // Options may appear anywhere; "--" ends them.
@@ -253,6 +257,7 @@ class Cli {
     if (args_.command == "recv") return Receive(/*listen=*/false);
     if (args_.command == "listen") return Receive(/*listen=*/true);
     if (args_.command == "whoami") return WhoAmI();
+    if (args_.command == "history") return History();
     if (args_.command == "group") return Group();
     if (args_.command == "rotate-prekey") return RotatePrekey();
     return Usage("unknown command \"" + args_.command + "\"");
@@ -753,6 +758,53 @@ class Cli {
       }
     }
     if (Status s = flush(); !s.ok()) return Fail(s);
+    (void)session->Close();
+    return kExitOk;
+  }
+
+  int History() {
+    if (auto u = OnlyOptions({"conversation", "limit", "json"})) return *u;
+    if (!args_.positional.empty()) return Usage("history takes options only");
+    auto conversation = args_.Get("conversation");
+    if (!conversation || conversation->empty()) return Usage("history needs --conversation ID");
+    size_t limit = 50;
+    if (auto l = args_.Get("limit")) {
+      char* end = nullptr;
+      const unsigned long n = std::strtoul(l->c_str(), &end, 10);
+      if (l->empty() || *end != '\0' || n == 0 || n > 10000) {
+        return Usage("--limit takes a number between 1 and 10000");
+      }
+      limit = n;
+    }
+    const bool json = args_.flags.count("json") != 0;
+    auto device = LoadDevice();
+    if (!device.ok()) return Fail(device.status());
+    auto session = Login(*device, nullptr);
+    if (!session.ok()) return Fail(session.status());
+
+    // Pages come newest first; print oldest first.
+    std::vector<wire::HistoryEntry> entries;
+    wire::HistoryCursor before;
+    while (entries.size() < limit) {
+      const auto want = static_cast<uint32_t>(std::min<size_t>(limit - entries.size(), 200));
+      auto page = session->GetHistory(*conversation, before, want);
+      if (!page.ok()) return Fail(page.status());
+      for (auto& e : *page->mutable_entries()) entries.push_back(std::move(e));
+      if (!page->more() || page->entries_size() == 0) break;
+      before = page->next();
+    }
+    for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+      wire::Deliver d;
+      *d.mutable_envelope() = it->envelope();
+      if (it->has_sender()) *d.mutable_sender() = it->sender();
+      if (it->has_epoch()) *d.mutable_epoch() = it->epoch();
+      auto opened = device->OpenDelivery(d, NowMs());
+      if (!opened.ok() && opened.status().code() == Code::kNotFound) {
+        opened = Status::NotFound("not sealed to this device");
+      }
+      Report(d, opened, json);
+    }
+    if (Status s = Save(*device); !s.ok()) return Fail(s);
     (void)session->Close();
     return kExitOk;
   }

@@ -128,6 +128,23 @@ Result<wire::ConversationInfo> Session::GetConversation(const std::string& conve
   return ExpectConversation(std::move(answer), "get-conversation");
 }
 
+Result<wire::History> Session::GetHistory(const std::string& conversation_id,
+                                          const wire::HistoryCursor& before, uint32_t limit) {
+  wire::ClientFrame f;
+  auto* g = f.mutable_get_history();
+  g->set_conversation_id(conversation_id);
+  if (before.sent_at_ms() != 0 || before.envelope_id() != 0) *g->mutable_before() = before;
+  g->set_limit(limit);
+  HF_ASSIGN_OR_RETURN(auto answer, Call(std::move(f)));
+  if (answer.kind_case() != wire::ServerFrame::kHistory) {
+    return Status::InvalidArgument("gateway answered get-history with an unexpected frame");
+  }
+  if (answer.history().conversation_id() != conversation_id) {
+    return Status::InvalidArgument("gateway answered get-history for another conversation");
+  }
+  return std::move(*answer.mutable_history());
+}
+
 Result<wire::PrekeyUpdated> Session::UpdatePrekey(const wire::UpdatePrekey& update) {
   wire::ClientFrame f;
   *f.mutable_update_prekey() = update;

@@ -36,6 +36,8 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                            .Help("Deliver frames sent to devices.").Register(r).Add({});
   deliveries_acked = &BuildCounter().Name("holdfast_deliveries_acked_total")
                           .Help("Delivery acknowledgements received from devices.").Register(r).Add({});
+  history_pages = &BuildCounter().Name("holdfast_history_pages_total")
+                       .Help("History pages served to devices.").Register(r).Add({});
   devices_registered = &BuildCounter().Name("holdfast_devices_registered_total")
                             .Help("Devices enrolled through this gateway.").Register(r).Add({});
   ack_latency = &BuildHistogram().Name("holdfast_ack_latency_seconds")

@@ -38,6 +38,7 @@ class Metrics {
   prometheus::Counter* deliveries_pushed;
   prometheus::Counter* deliveries_acked;
   prometheus::Counter* devices_registered;
+  prometheus::Counter* history_pages;
   prometheus::Histogram* ack_latency;
   prometheus::Histogram* ingest_batch_size;
   prometheus::Histogram* ingest_commit_seconds;

@@ -59,6 +59,67 @@ Result<wire::EpochCertificate> ToEpochCert(const archive::EpochRecord& e) {
   return cert;
 }
 
+// The parts of a Deliver or HistoryEntry that come from the database:
+// the parsed envelope, its sender's DeviceInfo and its epoch certificate,
+// each sender and epoch read once per batch. A part that is gone (or an
+// envelope that no longer parses) is left unset: the item still goes out
+// and the client refuses it, so one bad item never blocks a queue.
+class FrameParts {
+ public:
+  explicit FrameParts(archive::Store& store) : store_(store) {}
+
+  struct Parts {
+    std::optional<wire::Envelope> envelope;
+    const wire::DeviceInfo* sender = nullptr;          // owned by this FrameParts
+    const wire::EpochCertificate* epoch = nullptr;     // owned by this FrameParts
+
+    template <typename Frame>
+    void Into(Frame& f) && {
+      if (envelope) *f.mutable_envelope() = std::move(*envelope);
+      if (sender) *f.mutable_sender() = *sender;
+      if (epoch) *f.mutable_epoch() = *epoch;
+    }
+  };
+
+  Result<Parts> Get(ByteView stored_envelope, ByteView sender_device) {
+    Parts out;
+    auto parsed = protocol::ParseEnvelope(stored_envelope);
+    if (parsed.ok()) {
+      out.envelope = std::move(parsed->envelope);
+      const uint32_t id = parsed->header.epoch_id();
+      auto it = epochs_.find(id);
+      if (it == epochs_.end()) {
+        std::optional<wire::EpochCertificate> cert;
+        auto rec = store_.GetEpoch(id);
+        if (!rec.ok() && rec.status().code() != Code::kNotFound) return rec.status();
+        if (rec.ok()) {
+          HF_ASSIGN_OR_RETURN(cert, ToEpochCert(*rec));
+        }
+        it = epochs_.emplace(id, std::move(cert)).first;
+      }
+      if (it->second) out.epoch = &*it->second;
+    }
+    const std::string key = Key(sender_device);
+    auto it = senders_.find(key);
+    if (it == senders_.end()) {
+      std::optional<wire::DeviceInfo> info;
+      auto rec = store_.GetDevice(sender_device);
+      if (!rec.ok() && rec.status().code() != Code::kNotFound) return rec.status();
+      if (rec.ok()) {
+        HF_ASSIGN_OR_RETURN(info, ToDeviceInfo(*rec));
+      }
+      it = senders_.emplace(key, std::move(info)).first;
+    }
+    if (it->second) out.sender = &*it->second;
+    return out;
+  }
+
+ private:
+  archive::Store& store_;
+  std::map<std::string, std::optional<wire::DeviceInfo>> senders_;
+  std::map<uint32_t, std::optional<wire::EpochCertificate>> epochs_;
+};
+
 // Maps a status to the stable reason code sent to clients and used as the
 // reject metric label.
 std::string ReasonFor(const Status& s) {
@@ -407,6 +468,9 @@ class SessionImpl final : public Session {
       case wire::ClientFrame::kReportDelivery:
         if (!RequireAuth(rid)) return;
         return OnReportDelivery(rid, f.report_delivery());
+      case wire::ClientFrame::kGetHistory:
+        if (!RequireAuth(rid)) return;
+        return OnGetHistory(rid, f.get_history());
       case wire::ClientFrame::KIND_NOT_SET:
         return Reject(rid, "malformed_frame", "frame has no request", {});
     }
@@ -606,11 +670,7 @@ class SessionImpl final : public Session {
           Page page;
           HF_ASSIGN_OR_RETURN(page.total, store.CountPendingDeliveries(device));
           HF_ASSIGN_OR_RETURN(auto pending, store.PendingDeliveries(device, kPage));
-          // A queued item whose sender device or epoch is gone is still
-          // delivered, without that part: the client rejects and
-          // acknowledges it, so one bad item never blocks the queue.
-          std::map<std::string, std::optional<wire::DeviceInfo>> senders;
-          std::map<uint32_t, std::optional<wire::EpochCertificate>> epochs;
+          FrameParts parts(store);
           size_t bytes = 0;
           for (const auto& p : pending) {
             if (bytes >= kPageBytes) break;
@@ -618,32 +678,8 @@ class SessionImpl final : public Session {
             auto* d = f.mutable_deliver();
             d->set_delivery_id(static_cast<uint64_t>(p.delivery_id));
             d->set_archive_notice(notice);
-            auto parsed = protocol::ParseEnvelope(p.envelope);
-            if (parsed.ok()) {
-              *d->mutable_envelope() = parsed->envelope;
-              const uint32_t epoch = parsed->header.epoch_id();
-              if (!epochs.count(epoch)) {
-                auto rec = store.GetEpoch(epoch);
-                if (!rec.ok() && rec.status().code() != Code::kNotFound) return rec.status();
-                if (rec.ok()) {
-                  HF_ASSIGN_OR_RETURN(epochs[epoch], ToEpochCert(*rec));
-                } else {
-                  epochs[epoch] = std::nullopt;
-                }
-              }
-              if (epochs[epoch]) *d->mutable_epoch() = *epochs[epoch];
-            }
-            const std::string skey = Key(p.sender_device);
-            if (!senders.count(skey)) {
-              auto rec = store.GetDevice(p.sender_device);
-              if (!rec.ok() && rec.status().code() != Code::kNotFound) return rec.status();
-              if (rec.ok()) {
-                HF_ASSIGN_OR_RETURN(senders[skey], ToDeviceInfo(*rec));
-              } else {
-                senders[skey] = std::nullopt;
-              }
-            }
-            if (senders[skey]) *d->mutable_sender() = *senders[skey];
+            HF_ASSIGN_OR_RETURN(auto got, parts.Get(p.envelope, p.sender_device));
+            std::move(got).Into(*d);
             page.frames.push_back(f.SerializeAsString());
             bytes += page.frames.back().size();
           }
@@ -764,6 +800,71 @@ class SessionImpl final : public Session {
           return Describe(store, *conv, notice);
         },
         AnswerConversation(rid));
+  }
+
+  void OnGetHistory(uint64_t rid, const wire::GetHistory& gh) {
+    constexpr uint32_t kMaxLimit = 200;
+    constexpr uint32_t kDefaultLimit = 50;
+    // A page stops early past this size; `more` and `next` say where.
+    constexpr size_t kPageBytes = 4u << 20;
+    if (gh.limit() > kMaxLimit) {
+      return Reject(rid, "invalid_argument",
+                    "history limit is at most " + std::to_string(kMaxLimit), {});
+    }
+    if (gh.before().sent_at_ms() < 0 ||
+        gh.before().envelope_id() > static_cast<uint64_t>(INT64_MAX)) {
+      return Reject(rid, "invalid_argument", "history cursor out of range", {});
+    }
+    const int limit = static_cast<int>(gh.limit() == 0 ? kDefaultLimit : gh.limit());
+    const std::string id = gh.conversation_id();
+    const std::string user = device_.user;
+    const archive::Store::HistoryCursor before{gh.before().sent_at_ms(),
+                                               static_cast<int64_t>(gh.before().envelope_id())};
+    const std::string notice = hub_.config.gateway.archive_notice;
+    struct Answer {
+      bool not_member = false;
+      wire::ServerFrame frame;
+    };
+    OnDatabase<Answer>(
+        [id, user, before, limit, notice](archive::Store& store) -> Result<Answer> {
+          Answer a;
+          // One more than asked tells whether older entries exist.
+          auto page = store.ConversationHistory(user, id, before, limit + 1);
+          if (!page.ok()) {
+            if (page.status().code() != Code::kNotFound) return page.status();
+            a.not_member = true;
+            return a;
+          }
+          auto* h = a.frame.mutable_history();
+          h->set_conversation_id(id);
+          h->set_archive_notice(notice);
+          FrameParts parts(store);
+          size_t bytes = 0;
+          for (const auto& e : *page) {
+            if (h->entries_size() == limit || bytes >= kPageBytes) {
+              h->set_more(true);
+              break;
+            }
+            auto* entry = h->add_entries();
+            entry->set_stored_at_ms(e.stored_at_ms);
+            HF_ASSIGN_OR_RETURN(auto got, parts.Get(e.envelope, e.sender_device));
+            std::move(got).Into(*entry);
+            bytes += entry->ByteSizeLong();
+            h->mutable_next()->set_sent_at_ms(e.sent_at_ms);
+            h->mutable_next()->set_envelope_id(static_cast<uint64_t>(e.envelope_id));
+          }
+          return a;
+        },
+        [self = Self(), rid](Result<Answer> r) {
+          if (!r.ok()) return self->Reject(rid, "unavailable", r.status().message(), {});
+          if (r->not_member) {
+            return self->Reject(rid, "not_member",
+                                "no such conversation, or never a member of it", {});
+          }
+          self->hub_.metrics.history_pages->Increment();
+          r->frame.set_request_id(rid);
+          self->Send(r->frame);
+        });
   }
 
   void OnSubmit(uint64_t rid, const wire::Submit& submit) {

@@ -9,6 +9,7 @@ reports that reach the compliance team.
 """
 
 import hashlib
+import json
 import re
 import unittest
 
@@ -153,6 +154,53 @@ class TrustTest(unittest.TestCase):
         self.assertRegex(metrics, r'holdfast_delivery_reports_total\{reason="%s"\} 1' % reports[-1])
         # Nothing is redelivered: the rejected delivery was acknowledged.
         self.assertEqual(self.d.recv("bob"), [])
+
+    def history(self, name, conversation, *args, check=True):
+        r = self.d.client(name, "history", "--conversation", conversation, "--json", *args,
+                          check=check)
+        return r if not check else [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+
+    def test_8_history_sync_returns_what_the_user_was_addressed(self):
+        sent = []
+        for text in ["history one", "history two", "history three"]:
+            out = self.d.client("bob", "send", "--to", "carol", text).stdout
+            sent.append(re.search(r"sent ([0-9a-f]+) to (c_[0-9a-f]{16})", out))
+        direct = sent[0].group(2)
+        self.d.recv("carol")
+        self.d.recv("carol-tablet")
+
+        # Oldest first, every one opened by a device it was sealed to.
+        entries = self.history("carol", direct)
+        self.assertEqual(texts(entries)[-3:], ["history one", "history two", "history three"])
+        self.assertEqual([e["message_id"] for e in entries[-3:]], [m.group(1) for m in sent])
+        # Paging: the newest two, still oldest first.
+        self.assertEqual(texts(self.history("carol-tablet", direct, "--limit", "2")),
+                         ["history two", "history three"])
+        # The sending device is not a recipient of its own messages: listed,
+        # not readable there.
+        own = [e for e in self.history("bob", direct) if e["message_id"] == sent[0].group(1)]
+        self.assertEqual(len(own), 1)
+        self.assertEqual(own[0]["status"], "rejected")
+        self.assertIn("not sealed to this device", own[0]["reason"])
+
+        # Someone who never was a member gets nothing, not even the fact
+        # that the conversation exists.
+        r = self.history("alice", direct, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not_member", r.stderr)
+        r = self.history("alice", "c_0000000000000000", check=False)
+        self.assertIn("not_member", r.stderr)
+
+        # A member added later does not see what was said before.
+        out = self.d.client("alice", "group", "create", "--title", "History",
+                            "--members", "bob").stdout
+        group = re.search(r"group (g_[0-9a-f]{16})", out).group(1)
+        self.d.client("alice", "send", "--conversation", group, "before carol joined")
+        self.d.client("alice", "group", "add", group, "carol")
+        self.d.client("alice", "send", "--conversation", group, "after carol joined")
+        self.assertEqual(texts(self.history("carol", group)), ["after carol joined"])
+        self.assertEqual(texts(self.history("bob", group)),
+                         ["before carol joined", "after carol joined"])
 
 
 if __name__ == "__main__":

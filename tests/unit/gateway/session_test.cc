@@ -1760,6 +1760,67 @@ TEST_F(GatewaySessionTest, ADeliveryReportIsRecordedCountedAndAudited) {
   EXPECT_EQ(audited, 3u);
 }
 
+TEST_F(GatewaySessionTest, HistoryIsPagedNewestFirstAndOnlyForMembers) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  std::vector<wire::Envelope> sent;
+  for (const char* text : {"first", "second", "third"}) {
+    sent.push_back(Seal(Bobs(), {}, nullptr, text));
+    auto ack = alice_->Call(SubmitFrame(sent.back()));
+    ASSERT_TRUE(ack.ok() && ack->has_submit_ack()) << Outcome(ack);
+  }
+  auto history = [](const std::string& conversation, uint32_t limit,
+                    const wire::HistoryCursor* before = nullptr) {
+    wire::ClientFrame f;
+    f.mutable_get_history()->set_conversation_id(conversation);
+    f.mutable_get_history()->set_limit(limit);
+    if (before) *f.mutable_get_history()->mutable_before() = *before;
+    return f;
+  };
+  auto bob = Online(bob1());
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+
+  auto page = (*bob)->Call(history(conv_.conversation_id(), 2));
+  ASSERT_TRUE(page.ok() && page->has_history()) << Outcome(page);
+  const wire::History& newest = page->history();
+  ASSERT_EQ(newest.entries_size(), 2);
+  EXPECT_TRUE(newest.more());
+  EXPECT_EQ(newest.entries(0).envelope().content(), sent[2].content());
+  EXPECT_EQ(newest.entries(1).envelope().content(), sent[1].content());
+  EXPECT_EQ(newest.entries(0).sender().device_id(), AsString(alice().device_id()));
+  EXPECT_EQ(newest.entries(0).epoch().body(), conv_.epoch().body());
+  EXPECT_EQ(newest.archive_notice(), config_.gateway.archive_notice);
+  // The entry opens on a device it was sealed to, like a delivery.
+  wire::Deliver as_delivered;
+  *as_delivered.mutable_envelope() = newest.entries(0).envelope();
+  *as_delivered.mutable_sender() = newest.entries(0).sender();
+  *as_delivered.mutable_epoch() = newest.entries(0).epoch();
+  auto opened = devices_[2].OpenDelivery(as_delivered, NowMs());
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  EXPECT_EQ(opened->text, "third");
+
+  auto older = (*bob)->Call(history(conv_.conversation_id(), 2, &newest.next()));
+  ASSERT_TRUE(older.ok() && older->has_history()) << Outcome(older);
+  ASSERT_EQ(older->history().entries_size(), 1);
+  EXPECT_FALSE(older->history().more());
+  EXPECT_EQ(older->history().entries(0).envelope().content(), sent[0].content());
+  // History is not a delivery: the queue is untouched.
+  EXPECT_EQ(Pending(bob1()), 3u);
+
+  // The sender sees what it sent.
+  auto own = alice_->Call(history(conv_.conversation_id(), 0));
+  ASSERT_TRUE(own.ok() && own->has_history()) << Outcome(own);
+  EXPECT_EQ(own->history().entries_size(), 3);
+
+  EXPECT_EQ(Outcome((*bob)->Call(history(conv_.conversation_id(), 201))), "invalid_argument");
+  auto outsider = Online(carol());
+  ASSERT_TRUE(outsider.ok()) << outsider.status().ToString();
+  EXPECT_EQ(Outcome((*outsider)->Call(history(conv_.conversation_id(), 10))), "not_member");
+  EXPECT_EQ(Outcome((*outsider)->Call(history("c_0123456789abcdef", 10))), "not_member");
+  auto anonymous = Connect();
+  ASSERT_TRUE(anonymous.ok());
+  EXPECT_EQ(Outcome((*anonymous)->Call(history(conv_.conversation_id(), 10))), "unauthenticated");
+}
+
 TEST_F(GatewaySessionTest, DeliveryReportsAreRateLimitedPerConnection) {
   ASSERT_NO_FATAL_FAILURE(SetUpChat());
   std::vector<uint64_t> ids;

@@ -231,6 +231,22 @@ class Store {
   Status AckDeliveries(ByteView device_id, const std::vector<int64_t>& delivery_ids);
   Result<uint64_t> CountEnvelopes();
 
+  // ---- history sync
+  // One page of `user`'s history in a conversation: the envelopes the user
+  // sent or that were queued for one of the user's devices (what the user's
+  // devices were addressed, so a member added later never sees earlier
+  // messages), newest first by (sent_at, envelope_id), strictly before
+  // `before` (a zero cursor starts at the newest). At most `limit` entries.
+  // kNotFound if the conversation does not exist or the user never was a
+  // member of it (the two are not told apart).
+  struct HistoryCursor {
+    int64_t sent_at_ms = 0;
+    int64_t envelope_id = 0;
+  };
+  Result<std::vector<StoredEnvelope>> ConversationHistory(const std::string& user,
+                                                          const std::string& conversation_id,
+                                                          HistoryCursor before, int limit);
+
   // ---- delivery reports
   // Records the report and audits it as "delivery.report", in one
   // transaction; returns its report id. The reason is stored as

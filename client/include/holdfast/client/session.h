@@ -37,6 +37,10 @@ class Session {
   Result<wire::ConversationInfo> GetConversation(const std::string& conversation_id);
   Result<wire::PrekeyUpdated> UpdatePrekey(const wire::UpdatePrekey& update);
   Result<wire::ReportReceived> Report(const wire::ReportDelivery& report);
+  // One page of this user's history in a conversation, newest first; pass
+  // the answer's `next` as `before` for the page after it.
+  Result<wire::History> GetHistory(const std::string& conversation_id,
+                                   const wire::HistoryCursor& before, uint32_t limit);
   // Returns once the gateway acknowledged the envelope as durably stored; a
   // refusal is kFailedPrecondition naming the gateway's error code.
   Result<wire::SubmitAck> Submit(const wire::Envelope& envelope);
