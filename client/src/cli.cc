@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <variant>
 #include <vector>
 
@@ -25,6 +26,7 @@
 #include "holdfast/client/device.h"
 #include "holdfast/client/key_store.h"
 #include "holdfast/client/profile.h"
+#include "holdfast/client/reconnect.h"
 #include "holdfast/client/session.h"
 #include "holdfast/protocol/identity.h"
 
@@ -695,8 +697,43 @@ class Cli {
     if (!device.ok()) return Fail(device.status());
     wire::Authenticated auth;
     auto session = Login(*device, &auth);
-    if (!session.ok()) return Fail(session.status());
-    if (Status s = MaintainPrekeys(*device, *session, auth); !s.ok()) return Fail(s);
+    if (!session.ok() && !(listen && ShouldReconnect(session.status()))) {
+      return Fail(session.status());
+    }
+    if (session.ok()) {
+      if (Status s = MaintainPrekeys(*device, *session, auth); !s.ok()) return Fail(s);
+    }
+    // listen outlives gateway restarts and database outages: on a
+    // connection-level failure it logs in again after a capped, jittered
+    // exponential backoff. Deliveries not yet acknowledged come again on
+    // the new connection; the seen-set drops the repeats.
+    Backoff backoff;
+    auto reconnect = [&](const Status& why) -> bool {
+      for (Status last = why;;) {
+        const milliseconds wait = backoff.Next();
+        err_ << "holdfast-client: " << last.message() << "; reconnecting in " << wait.count()
+             << " ms" << std::endl;
+        for (auto until = std::chrono::steady_clock::now() + wait;
+             !g_stop && std::chrono::steady_clock::now() < until;) {
+          std::this_thread::sleep_for(std::min<milliseconds>(
+              milliseconds(100), std::chrono::duration_cast<milliseconds>(
+                                     until - std::chrono::steady_clock::now())));
+        }
+        if (g_stop) return false;
+        session = Login(*device, &auth);
+        if (session.ok()) {
+          err_ << "holdfast-client: reconnected after " << backoff.attempts() << " attempt(s)"
+               << std::endl;
+          backoff.Reset();
+          return true;
+        }
+        last = session.status();
+        if (!ShouldReconnect(last)) return false;
+      }
+    };
+    if (!session.ok() && !reconnect(session.status())) {
+      return g_stop ? kExitOk : Fail(session.status());
+    }
 
     uint64_t processed = 0;
     std::vector<uint64_t> batch;
@@ -733,6 +770,13 @@ class Cli {
       }
       if (!next.ok()) {
         if (listen && g_stop) break;
+        if (listen && ShouldReconnect(next.status())) {
+          if (!reconnect(next.status())) {
+            if (g_stop) break;
+            return Fail(session.status());
+          }
+          continue;
+        }
         return Fail(next.status());
       }
       const wire::Deliver& d = **next;
@@ -754,7 +798,13 @@ class Cli {
       }
       Report(d, opened, json);
       if (batch.size() >= kAckBatch) {
-        if (Status s = flush(); !s.ok()) return Fail(s);
+        if (Status s = flush(); !s.ok()) {
+          if (!listen || !ShouldReconnect(s)) return Fail(s);
+          if (!reconnect(s)) {
+            if (g_stop) break;
+            return Fail(session.status());
+          }
+        }
       }
     }
     if (Status s = flush(); !s.ok()) return Fail(s);

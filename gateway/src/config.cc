@@ -85,12 +85,15 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
     Get(root, "export_dir", c.export_dir);
     Get(root, "ports_file", c.ports_file);
     if (auto db = root["database"]) {
-      HF_RETURN_IF_ERROR(CheckKeys(db, {"conninfo", "workers", "ingest_batch_max"}, "database", source));
+      HF_RETURN_IF_ERROR(CheckKeys(db, {"conninfo", "workers", "ingest_batch_max", "ingest_queue_max"}, "database",
+                                    source));
       Get(db, "conninfo", c.database.conninfo);
       Get(db, "workers", c.database.workers);
       Get(db, "ingest_batch_max", c.database.ingest_batch_max);
-      if (c.database.workers < 1 || c.database.ingest_batch_max < 1) {
-        return Status::InvalidArgument(Where(db, source) + ": database.workers and ingest_batch_max must be >= 1");
+      Get(db, "ingest_queue_max", c.database.ingest_queue_max);
+      if (c.database.workers < 1 || c.database.ingest_batch_max < 1 || c.database.ingest_queue_max < 1) {
+        return Status::InvalidArgument(Where(db, source) +
+                                       ": database.workers, ingest_batch_max and ingest_queue_max must be >= 1");
       }
     }
     if (auto hsm = root["hsm"]) {

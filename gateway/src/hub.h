@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "db_pool.h"
 #include "enrollment.h"
@@ -34,6 +35,8 @@ struct Hub {
 
   // [io] device id (raw bytes as string) -> the device's open session.
   std::multimap<std::string, std::weak_ptr<Session>> online;
+  // [io] Sessions that stopped reading while the ingester was backlogged.
+  std::vector<std::weak_ptr<Session>> paused;
 };
 
 }  // namespace holdfast::gateway

@@ -7,8 +7,13 @@
 
 namespace holdfast::gateway {
 
-Ingester::Ingester(std::string conninfo, int batch_max, Metrics& metrics)
-    : conninfo_(std::move(conninfo)), batch_max_(static_cast<size_t>(batch_max)), metrics_(metrics) {
+Ingester::Ingester(std::string conninfo, int batch_max, int queue_max, Metrics& metrics,
+                   std::function<void()> on_drained)
+    : conninfo_(std::move(conninfo)),
+      batch_max_(static_cast<size_t>(batch_max)),
+      queue_max_(static_cast<size_t>(queue_max)),
+      metrics_(metrics),
+      on_drained_(std::move(on_drained)) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -23,6 +28,10 @@ void Ingester::Submit(archive::IngestItem item, Completion done) {
     }
     queue_.push_back({std::move(item), std::move(done)});
     metrics_.ingest_queue_depth->Set(static_cast<double>(queue_.size()));
+    if (queue_.size() >= queue_max_ && !backlogged_.load(std::memory_order_relaxed)) {
+      backlogged_.store(true, std::memory_order_relaxed);
+      metrics_.ingest_backlogged->Set(1);
+    }
   }
   cv_.notify_one();
 }
@@ -52,6 +61,7 @@ void Ingester::Run() {
       }
       metrics_.ingest_queue_depth->Set(static_cast<double>(queue_.size()));
     }
+    NoteDrained();
     std::vector<archive::IngestItem> items;
     items.reserve(batch.size());
     for (auto& p : batch) items.push_back(std::move(p.item));
@@ -90,6 +100,16 @@ void Ingester::Run() {
     }
     for (size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move((*outcome)[i]));
   }
+}
+
+void Ingester::NoteDrained() {
+  {
+    std::lock_guard lock(mu_);
+    if (!backlogged_.load(std::memory_order_relaxed) || queue_.size() > queue_max_ / 2) return;
+    backlogged_.store(false, std::memory_order_relaxed);
+    metrics_.ingest_backlogged->Set(0);
+  }
+  if (on_drained_) on_drained_();
 }
 
 }  // namespace holdfast::gateway

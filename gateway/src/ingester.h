@@ -4,6 +4,7 @@
 // envelope is durable; with an error, nothing of it was stored.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -20,13 +21,20 @@ class Ingester {
  public:
   using Completion = std::function<void(Result<archive::IngestOutcome>)>;
 
-  Ingester(std::string conninfo, int batch_max, Metrics& metrics);
+  // Above `queue_max` queued envelopes the ingester is backlogged until the
+  // queue is back under half of it; `on_drained` (ingest thread, must be
+  // quick) is called whenever a backlog ends.
+  Ingester(std::string conninfo, int batch_max, int queue_max, Metrics& metrics,
+           std::function<void()> on_drained);
   ~Ingester();
   Ingester(const Ingester&) = delete;
   Ingester& operator=(const Ingester&) = delete;
 
   // Completions run on the ingest thread; they must be quick (post onward).
   void Submit(archive::IngestItem item, Completion done);
+  // Sessions stop reading new frames while this holds. Submit itself never
+  // refuses: what a session read before is still accepted.
+  bool Backlogged() const { return backlogged_.load(std::memory_order_relaxed); }
   // Commits or fails everything queued, then joins the thread.
   void Stop();
 
@@ -36,10 +44,15 @@ class Ingester {
     Completion done;
   };
   void Run();
+  // Ends a backlog once the queue is at most half of queue_max_.
+  void NoteDrained();
 
   const std::string conninfo_;
   const size_t batch_max_;
+  const size_t queue_max_;
   Metrics& metrics_;
+  const std::function<void()> on_drained_;
+  std::atomic<bool> backlogged_{false};
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Pending> queue_;

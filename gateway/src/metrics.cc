@@ -23,6 +23,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                 .Register(r).Add({});
   tls_handshake_failures = &BuildCounter().Name("holdfast_tls_handshake_failures_total")
                                 .Help("Client TLS handshakes that failed.").Register(r).Add({});
+  auto& handshakes = BuildCounter().Name("holdfast_tls_handshakes_total")
+                         .Help("Client TLS handshakes completed, by whether a session was resumed.")
+                         .Register(r);
+  tls_handshakes_resumed = &handshakes.Add({{"resumed", "true"}});
+  tls_handshakes_full = &handshakes.Add({{"resumed", "false"}});
   frames_received = &BuildCounter().Name("holdfast_client_frames_received_total")
                          .Help("WebSocket frames received from clients.").Register(r).Add({});
   messages_received = &BuildCounter().Name("holdfast_messages_received_total")
@@ -57,6 +62,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                             0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 1});
   ingest_queue_depth = &BuildGauge().Name("holdfast_ingest_queue_depth")
                             .Help("Envelopes waiting for group commit.").Register(r).Add({});
+  ingest_backlogged = &BuildGauge().Name("holdfast_ingest_backlogged")
+                           .Help("1 while the ingest queue is over database.ingest_queue_max and "
+                                 "sessions do not read new frames.")
+                           .Register(r).Add({});
+  ingest_backpressure_pauses = &BuildCounter().Name("holdfast_ingest_backpressure_pauses_total")
+                                    .Help("Times a session stopped reading because the ingest "
+                                          "queue was over its bound.")
+                                    .Register(r).Add({});
   database_up = &BuildGauge().Name("holdfast_database_up")
                      .Help("1 if the last database check succeeded.").Register(r).Add({});
   auto& hsm_up_family = BuildGauge().Name("holdfast_hsm_up")

@@ -31,6 +31,9 @@ class Metrics {
   prometheus::Gauge* connections_active;
   prometheus::Gauge* sessions_authenticated;
   prometheus::Counter* tls_handshake_failures;
+  // holdfast_tls_handshakes_total{resumed="true"|"false"}: completed handshakes.
+  prometheus::Counter* tls_handshakes_resumed;
+  prometheus::Counter* tls_handshakes_full;
   prometheus::Counter* frames_received;
   prometheus::Counter* messages_received;
   prometheus::Counter* messages_stored;
@@ -43,6 +46,10 @@ class Metrics {
   prometheus::Histogram* ingest_batch_size;
   prometheus::Histogram* ingest_commit_seconds;
   prometheus::Gauge* ingest_queue_depth;
+  // 1 while the ingest queue is over database.ingest_queue_max and sessions
+  // do not read new frames.
+  prometheus::Gauge* ingest_backlogged;
+  prometheus::Counter* ingest_backpressure_pauses;
   prometheus::Gauge* database_up;
   // holdfast_hsm_up{token="archive"|"enrollment"}, from ProbeToken (no login).
   prometheus::Gauge* hsm_up;

@@ -220,6 +220,11 @@ class SessionImpl final : public Session {
 
   void Push(std::shared_ptr<const std::string> frame) override { Enqueue(std::move(frame)); }
 
+  void Resume() override {
+    paused_ = false;
+    MaybeRead();
+  }
+
   // Closes once every queued frame is written: an acknowledgement or a
   // refusal queued before Close still reaches the client.
   void Close() override {
@@ -242,6 +247,11 @@ class SessionImpl final : public Session {
       if (ec) {
         self->hub_.metrics.tls_handshake_failures->Increment();
         return;
+      }
+      if (SSL_session_reused(self->ws_.next_layer().native_handle())) {
+        self->hub_.metrics.tls_handshakes_resumed->Increment();
+      } else {
+        self->hub_.metrics.tls_handshakes_full->Increment();
       }
       self->ReadUpgrade();
     });
@@ -282,6 +292,8 @@ class SessionImpl final : public Session {
     ws_.async_accept(upgrade_, [self = Self()](beast::error_code ec) {
       if (ec) return;
       self->buffer_.clear();
+      self->buffer_.shrink_to_fit();
+      self->upgrade_ = {};
       self->StartAuthDeadline();
       self->Read();
     });
@@ -300,9 +312,20 @@ class SessionImpl final : public Session {
   // Reads the next frame unless the client has too much work in flight or
   // too much unread output: then reading pauses and TCP pushes back, so a
   // client cannot grow the gateway's memory or monopolise the database.
+  // While the ingester is backlogged no session reads: what was read is
+  // still stored and acknowledged, and clients wait in TCP rather than get
+  // refusals.
   void MaybeRead() {
-    if (closing_ || reading_) return;
+    if (closing_ || reading_ || paused_) return;
     if (inflight_ >= kMaxInflight || outbox_bytes_ >= kMaxOutboxBytes) return;
+    if (hub_.ingester.Backlogged()) {
+      paused_ = true;
+      hub_.paused.push_back(Self());
+      hub_.metrics.ingest_backpressure_pauses->Increment();
+      // The backlog may have ended before this session was listed.
+      if (!hub_.ingester.Backlogged()) Resume();
+      return;
+    }
     Read();
   }
 
@@ -335,6 +358,8 @@ class SessionImpl final : public Session {
     const bool parsed = ws_.got_binary() &&
                         frame.ParseFromArray(data.data(), static_cast<int>(data.size()));
     buffer_.consume(buffer_.size());
+    // An idle session keeps no large frame's worth of buffer.
+    if (buffer_.capacity() > kKeepBufferBytes) buffer_.shrink_to_fit();
     if (!parsed) {
       Reject(0, "malformed_frame", "frame is not a binary holdfast.wire.v1.ClientFrame", {});
       if (++malformed_ >= 3) return Close();
@@ -1141,12 +1166,14 @@ class SessionImpl final : public Session {
   http::request<http::string_body> upgrade_;
   std::deque<std::shared_ptr<const std::string>> outbox_;
   static constexpr int kMaxInflight = 16;
+  static constexpr size_t kKeepBufferBytes = 4096;
   static constexpr size_t kMaxOutboxBytes = 8u << 20;
   static constexpr std::chrono::seconds kAuthDeadline{30};
 
   net::steady_timer auth_timer_;
   bool closing_ = false;
   bool reading_ = false;
+  bool paused_ = false;  // listed in hub_.paused
   bool writing_ = false;
   bool enrolled_ = false;  // registered a device on this connection
   int inflight_ = 0;

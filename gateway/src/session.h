@@ -22,6 +22,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // Queues a pushed Deliver for this device (serialised ServerFrame).
   virtual void Push(std::shared_ptr<const std::string> frame) = 0;
   virtual void Close() = 0;
+  // Reads again if it paused for ingest backpressure.
+  virtual void Resume() = 0;
 };
 
 }  // namespace holdfast::gateway

@@ -5,7 +5,10 @@
 #include <Poco/Util/OptionSet.h>
 #include <Poco/Util/ServerApplication.h>
 
+#include <sys/resource.h>
+
 #include <iostream>
+
 
 #include "holdfast/gateway/config.h"
 #include "holdfast/gateway/gateway.h"
@@ -45,6 +48,12 @@ class GatewayApp final : public Poco::Util::ServerApplication {
       return EXIT_CONFIG;
     }
     holdfast::gateway::ApplyProcessEnvironment(*cfg);
+    // Every client connection is a descriptor: take the hard limit the
+    // service manager allows (LimitNOFILE=), not the 1024 soft default.
+    if (rlimit nofile{}; getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+      nofile.rlim_cur = nofile.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     auto gw = holdfast::gateway::Gateway::Create(*cfg);
     if (!gw.ok()) {
       std::cerr << "holdfast-gateway: " << gw.status().ToString() << "\n";

@@ -23,6 +23,9 @@ struct Config {
     std::string conninfo = "host=127.0.0.1 port=55432 dbname=holdfast user=holdfast";
     int workers = 2;            // connections for request handling
     int ingest_batch_max = 512; // envelopes per group commit
+    // Envelopes waiting for group commit above which sessions stop reading
+    // new frames until the queue is back under half of it.
+    int ingest_queue_max = 4096;
   } database;
 
   struct {
