@@ -5,6 +5,8 @@ find_package(OpenSSL 3.0 REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
 pkg_check_modules(P11KIT REQUIRED IMPORTED_TARGET p11-kit-1)
+# OpenLDAP client library, for directory sign-in (libldap-dev).
+pkg_check_modules(LDAP REQUIRED IMPORTED_TARGET ldap lber)
 find_package(yaml-cpp REQUIRED)
 find_package(Protobuf REQUIRED)
 find_package(Boost 1.74 REQUIRED)

@@ -12,6 +12,7 @@ HOLDFAST_PACKAGES=(
   softhsm2 opensc libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-protobuf python3-cryptography prometheus curl procps
   libargon2-dev
+  libldap-dev slapd ldap-utils
   clang libclang-rt-14-dev
 )
 

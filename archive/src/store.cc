@@ -233,9 +233,9 @@ Result<std::string> Store::IssueEnrollmentCode(const std::string& user, int64_t 
   return code;
 }
 
-Status Store::RegisterDevice(const std::string& user, const std::string& enrollment_code,
-                             ByteView master_key, const DeviceRecord& device,
-                             const CountersignFn& countersign) {
+namespace {
+
+Status CheckDeviceRequest(const std::string& user, ByteView master_key, const DeviceRecord& device) {
   if (!device.user.empty() && device.user != user) {
     return Status::InvalidArgument("device record names user " + device.user + ", not " + user);
   }
@@ -245,18 +245,15 @@ Status Store::RegisterDevice(const std::string& user, const std::string& enrollm
   if (master_key.size() != protocol::kMasterKeySize) {
     return Status::InvalidArgument("master key must be 32 bytes");
   }
-  Connection::Impl& c = conn_.impl();
-  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
-  HF_ASSIGN_OR_RETURN(auto used,
-                      Exec(c,
-                           "UPDATE enrollment_codes SET used_at = now(), device_id = $3"
-                           " WHERE code_sha256 = $1 AND user_name = $2"
-                           " AND used_at IS NULL AND expires_at > now()",
-                           Params().Bytea(CodeHash(enrollment_code)).Text(user)
-                               .Bytea(device.device_id)));
-  if (used.affected() != 1) {
-    return Status::PermissionDenied("enrollment code is wrong, used or expired");
-  }
+  return Status::Ok();
+}
+
+// The part of an enrollment common to every credential, inside the
+// caller's transaction: master key rules, countersignature, device row and
+// audit entry.
+Status EnrollDevice(Connection::Impl& c, const std::string& user, ByteView master_key,
+                    const DeviceRecord& device, const CountersignFn& countersign,
+                    std::string_view credential) {
   // Locked so that two first devices registering at once cannot both set
   // their own master key.
   HF_ASSIGN_OR_RETURN(auto owner, Exec(c, "SELECT master_key FROM users WHERE user_name = $1 FOR UPDATE",
@@ -287,14 +284,75 @@ Status Store::RegisterDevice(const std::string& user, const std::string& enrollm
                           " VALUES ($1, $2, $3, $4, coalesce(hf_ts($5), now()), $6)",
                           p)
                          .status());
-  HF_RETURN_IF_ERROR(internal::AppendAudit(c, "user:" + user, "device.register",
-                                           internal::JsonObject()
-                                               .String("user", user)
-                                               .String("device_id", ToHex(device.device_id))
-                                               .String("identity_key", ToHex(device.identity_key))
-                                               .String("master_key", protocol::Fingerprint(master_key))
-                                               .str()));
+  return internal::AppendAudit(c, "user:" + user, "device.register",
+                               internal::JsonObject()
+                                   .String("user", user)
+                                   .String("device_id", ToHex(device.device_id))
+                                   .String("identity_key", ToHex(device.identity_key))
+                                   .String("master_key", protocol::Fingerprint(master_key))
+                                   .String("credential", credential)
+                                   .str());
+}
+
+}  // namespace
+
+Status Store::RegisterDevice(const std::string& user, const std::string& enrollment_code,
+                             ByteView master_key, const DeviceRecord& device,
+                             const CountersignFn& countersign) {
+  HF_RETURN_IF_ERROR(CheckDeviceRequest(user, master_key, device));
+  Connection::Impl& c = conn_.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  HF_ASSIGN_OR_RETURN(auto used,
+                      Exec(c,
+                           "UPDATE enrollment_codes SET used_at = now(), device_id = $3"
+                           " WHERE code_sha256 = $1 AND user_name = $2"
+                           " AND used_at IS NULL AND expires_at > now()",
+                           Params().Bytea(CodeHash(enrollment_code)).Text(user)
+                               .Bytea(device.device_id)));
+  if (used.affected() != 1) {
+    return Status::PermissionDenied("enrollment code is wrong, used or expired");
+  }
+  HF_RETURN_IF_ERROR(EnrollDevice(c, user, master_key, device, countersign, "enrollment_code"));
   return tx.Commit();
+}
+
+Status Store::RegisterDirectoryDevice(const DirectoryAccount& account, ByteView master_key,
+                                      const DeviceRecord& device, const CountersignFn& countersign) {
+  const std::string& user = account.user;
+  HF_RETURN_IF_ERROR(CheckDeviceRequest(user, master_key, device));
+  std::vector<std::string> permissions = account.permissions;
+  SortUnique(permissions);
+  Connection::Impl& c = conn_.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  // xmax = 0 only on a freshly inserted row.
+  HF_ASSIGN_OR_RETURN(auto upserted,
+                      Exec(c,
+                           "INSERT INTO users (user_name, display_name, directory_permissions,"
+                           " directory_synced_at) VALUES ($1, $2, $3, now())"
+                           " ON CONFLICT (user_name) DO UPDATE SET display_name = EXCLUDED.display_name,"
+                           " directory_permissions = EXCLUDED.directory_permissions,"
+                           " directory_synced_at = EXCLUDED.directory_synced_at"
+                           " RETURNING (xmax = 0)",
+                           Params().Text(user).Text(account.display_name).TextArray(permissions)));
+  if (upserted.rows() != 1) return Status::Internal("user upsert returned no row");
+  if (upserted.Bool(0, 0)) {
+    HF_RETURN_IF_ERROR(internal::AppendAudit(c, "user:" + user, "user.create",
+                                             internal::JsonObject()
+                                                 .String("user", user)
+                                                 .String("source", "directory")
+                                                 .str()));
+  }
+  HF_RETURN_IF_ERROR(EnrollDevice(c, user, master_key, device, countersign, "directory"));
+  return tx.Commit();
+}
+
+Result<std::optional<std::vector<std::string>>> Store::DirectoryPermissions(const std::string& user) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT directory_permissions FROM users WHERE user_name = $1",
+                                   Params().Text(user)));
+  if (r.rows() == 0) return Status::NotFound("no user " + user);
+  if (r.IsNull(0, 0)) return std::optional<std::vector<std::string>>();
+  return std::optional<std::vector<std::string>>(r.TextArray(0, 0));
 }
 
 Result<DeviceRecord> Store::GetDevice(ByteView device_id) {

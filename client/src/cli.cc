@@ -48,9 +48,13 @@ constexpr char kUsage[] =
     R"(usage: holdfast-client --profile DIR [--passphrase-file FILE] <command> [options]
 
 commands:
-  register --server wss://HOST:PORT/v1 --ca FILE --user NAME --code CODE
+  register --server wss://HOST:PORT/v1 --ca FILE --user NAME
+           (--code CODE | --password-file FILE | --password-stdin)
            [--certify-with DIR] [--insecure-plaintext-keys]
-      Enrol a new device. Pins the TLS trust anchor FILE and the org root key,
+      Enrol a new device with a one-time enrollment code, or by signing in
+      with the user's directory password (read from FILE or the first line of
+      standard input; sent to the gateway inside TLS, never stored, and used
+      for nothing else). Pins the TLS trust anchor FILE and the org root key,
       writes the profile to DIR and prints the device id. The user's first
       device creates the user's master key; a further device is certified by
       the registered profile in --certify-with DIR, which holds it (same
@@ -147,8 +151,9 @@ struct Args {
 
 const std::set<std::string> kValueOptions = {
     "profile", "server", "ca",    "user",    "code",        "to",          "wait",
-    "title",   "members", "conversation", "certify-with", "passphrase-file", "limit"};
-const std::set<std::string> kFlagOptions = {"json", "help", "insecure-plaintext-keys"};
+    "title",   "members", "conversation", "certify-with", "passphrase-file", "limit",
+    "password-file"};
+const std::set<std::string> kFlagOptions = {"json", "help", "insecure-plaintext-keys", "password-stdin"};
 
 // Options may appear anywhere; "--" ends them.
 std::variant<Args, UsageError> ParseArgs(int argc, const char* const* argv) {
@@ -356,16 +361,19 @@ class Cli {
   }
 
   int Register() {
-    if (auto u = OnlyOptions({"server", "ca", "user", "code", "certify-with",
-                              "insecure-plaintext-keys"})) {
+    if (auto u = OnlyOptions({"server", "ca", "user", "code", "certify-with", "insecure-plaintext-keys",
+                              "password-file", "password-stdin"})) {
       return *u;
     }
     auto server = args_.Get("server");
     auto ca = args_.Get("ca");
     auto user = args_.Get("user");
     auto code = args_.Get("code");
-    if (!server || !ca || !user || !code) {
-      return Usage("register needs --server, --ca, --user and --code");
+    const auto password_file = args_.Get("password-file");
+    const bool password_stdin = args_.flags.count("password-stdin") != 0;
+    if (!server || !ca || !user) return Usage("register needs --server, --ca and --user");
+    if (int(code.has_value()) + int(password_file.has_value()) + int(password_stdin) != 1) {
+      return Usage("register needs exactly one of --code, --password-file and --password-stdin");
     }
     if (!args_.positional.empty()) return Usage("register takes no arguments");
     if (user->empty()) return Usage("--user must not be empty");
@@ -415,9 +423,17 @@ class Cli {
     auto connection = Connection::Connect(*server, *ca, kConnectTimeout);
     if (!connection.ok()) return Fail(connection.status());
     Session session(std::move(*connection));
-    auto request = device->MakeRegisterRequest(*code, NowMs());
+    auto request = device->MakeRegisterRequest(code.value_or(""), NowMs());
     if (!request.ok()) return Fail(request.status());
+    if (!code) {
+      auto password = ReadPassword(password_file);
+      if (!password.ok()) return Fail(password.status());
+      request->set_password(AsString(password->view()));
+    }
     auto registered = session.Register(*request);
+    if (!request->password().empty()) {
+      SecureWipe(request->mutable_password()->data(), request->password().size());
+    }
     if (!registered.ok()) return Fail(registered.status().WithContext("register"));
     if (Status s = device->AcceptRegistration(*registered, *server, kProfileCaFileName); !s.ok()) {
       return Fail(s);
@@ -426,6 +442,30 @@ class Cli {
     (void)session.Close();
     out_ << ToHex(device->device_id()) << "\n";
     return kExitOk;
+  }
+
+  // The directory password from `file`, or the first line of standard
+  // input, without its line ending.
+  Result<SecretBytes> ReadPassword(const std::optional<std::string>& file) {
+    constexpr size_t kMaxPasswordSize = 1024;
+    SecretBytes password;
+    if (file) {
+      HF_ASSIGN_OR_RETURN(password, internal::ReadSecretFile(*file, kMaxPasswordSize));
+    } else {
+      password = SecretBytes(kMaxPasswordSize + 1);
+      size_t n = 0;
+      for (int c; n < password.size() && (c = std::fgetc(stdin)) != EOF && c != '\n';) {
+        password.data()[n++] = static_cast<uint8_t>(c);
+      }
+      if (n > kMaxPasswordSize) return Status::InvalidArgument("password on standard input is too long");
+      password.resize(n);
+    }
+    size_t n = password.size();
+    if (n > 0 && password.data()[n - 1] == '\n') --n;
+    if (n > 0 && password.data()[n - 1] == '\r') --n;
+    password.resize(n);
+    if (password.empty()) return Status::InvalidArgument("the directory password is empty");
+    return password;
   }
 
   int Send() {

@@ -42,6 +42,105 @@ Status GetEndpoint(const YAML::Node& map, const char* key, Endpoint& out, const 
   return Status::Ok();
 }
 
+// "ldaps://host[:port]" or "ldap://host[:port]", nothing after the host part.
+bool ValidLdapUrl(const std::string& url, bool& ldaps) {
+  std::string rest;
+  if (url.rfind("ldaps://", 0) == 0) {
+    ldaps = true;
+    rest = url.substr(8);
+  } else if (url.rfind("ldap://", 0) == 0) {
+    ldaps = false;
+    rest = url.substr(7);
+  } else {
+    return false;
+  }
+  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  if (rest.empty()) return false;
+  for (char ch : rest) {
+    if (ch == '/' || ch == '?' || ch == ' ' || ch == ',') return false;
+  }
+  return true;
+}
+
+Status ParseDirectory(const YAML::Node& dir, Config::Directory& d, const std::string& source) {
+  HF_RETURN_IF_ERROR(CheckKeys(dir, {"mode", "url", "start_tls", "ca_file", "bind_dn_template", "search_base",
+                                     "search_filter", "bind_dn", "bind_password_file",
+                                     "display_name_attribute", "membership", "groups",
+                                     "timeout_seconds", "threads"},
+                               "directory", source));
+  Get(dir, "mode", d.mode);
+  Get(dir, "url", d.url);
+  Get(dir, "start_tls", d.start_tls);
+  Get(dir, "ca_file", d.ca_file);
+  Get(dir, "bind_dn_template", d.bind_dn_template);
+  Get(dir, "search_base", d.search_base);
+  Get(dir, "search_filter", d.search_filter);
+  Get(dir, "bind_dn", d.bind_dn);
+  Get(dir, "bind_password_file", d.bind_password_file);
+  Get(dir, "display_name_attribute", d.display_name_attribute);
+  Get(dir, "membership", d.membership);
+  Get(dir, "timeout_seconds", d.timeout_seconds);
+  Get(dir, "threads", d.threads);
+  if (auto groups = dir["groups"]) {
+    HF_RETURN_IF_ERROR(CheckKeys(groups, {"enroll", "create_groups"}, "directory.groups", source));
+    Get(groups, "enroll", d.enroll_groups);
+    Get(groups, "create_groups", d.create_groups_groups);
+  }
+  const std::string at = Where(dir, source) + ": directory";
+  if (d.mode != "local" && d.mode != "directory" && d.mode != "both") {
+    return Status::InvalidArgument(at + ".mode must be local, directory or both, not '" + d.mode + "'");
+  }
+  if (d.membership != "group_search" && d.membership != "member_of") {
+    return Status::InvalidArgument(at + ".membership must be group_search or member_of");
+  }
+  if (d.timeout_seconds == 0 || d.timeout_seconds > 300) {
+    return Status::InvalidArgument(at + ".timeout_seconds must be 1 to 300");
+  }
+  if (d.threads < 1 || d.threads > 32) return Status::InvalidArgument(at + ".threads must be 1 to 32");
+  if (!d.enabled()) return Status::Ok();
+  bool ldaps = false;
+  const std::string url_at = (dir["url"] ? Where(dir["url"], source) : Where(dir, source)) + ": directory";
+  if (!ValidLdapUrl(d.url, ldaps)) {
+    return Status::InvalidArgument(url_at + ".url must be ldaps://HOST[:PORT] or ldap://HOST[:PORT], not '" +
+                                   d.url + "'");
+  }
+  if (ldaps && d.start_tls) {
+    return Status::InvalidArgument(url_at + ".start_tls is for ldap:// URLs; ldaps:// is TLS already");
+  }
+  if (!ldaps && !d.start_tls) {
+    return Status::InvalidArgument(url_at + ".url is plain ldap://: passwords would cross the network in "
+                                   "clear; use ldaps:// or set start_tls: true");
+  }
+  if (d.ca_file.empty()) {
+    return Status::InvalidArgument(at + ".ca_file is required: the directory's certificate is always verified");
+  }
+  const bool templated = !d.bind_dn_template.empty();
+  const bool searched = !d.search_base.empty() || !d.search_filter.empty();
+  if (templated == searched) {
+    return Status::InvalidArgument(at + " needs exactly one of bind_dn_template and "
+                                   "search_base/search_filter");
+  }
+  if (templated && d.bind_dn_template.find("{user}") == std::string::npos) {
+    return Status::InvalidArgument(at + ".bind_dn_template must contain {user}");
+  }
+  if (searched) {
+    if (d.search_base.empty() || d.search_filter.find("{user}") == std::string::npos) {
+      return Status::InvalidArgument(at + ".search_base and a search_filter containing {user} are required");
+    }
+    if (d.bind_dn.empty() != d.bind_password_file.empty()) {
+      return Status::InvalidArgument(at + ".bind_dn and bind_password_file go together");
+    }
+  } else if (!d.bind_dn.empty() || !d.bind_password_file.empty()) {
+    return Status::InvalidArgument(at + ".bind_dn is only for search_filter; with bind_dn_template "
+                                   "the user's own bind reads the entry");
+  }
+  if (d.enroll_groups.empty()) {
+    return Status::InvalidArgument(at + ".groups.enroll must list at least one group: "
+                                   "directory users outside it cannot enroll");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 void ApplyProcessEnvironment(const Config& config) {
@@ -77,7 +176,7 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
     const YAML::Node root = YAML::Load(yaml);
     if (!root.IsNull()) HF_RETURN_IF_ERROR(CheckKeys(root,
                                  {"org", "state_dir", "database", "hsm", "gateway", "admin", "keys",
-                                  "policy_file", "export_dir", "ports_file"},
+                                  "directory", "policy_file", "export_dir", "ports_file"},
                                  "", source));
     Get(root, "org", c.org);
     Get(root, "state_dir", c.state_dir);
@@ -126,7 +225,8 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
     }
     if (auto gw = root["gateway"]) {
       HF_RETURN_IF_ERROR(CheckKeys(gw, {"listen", "tls_cert", "tls_key", "max_frame_bytes", "max_clock_skew_seconds",
-                                        "archive_notice"},
+                                        "archive_notice", "enrollment_failures_per_user",
+                                        "enrollment_failures_per_ip"},
                                    "gateway", source));
       HF_RETURN_IF_ERROR(GetEndpoint(gw, "listen", c.gateway.listen, source));
       Get(gw, "tls_cert", c.gateway.tls_cert);
@@ -134,12 +234,21 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
       Get(gw, "max_frame_bytes", c.gateway.max_frame_bytes);
       Get(gw, "max_clock_skew_seconds", c.gateway.max_clock_skew_seconds);
       Get(gw, "archive_notice", c.gateway.archive_notice);
+      Get(gw, "enrollment_failures_per_user", c.gateway.enrollment_failures_per_user);
+      Get(gw, "enrollment_failures_per_ip", c.gateway.enrollment_failures_per_ip);
+      if (c.gateway.enrollment_failures_per_user == 0 || c.gateway.enrollment_failures_per_ip == 0) {
+        return Status::InvalidArgument(Where(gw, source) +
+                                       ": gateway.enrollment_failures_per_user and _per_ip must be >= 1");
+      }
     }
     if (auto admin = root["admin"]) {
       HF_RETURN_IF_ERROR(CheckKeys(admin, {"listen", "tls_cert", "tls_key"}, "admin", source));
       HF_RETURN_IF_ERROR(GetEndpoint(admin, "listen", c.admin.listen, source));
       Get(admin, "tls_cert", c.admin.tls_cert);
       Get(admin, "tls_key", c.admin.tls_key);
+    }
+    if (auto dir = root["directory"]) {
+      HF_RETURN_IF_ERROR(ParseDirectory(dir, c.directory, source));
     }
     if (auto keys = root["keys"]) {
       HF_RETURN_IF_ERROR(CheckKeys(keys, {"epoch_days", "rotate_ahead_days", "enrollment_key_days",

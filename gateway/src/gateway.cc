@@ -77,7 +77,7 @@ Status CheckEnrollmentCertificate(archive::Store& store, ByteView org_root, Byte
 class GatewayImpl final : public Gateway {
  public:
   GatewayImpl(Config config, Bytes org_root, std::unique_ptr<EnrollmentSigner> enrollment,
-              const std::string& policy_version)
+              std::unique_ptr<Directory> directory, const std::string& policy_version)
       : config_(std::move(config)),
         tls_(ssl::context::tls_server),
         db_(config_.database.conninfo, config_.database.workers),
@@ -86,7 +86,19 @@ class GatewayImpl final : public Gateway {
         hsm_(config_),
         enrollment_hsm_(config_, /*enrollment=*/true),
         enrollment_(std::move(enrollment)),
-        hub_{config_, io_, metrics_, db_, ingester_, std::move(org_root), *enrollment_, {}, {}},
+        directory_(std::move(directory)),
+        hub_{config_,
+             io_,
+             metrics_,
+             db_,
+             ingester_,
+             std::move(org_root),
+             *enrollment_,
+             directory_.get(),
+             FailureLimiter(config_.gateway.enrollment_failures_per_user),
+             FailureLimiter(config_.gateway.enrollment_failures_per_ip),
+             {},
+             {}},
         io_(1),
         acceptor_(io_) {
     metrics_.SetPolicyVersion(policy_version);
@@ -173,6 +185,8 @@ class GatewayImpl final : public Gateway {
     });
     ingester_.Stop();
     db_.Stop();
+    // Sign-ins under way answer (through io_, still running) before it stops.
+    if (directory_) directory_->Stop();
     RunOnIo([this] {
       // Close() unregisters from hub_.online, so collect first.
       std::vector<std::shared_ptr<Session>> open;
@@ -272,6 +286,7 @@ class GatewayImpl final : public Gateway {
   HsmProbe hsm_;             // archive token
   HsmProbe enrollment_hsm_;  // enrollment token
   std::unique_ptr<EnrollmentSigner> enrollment_;
+  std::unique_ptr<Directory> directory_;
   Hub hub_;
   net::io_context io_;
   tcp::acceptor acceptor_;
@@ -313,8 +328,12 @@ Result<std::unique_ptr<Gateway>> Gateway::Create(const Config& config) {
   // not at the first disclosure.
   auto policy = policy::Policy::Load(config.policy_file);
   if (!policy.ok()) return policy.status().WithContext("policy file");
+  std::unique_ptr<Directory> directory;
+  if (config.directory.enabled()) {
+    HF_ASSIGN_OR_RETURN(directory, Directory::Create(config.directory));
+  }
   auto gw = std::make_unique<GatewayImpl>(config, std::move(root).value(), std::move(enrollment).value(),
-                                          policy->version());
+                                          std::move(directory), policy->version());
   HF_RETURN_IF_ERROR(gw->LoadTls());
   return std::unique_ptr<Gateway>(std::move(gw));
 }

@@ -14,11 +14,13 @@
 #include <vector>
 
 #include "db_pool.h"
+#include "directory.h"
 #include "enrollment.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/gateway/config.h"
 #include "ingester.h"
 #include "metrics.h"
+#include "rate_limit.h"
 
 namespace holdfast::gateway {
 
@@ -32,6 +34,11 @@ struct Hub {
   Ingester& ingester;
   Bytes org_root_public;
   EnrollmentSigner& enrollment;  // thread-safe; used from database workers
+  Directory* directory;          // null unless directory.mode enables sign-in
+
+  // [io] failed enrollments by user name and by source address.
+  FailureLimiter user_failures;
+  FailureLimiter ip_failures;
 
   // [io] device id (raw bytes as string) -> the device's open session.
   std::multimap<std::string, std::weak_ptr<Session>> online;

@@ -86,6 +86,17 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                              .Help("Operations with the enrollment key, by result.").Register(r);
   countersign_ok = &hsm_operations.Add({{"op", "countersign"}, {"result", "ok"}});
   countersign_error = &hsm_operations.Add({{"op", "countersign"}, {"result", "error"}});
+  auto& binds = BuildCounter().Name("holdfast_directory_binds_total")
+                    .Help("Directory sign-ins at enrollment, by result.").Register(r);
+  directory_bind_ok = &binds.Add({{"result", "ok"}});
+  directory_bind_bad_credentials = &binds.Add({{"result", "bad_credentials"}});
+  directory_bind_not_permitted = &binds.Add({{"result", "not_permitted"}});
+  directory_bind_error = &binds.Add({{"result", "error"}});
+  auto& limited = BuildCounter().Name("holdfast_enrollment_rate_limited_total")
+                      .Help("Enrollment attempts refused for too many recent failures, by the limit hit.")
+                      .Register(r);
+  enrollment_limited_user = &limited.Add({{"scope", "user"}});
+  enrollment_limited_ip = &limited.Add({{"scope", "ip"}});
   rejects_ = &BuildCounter().Name("holdfast_client_rejects_total")
                   .Help("Client requests refused, by reason.").Register(r);
   // Pre-create the common reasons so dashboards see zeros.
@@ -94,7 +105,8 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                              "enrollment_refused", "unknown_device", "auth_failed", "unavailable",
                              "frame_too_large", "auth_timeout", "clock_skew",
                              "message_id_conflict", "master_key_mismatch",
-                             "bad_prekey", "stale_prekey", "rate_limited"}) {
+                             "bad_prekey", "stale_prekey", "rate_limited", "bad_credentials",
+                             "not_permitted"}) {
     rejects_->Add({{"reason", reason}});
   }
   delivery_reports_ = &BuildCounter().Name("holdfast_delivery_reports_total")

@@ -59,6 +59,14 @@ class Metrics {
   // holdfast_hsm_operations_total{op="countersign",result="ok"|"error"}
   prometheus::Counter* countersign_ok;
   prometheus::Counter* countersign_error;
+  // holdfast_directory_binds_total{result="ok|bad_credentials|not_permitted|error"}
+  prometheus::Counter* directory_bind_ok;
+  prometheus::Counter* directory_bind_bad_credentials;
+  prometheus::Counter* directory_bind_not_permitted;
+  prometheus::Counter* directory_bind_error;
+  // holdfast_enrollment_rate_limited_total{scope="user"|"ip"}
+  prometheus::Counter* enrollment_limited_user;
+  prometheus::Counter* enrollment_limited_ip;
   // Sets holdfast_policy_info{version="sha256:..."} to 1.
   void SetPolicyVersion(const std::string& version);
 

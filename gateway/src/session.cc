@@ -10,7 +10,9 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -215,6 +217,9 @@ class SessionImpl final : public Session {
   void Start() override {
     hub_.metrics.connections_total->Increment();
     hub_.metrics.connections_active->Increment();
+    beast::error_code ec;
+    const auto peer = beast::get_lowest_layer(ws_).socket().remote_endpoint(ec);
+    if (!ec) peer_address_ = peer.address().to_string();
     net::dispatch(ws_.get_executor(), [self = Self()] { self->Handshake(); });
   }
 
@@ -357,6 +362,9 @@ class SessionImpl final : public Session {
     const auto data = buffer_.data();
     const bool parsed = ws_.got_binary() &&
                         frame.ParseFromArray(data.data(), static_cast<int>(data.size()));
+    const bool has_password = parsed && frame.has_register_() && !frame.register_().password().empty();
+    // A directory password leaves only in the copy the sign-in job owns.
+    if (has_password) SecureWipe(data.data(), data.size());
     buffer_.consume(buffer_.size());
     // An idle session keeps no large frame's worth of buffer.
     if (buffer_.capacity() > kKeepBufferBytes) buffer_.shrink_to_fit();
@@ -365,6 +373,10 @@ class SessionImpl final : public Session {
       if (++malformed_ >= 3) return Close();
     } else {
       Dispatch(frame);
+      if (has_password) {
+        std::string& password = *frame.mutable_register_()->mutable_password();
+        SecureWipe(password.data(), password.size());
+      }
     }
     MaybeRead();
   }
@@ -507,10 +519,34 @@ class SessionImpl final : public Session {
     return false;
   }
 
+  // A checked registration request, waiting for its credential's check.
+  struct Enrollment {
+    archive::DeviceRecord rec;
+    Bytes master;
+    int64_t issued_at = 0;
+    wire::DeviceCertificate request;
+  };
+
   void OnRegister(uint64_t rid, const wire::RegisterRequest& r) {
     const Bytes identity(r.identity_key().begin(), r.identity_key().end());
     if (identity.size() != 32) {
       return Reject(rid, "enrollment_refused", "identity_key must be a 32-byte Ed25519 key", {});
+    }
+    const bool with_password = !r.password().empty();
+    if (with_password == !r.enrollment_code().empty()) {
+      return Reject(rid, "enrollment_refused", "set exactly one of enrollment_code and password", {});
+    }
+    if (r.user().empty() || r.user().size() > kMaxMemberNameBytes) {
+      return Reject(rid, "enrollment_refused",
+                    "user must be 1.." + std::to_string(kMaxMemberNameBytes) + " bytes", {});
+    }
+    if (with_password && hub_.directory == nullptr) {
+      return Reject(rid, "enrollment_refused",
+                    "directory sign-in is not enabled on this gateway; use an enrollment code", {});
+    }
+    if (!with_password && !hub_.config.directory.codes_allowed()) {
+      return Reject(rid, "enrollment_refused",
+                    "this gateway enrolls devices with directory passwords only", {});
     }
     if (Status s = protocol::VerifyPrekey(identity, r.prekey()); !s.ok()) {
       return Reject(rid, "enrollment_refused", "prekey: " + s.message(), {});
@@ -531,21 +567,93 @@ class SessionImpl final : public Session {
                         " s from the gateway's clock (" + std::to_string(now) + ")",
                     {});
     }
-    archive::DeviceRecord rec;
-    rec.user = r.user();
-    rec.device_id = protocol::DeviceIdFor(identity);
-    rec.identity_key = identity;
+    if (!EnrollmentAllowed(rid, r.user())) return;
+    auto e = std::make_shared<Enrollment>();
+    e->rec.user = r.user();
+    e->rec.device_id = protocol::DeviceIdFor(identity);
+    e->rec.identity_key = identity;
     const std::string prekey = r.prekey().SerializeAsString();
-    rec.signed_prekey.assign(prekey.begin(), prekey.end());
-    rec.registered_at_ms = now;
-    const Bytes master(body->master_key().begin(), body->master_key().end());
-    const int64_t issued_at = body->issued_at_ms();
+    e->rec.signed_prekey.assign(prekey.begin(), prekey.end());
+    e->rec.registered_at_ms = now;
+    e->master.assign(body->master_key().begin(), body->master_key().end());
+    e->issued_at = body->issued_at_ms();
     // Only the body and the master signature are the client's.
-    wire::DeviceCertificate request;
-    request.set_body(r.certificate().body());
-    request.set_master_signature(r.certificate().master_signature());
-    const std::string code = r.enrollment_code();
+    e->request.set_body(r.certificate().body());
+    e->request.set_master_signature(r.certificate().master_signature());
+    if (!with_password) return Enroll(rid, std::move(e), r.enrollment_code(), std::nullopt);
 
+    auto password = std::make_shared<SecretBytes>(AsBytes(r.password()));
+    Directory* directory = hub_.directory;
+    const std::string user = r.user();
+    WorkStarted();
+    const bool posted = directory->Post([self = Self(), rid, e, user, password, directory]() mutable {
+      Result<DirectoryUser> signed_in = directory->Authenticate(user, *password);
+      *password = SecretBytes();
+      auto& io = self->hub_.io;
+      net::post(io, [self = std::move(self), rid, e = std::move(e),
+                     signed_in = std::move(signed_in)]() mutable {
+        self->OnSignedIn(rid, std::move(e), std::move(signed_in));
+        self->WorkDone();
+      });
+    });
+    if (!posted) {
+      WorkDone();
+      hub_.metrics.directory_bind_error->Increment();
+      return Reject(rid, "unavailable", "directory sign-in is busy; try again later", {});
+    }
+  }
+
+  // Refuses (rate_limited) a user name or source address with too many
+  // recent failures.
+  bool EnrollmentAllowed(uint64_t rid, const std::string& user) {
+    const auto now = FailureLimiter::Clock::now();
+    const bool user_ok = hub_.user_failures.Allowed(user, now);
+    const bool ip_ok = peer_address_.empty() || hub_.ip_failures.Allowed(peer_address_, now);
+    if (user_ok && ip_ok) return true;
+    (ip_ok ? hub_.metrics.enrollment_limited_user : hub_.metrics.enrollment_limited_ip)->Increment();
+    Reject(rid, "rate_limited", "too many failed enrollments; try again in a minute", {});
+    return false;
+  }
+
+  void EnrollmentFailed(const std::string& user) {
+    const auto now = FailureLimiter::Clock::now();
+    hub_.user_failures.Failed(user, now);
+    if (!peer_address_.empty()) hub_.ip_failures.Failed(peer_address_, now);
+  }
+
+  void OnSignedIn(uint64_t rid, std::shared_ptr<Enrollment> e, Result<DirectoryUser> signed_in) {
+    Metrics& m = hub_.metrics;
+    if (!signed_in.ok()) {
+      if (signed_in.status().code() == Code::kPermissionDenied) {
+        m.directory_bind_bad_credentials->Increment();
+        EnrollmentFailed(e->rec.user);
+        return Reject(rid, "bad_credentials", "wrong user name or password", {});
+      }
+      m.directory_bind_error->Increment();
+      std::fprintf(stderr, "holdfast-gateway: directory sign-in: %s\n",
+                   signed_in.status().ToString().c_str());
+      return Reject(rid, "unavailable",
+                    "the directory cannot check the password now; try again later (" +
+                        signed_in.status().message() + ")",
+                    {});
+    }
+    if (!signed_in->may(kPermissionEnroll)) {
+      m.directory_bind_not_permitted->Increment();
+      EnrollmentFailed(e->rec.user);
+      return Reject(rid, "not_permitted", "the directory does not allow this user to enroll devices", {});
+    }
+    m.directory_bind_ok->Increment();
+    archive::DirectoryAccount account;
+    account.user = signed_in->user;
+    account.display_name = signed_in->display_name;
+    account.permissions = signed_in->permissions;
+    Enroll(rid, std::move(e), {}, std::move(account));
+  }
+
+  // Stores the device with the credential checked: `account` for a
+  // directory sign-in, else the enrollment code, which the store checks.
+  void Enroll(uint64_t rid, std::shared_ptr<const Enrollment> e, std::string code,
+              std::optional<archive::DirectoryAccount> account) {
     // As in OnSubmit, a refusal is a value: the HSM failing is not the
     // database failing, which OnDatabase retries.
     struct Registered {
@@ -563,9 +671,9 @@ class SessionImpl final : public Session {
     EnrollmentSigner& signer = hub_.enrollment;
     Metrics& metrics = hub_.metrics;
     const Bytes root = hub_.org_root_public;
+    const std::string user = e->rec.user;
     OnDatabase<Registered>(
-        [rec, master, issued_at, request, code, root, refuse, &signer,
-         &metrics](archive::Store& store) -> Result<Registered> {
+        [e, code, account, root, refuse, &signer, &metrics](archive::Store& store) -> Result<Registered> {
           // Read for every registration: `holdfast-admin init` may have
           // renewed it since the gateway started.
           auto stored = store.GetSetting(std::string(archive::kEnrollmentKeyCertificateSetting));
@@ -575,30 +683,31 @@ class SessionImpl final : public Session {
               !enrollment_cert.ParseFromArray(stored->data(), static_cast<int>(stored->size()))) {
             return refuse("unavailable", "no usable enrollment key certificate is recorded");
           }
-          auto enrollment = protocol::VerifyEnrollmentKeyCertificate(enrollment_cert, root, issued_at);
+          auto enrollment = protocol::VerifyEnrollmentKeyCertificate(enrollment_cert, root, e->issued_at);
           if (!enrollment.ok()) return refuse("unavailable", enrollment.status().message());
           if (enrollment->public_key() != AsString(signer.public_key())) {
             return refuse("unavailable", "the enrollment key certificate is for another key");
           }
           Registered out;
-          out.device_id = rec.device_id;
-          out.certificate = request;
+          out.device_id = e->rec.device_id;
+          out.certificate = e->request;
           Status signing = Status::Ok();
-          Status s = store.RegisterDevice(
-              rec.user, code, master, rec, [&]() -> Result<Bytes> {
-                auto signature =
-                    signer.Sign(protocol::DeviceCertificateOrgInput(AsBytes(out.certificate.body())));
-                if (!signature.ok()) {
-                  metrics.countersign_error->Increment();
-                  signing = signature.status();
-                  return signing;
-                }
-                metrics.countersign_ok->Increment();
-                out.certificate.set_org_signature(AsString(*signature));
-                *out.certificate.mutable_enrollment_key() = enrollment_cert;
-                const std::string bytes = out.certificate.SerializeAsString();
-                return Bytes(bytes.begin(), bytes.end());
-              });
+          auto countersign = [&]() -> Result<Bytes> {
+            auto signature =
+                signer.Sign(protocol::DeviceCertificateOrgInput(AsBytes(out.certificate.body())));
+            if (!signature.ok()) {
+              metrics.countersign_error->Increment();
+              signing = signature.status();
+              return signing;
+            }
+            metrics.countersign_ok->Increment();
+            out.certificate.set_org_signature(AsString(*signature));
+            *out.certificate.mutable_enrollment_key() = enrollment_cert;
+            const std::string bytes = out.certificate.SerializeAsString();
+            return Bytes(bytes.begin(), bytes.end());
+          };
+          Status s = account ? store.RegisterDirectoryDevice(*account, e->master, e->rec, countersign)
+                             : store.RegisterDevice(e->rec.user, code, e->master, e->rec, countersign);
           if (!signing.ok()) {
             return refuse("unavailable", "the enrollment key cannot sign now; try again later (" +
                                              signing.message() + ")");
@@ -607,9 +716,11 @@ class SessionImpl final : public Session {
           HF_RETURN_IF_ERROR(s);
           return out;
         },
-        [self = Self(), rid](Result<Registered> r) {
+        [self = Self(), rid, user](Result<Registered> r) {
           if (!r.ok()) {
             const bool refused = r.status().code() != Code::kUnavailable;
+            // A wrong, used or expired code.
+            if (r.status().code() == Code::kPermissionDenied) self->EnrollmentFailed(user);
             return self->Reject(rid, refused ? "enrollment_refused" : "unavailable",
                                 r.status().message(), {});
           }
@@ -777,8 +888,21 @@ class SessionImpl final : public Session {
     const std::string user = device_.user;
     const std::string title = g.title();
     const std::string notice = hub_.config.gateway.archive_notice;
+    const bool directory_on = hub_.config.directory.enabled();
     OnDatabase<ConversationAnswer>(
-        [user, title, members, notice](archive::Store& store) -> Result<ConversationAnswer> {
+        [user, title, members, notice, directory_on](archive::Store& store) -> Result<ConversationAnswer> {
+          // A directory user may create groups if the directory said so at
+          // the user's latest enrollment; a local account always may.
+          if (directory_on) {
+            HF_ASSIGN_OR_RETURN(auto permissions, store.DirectoryPermissions(user));
+            if (permissions && std::find(permissions->begin(), permissions->end(),
+                                         kPermissionCreateGroups) == permissions->end()) {
+              ConversationAnswer refused;
+              refused.reject_reason = "not_permitted";
+              refused.reject_message = "the directory does not allow this user to create groups";
+              return refused;
+            }
+          }
           HF_ASSIGN_OR_RETURN(auto conv, store.CreateGroup(user, title, members));
           return Describe(store, conv, notice);
         },
@@ -1180,6 +1304,7 @@ class SessionImpl final : public Session {
   size_t outbox_bytes_ = 0;
   int malformed_ = 0;
   int reports_ = 0;  // report_delivery frames on this connection
+  std::string peer_address_;  // the client's IP address, for enrollment rate limits
 
   Bytes nonce_;
   Bytes device_id_;

@@ -207,6 +207,52 @@ TEST_F(StoreTest, RegistrationIsAuditedWithTheMasterKeyFingerprint) {
                     " AND detail->>'master_key' = '" + protocol::Fingerprint(MasterOf("alice")) + "')"));
 }
 
+TEST_F(StoreTest, DirectoryEnrollmentCreatesTheUserAndRefreshesPermissions) {
+  DirectoryAccount account{"dana", "Dana Scully", {"enroll", "create_groups"}};
+  auto sign = [&]() -> Result<Bytes> {
+    ++countersigned_;
+    return CertificateOf(countersigned_);
+  };
+  ASSERT_TRUE(store().RegisterDirectoryDevice(account, MasterOf("dana"), Device("dana", 1), sign).ok());
+  EXPECT_TRUE(Holds("(SELECT display_name FROM users WHERE user_name = 'dana') = 'Dana Scully'"));
+  auto permissions = store().DirectoryPermissions("dana");
+  ASSERT_TRUE(permissions.ok());
+  ASSERT_TRUE(permissions->has_value());
+  EXPECT_EQ(**permissions, (std::vector<std::string>{"create_groups", "enroll"}));
+  EXPECT_TRUE(Holds("EXISTS (SELECT 1 FROM audit_events WHERE action = 'user.create'"
+                    " AND detail->>'user' = 'dana' AND detail->>'source' = 'directory')"));
+  EXPECT_TRUE(Holds("EXISTS (SELECT 1 FROM audit_events WHERE action = 'device.register'"
+                    " AND detail->>'user' = 'dana' AND detail->>'credential' = 'directory')"));
+
+  // A later enrollment replaces the permissions; the user is not created again.
+  account.display_name = "Dana K. Scully";
+  account.permissions = {"enroll"};
+  ASSERT_TRUE(store().RegisterDirectoryDevice(account, MasterOf("dana"), Device("dana", 2), sign).ok());
+  permissions = store().DirectoryPermissions("dana");
+  ASSERT_TRUE(permissions.ok() && permissions->has_value());
+  EXPECT_EQ(**permissions, (std::vector<std::string>{"enroll"}));
+  EXPECT_TRUE(Holds("(SELECT display_name FROM users WHERE user_name = 'dana') = 'Dana K. Scully'"));
+  EXPECT_TRUE(Holds("(SELECT count(*) FROM audit_events WHERE action = 'user.create') = 1"));
+
+  // Another master key is refused and changes nothing, permissions included.
+  account.permissions = {"enroll", "create_groups"};
+  Status s = store().RegisterDirectoryDevice(account, Bytes(32, 0x99), Device("dana", 3), sign);
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+  EXPECT_EQ(**store().DirectoryPermissions("dana"), (std::vector<std::string>{"enroll"}));
+  EXPECT_EQ(countersigned_, 2);
+
+  // A local account has no directory permissions.
+  ASSERT_TRUE(store().CreateUser("lou", "Lou").ok());
+  auto local = store().DirectoryPermissions("lou");
+  ASSERT_TRUE(local.ok());
+  EXPECT_FALSE(local->has_value());
+  EXPECT_EQ(store().DirectoryPermissions("nobody").status().code(), Code::kNotFound);
+  // Code enrollments name their credential too.
+  Enroll("alice", 4);
+  EXPECT_TRUE(Holds("EXISTS (SELECT 1 FROM audit_events WHERE action = 'device.register'"
+                    " AND detail->>'user' = 'alice' AND detail->>'credential' = 'enrollment_code')"));
+}
+
 TEST_F(StoreTest, RegisterDeviceChecksTheMasterKeyShape) {
   ASSERT_TRUE(store().CreateUser("alice", "").ok());
   auto code = store().IssueEnrollmentCode("alice", kHour);

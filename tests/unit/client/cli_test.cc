@@ -79,6 +79,13 @@ TEST(CliTest, UsageErrors) {
            {"--profile", p, "send", "--to", "bob", "--insecure-plaintext-keys", "hi"},
            {"--profile", p, "register", "--server", "wss://h/v1", "--ca", "c", "--user", "u",
             "--code", "x", "--insecure-plaintext-keys", "--passphrase-file", "f"},
+           // Exactly one credential: a code, or a directory password.
+           {"--profile", p, "register", "--server", "wss://h/v1", "--ca", "c", "--user", "u"},
+           {"--profile", p, "register", "--server", "wss://h/v1", "--ca", "c", "--user", "u",
+            "--code", "x", "--password-file", "f"},
+           {"--profile", p, "register", "--server", "wss://h/v1", "--ca", "c", "--user", "u",
+            "--password-file", "f", "--password-stdin"},
+           {"--profile", p, "send", "--to", "bob", "--password-stdin", "hi"},
        }) {
     CliRun r = Cli(args);
     EXPECT_EQ(r.code, kExitUsage) << ::testing::PrintToString(args);

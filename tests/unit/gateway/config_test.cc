@@ -77,6 +77,13 @@ TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
   EXPECT_EQ(reference->keys.enrollment_key_days, defaults->keys.enrollment_key_days);
   EXPECT_EQ(reference->keys.prekey_rotation_days, defaults->keys.prekey_rotation_days);
   EXPECT_EQ(reference->keys.prekey_grace_days, defaults->keys.prekey_grace_days);
+  EXPECT_EQ(reference->gateway.enrollment_failures_per_user, defaults->gateway.enrollment_failures_per_user);
+  EXPECT_EQ(reference->gateway.enrollment_failures_per_ip, defaults->gateway.enrollment_failures_per_ip);
+  EXPECT_EQ(reference->directory.mode, defaults->directory.mode);
+  EXPECT_EQ(reference->directory.display_name_attribute, defaults->directory.display_name_attribute);
+  EXPECT_EQ(reference->directory.membership, defaults->directory.membership);
+  EXPECT_EQ(reference->directory.timeout_seconds, defaults->directory.timeout_seconds);
+  EXPECT_EQ(reference->directory.threads, defaults->directory.threads);
 }
 
 TEST(ConfigTest, PrekeyPolicy) {
@@ -152,6 +159,102 @@ TEST(ConfigTest, HsmSessionsAndPinSources) {
   EXPECT_EQ(Config::Parse("hsm:\n  sessions: 0\n", "s.yaml").status().code(), Code::kInvalidArgument);
   EXPECT_EQ(Config::Parse("hsm:\n  pin_credential: ../x\n", "s.yaml").status().code(),
             Code::kInvalidArgument);
+}
+
+constexpr char kDirectory[] =
+    "directory:\n"
+    "  mode: both\n"
+    "  url: ldaps://ldap.example.org\n"
+    "  ca_file: /etc/holdfast/ldap-ca.pem\n"
+    "  bind_dn_template: \"uid={user},ou=people,dc=example,dc=org\"\n"
+    "  groups:\n"
+    "    enroll: [\"cn=holdfast-users,ou=groups,dc=example,dc=org\"]\n"
+    "    create_groups: [\"cn=a,dc=x\", \"cn=b,dc=x\"]\n";
+
+// kDirectory with `from` replaced by `to`.
+std::string DirectoryWith(const std::string& from, const std::string& to) {
+  std::string s = kDirectory;
+  const size_t at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return s.replace(at, from.size(), to);
+}
+
+TEST(ConfigTest, DirectoryDefaultsToLocalEnrollmentOnly) {
+  auto c = Config::Parse("", "d.yaml");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->directory.mode, "local");
+  EXPECT_FALSE(c->directory.enabled());
+  EXPECT_TRUE(c->directory.codes_allowed());
+  EXPECT_EQ(c->gateway.enrollment_failures_per_user, 5u);
+  EXPECT_EQ(c->gateway.enrollment_failures_per_ip, 20u);
+  // Mode local needs no URL.
+  EXPECT_TRUE(Config::Parse("directory:\n  mode: local\n", "d.yaml").ok());
+}
+
+TEST(ConfigTest, DirectorySection) {
+  auto c = Config::Parse(kDirectory, "d.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->directory.enabled());
+  EXPECT_TRUE(c->directory.codes_allowed());
+  EXPECT_EQ(c->directory.enroll_groups.size(), 1u);
+  EXPECT_EQ(c->directory.create_groups_groups.size(), 2u);
+  auto only = Config::Parse(DirectoryWith("mode: both", "mode: directory"), "d.yaml");
+  ASSERT_TRUE(only.ok());
+  EXPECT_FALSE(only->directory.codes_allowed());
+  auto starttls = Config::Parse(
+      DirectoryWith("url: ldaps://ldap.example.org", "url: ldap://ldap.example.org:389\n  start_tls: true"),
+      "d.yaml");
+  EXPECT_TRUE(starttls.ok()) << starttls.status().ToString();
+  auto search = Config::Parse(
+      DirectoryWith("  bind_dn_template: \"uid={user},ou=people,dc=example,dc=org\"\n",
+                    "  search_base: \"dc=example,dc=org\"\n"
+                    "  search_filter: \"(sAMAccountName={user})\"\n"
+                    "  bind_dn: \"cn=svc,dc=example,dc=org\"\n"
+                    "  bind_password_file: /etc/holdfast/ldap.password\n"
+                    "  membership: member_of\n"),
+      "d.yaml");
+  EXPECT_TRUE(search.ok()) << search.status().ToString();
+}
+
+TEST(ConfigTest, PlainLdapIsRefused) {
+  auto c = Config::Parse(DirectoryWith("url: ldaps://ldap.example.org", "url: ldap://ldap.example.org"),
+                         "d.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("start_tls"), std::string::npos) << c.status().message();
+  EXPECT_NE(c.status().message().find("d.yaml:3:"), std::string::npos) << c.status().message();
+}
+
+TEST(ConfigTest, BadDirectorySettingsAreRefused) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"mode: both", "mode: sometimes"},
+      {"url: ldaps://ldap.example.org", "url: https://ldap.example.org"},
+      {"url: ldaps://ldap.example.org", "url: ldaps://ldap.example.org/dc=x??sub"},
+      {"url: ldaps://ldap.example.org", "url: ldaps://ldap.example.org\n  start_tls: true"},
+      {"  ca_file: /etc/holdfast/ldap-ca.pem\n", ""},
+      {"uid={user},ou=people", "uid=alice,ou=people"},
+      {"  bind_dn_template: \"uid={user},ou=people,dc=example,dc=org\"\n", ""},
+      {"  bind_dn_template:", "  search_base: \"dc=x\"\n  bind_dn_template:"},
+      {"  bind_dn_template: \"uid={user},ou=people,dc=example,dc=org\"\n",
+       "  search_base: \"dc=x\"\n  search_filter: \"(uid=alice)\"\n"},
+      {"  bind_dn_template: \"uid={user},ou=people,dc=example,dc=org\"\n",
+       "  search_base: \"dc=x\"\n  search_filter: \"(uid={user})\"\n  bind_dn: \"cn=svc\"\n"},
+      {"  bind_dn_template:", "  bind_dn: \"cn=svc\"\n  bind_dn_template:"},
+      {"    enroll: [\"cn=holdfast-users,ou=groups,dc=example,dc=org\"]\n", ""},
+      {"  groups:", "  timeout_seconds: 0\n  groups:"},
+      {"  groups:", "  threads: 0\n  groups:"},
+      {"  groups:", "  membership: nested\n  groups:"},
+      {"  groups:", "  password: hunter2\n  groups:"},
+      {"    enroll:", "    admin: [\"cn=x\"]\n    enroll:"},
+  };
+  for (const auto& [from, to] : cases) {
+    auto c = Config::Parse(DirectoryWith(from, to), "d.yaml");
+    EXPECT_FALSE(c.ok()) << "accepted: " << to;
+    if (!c.ok()) {
+      EXPECT_EQ(c.status().code(), Code::kInvalidArgument);
+    }
+  }
+  EXPECT_FALSE(Config::Parse("gateway:\n  enrollment_failures_per_user: 0\n", "d.yaml").ok());
 }
 
 }  // namespace

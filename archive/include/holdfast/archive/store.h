@@ -151,6 +151,14 @@ inline constexpr std::string_view kEnrollmentKeyCertificateSetting = "enrollment
 // registration and is returned as is.
 using CountersignFn = std::function<Result<Bytes>()>;
 
+// A user as directory sign-in vouched for it at enrollment.
+struct DirectoryAccount {
+  std::string user;
+  std::string display_name;
+  // Granted by the directory's group mapping: "enroll", "create_groups".
+  std::vector<std::string> permissions;
+};
+
 class Store {
  public:
   explicit Store(Connection& conn) : conn_(conn) {}
@@ -174,6 +182,17 @@ class Store {
   Status RegisterDevice(const std::string& user, const std::string& enrollment_code,
                         ByteView master_key, const DeviceRecord& device,
                         const CountersignFn& countersign);
+  // RegisterDevice for a user the directory authenticated instead of a
+  // code: in the same transaction, creates the user (audited "user.create")
+  // if new, and records the account's display name and permissions, which
+  // replace those of any earlier directory enrollment. A local account of
+  // the same name becomes a directory account. Errors as RegisterDevice's,
+  // without kPermissionDenied.
+  Status RegisterDirectoryDevice(const DirectoryAccount& account, ByteView master_key,
+                                 const DeviceRecord& device, const CountersignFn& countersign);
+  // The permissions recorded at the user's latest directory enrollment;
+  // nullopt for a local account. kNotFound if there is no such user.
+  Result<std::optional<std::vector<std::string>>> DirectoryPermissions(const std::string& user);
   Result<DeviceRecord> GetDevice(ByteView device_id);
   // Replaces the signed prekey (a serialised wire SignedPrekey) of a device
   // that is not revoked. kFailedPrecondition unless its created_at_ms is

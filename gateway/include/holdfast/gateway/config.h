@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "holdfast/base/status.h"
 
@@ -57,6 +58,11 @@ struct Config {
     // A submitted envelope's sent_at may differ this much from the
     // gateway's clock; further off is refused (clock_skew).
     uint32_t max_clock_skew_seconds = 300;
+    // Failed enrollments (wrong code, password or group) a user name, and a
+    // source address, may have per minute before further attempts are
+    // refused (rate_limited). Token buckets in memory, so per process.
+    uint32_t enrollment_failures_per_user = 5;
+    uint32_t enrollment_failures_per_ip = 20;
     std::string archive_notice =
         "Messages in this conversation are end-to-end encrypted to its members and to the "
         "organisation's archive. The archive can only be opened under the compliance policy, "
@@ -82,6 +88,36 @@ struct Config {
     uint32_t prekey_rotation_days = 7;
     uint32_t prekey_grace_days = 35;
   } keys;
+
+  // Directory (LDAP/AD) sign-in for device enrollment. Sessions are always
+  // authenticated by the device key, never by a password.
+  struct Directory {
+    // local: enrollment codes only; directory: passwords only; both.
+    std::string mode = "local";
+    std::string url;              // ldaps://host[:port] or ldap://host[:port] with start_tls
+    bool start_tls = false;
+    std::string ca_file;          // trust anchors for the directory's certificate; required
+    // Either a DN template with {user} (RFC 4514-escaped) ...
+    std::string bind_dn_template;
+    // ... or a search for the user's entry, as a service account, with
+    // {user} RFC 4515-escaped in the filter.
+    std::string search_base;
+    std::string search_filter;
+    std::string bind_dn;
+    std::string bind_password_file;
+    std::string display_name_attribute = "displayName";
+    // group_search: (&(objectClass=groupOfNames)(member=<user DN>)) on each
+    // mapped group; member_of: the user entry's memberOf values (AD).
+    std::string membership = "group_search";
+    // Group DNs whose members get each permission.
+    std::vector<std::string> enroll_groups;
+    std::vector<std::string> create_groups_groups;
+    uint32_t timeout_seconds = 5;  // network and per-operation
+    int threads = 2;               // blocking LDAP calls run here, never on the I/O thread
+
+    bool enabled() const { return mode != "local"; }
+    bool codes_allowed() const { return mode != "directory"; }
+  } directory;
 
   std::string policy_file;      // default: <state_dir>/policy.yaml
   std::string export_dir;       // default: <state_dir>/exports
