@@ -11,6 +11,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "db_pool.h"
 #include "enrollment.h"
@@ -23,6 +25,33 @@ namespace holdfast::gateway {
 
 class Session;
 
+// The devices with an authenticated session on this process, readable from
+// any thread: the I/O thread adds and removes, the outbox reader takes
+// snapshots.
+class OnlineDevices {
+ public:
+  void Add(const std::string& device) {
+    std::lock_guard lock(mu_);
+    ++sessions_[device];
+  }
+  void Remove(const std::string& device) {
+    std::lock_guard lock(mu_);
+    auto it = sessions_.find(device);
+    if (it != sessions_.end() && --it->second <= 0) sessions_.erase(it);
+  }
+  std::vector<Bytes> Snapshot() const {
+    std::lock_guard lock(mu_);
+    std::vector<Bytes> out;
+    out.reserve(sessions_.size());
+    for (const auto& [device, count] : sessions_) out.emplace_back(device.begin(), device.end());
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, int> sessions_;  // device id (raw bytes) -> open sessions
+};
+
 struct Hub {
   const Config& config;
   boost::asio::io_context& io;
@@ -34,6 +63,8 @@ struct Hub {
 
   // [io] device id (raw bytes as string) -> the device's open session.
   std::multimap<std::string, std::weak_ptr<Session>> online;
+  // The same devices, for other threads.
+  OnlineDevices online_devices;
 };
 
 }  // namespace holdfast::gateway

@@ -1,7 +1,9 @@
 // Group commit: envelopes accepted by sessions are queued here; one thread
 // stores everything queued so far in a single transaction and only then
 // calls each envelope's completion. A completion with an OK outcome means the
-// envelope is durable; with an error, nothing of it was stored.
+// envelope is durable; with an error, nothing of it was stored. Every
+// commit that creates deliveries also writes this node's next outbox row
+// (archive::OutboxTag), numbered here, so per node seq order is commit order.
 #pragma once
 
 #include <condition_variable>
@@ -20,7 +22,7 @@ class Ingester {
  public:
   using Completion = std::function<void(Result<archive::IngestOutcome>)>;
 
-  Ingester(std::string conninfo, int batch_max, Metrics& metrics);
+  Ingester(std::string conninfo, std::string node_id, int batch_max, Metrics& metrics);
   ~Ingester();
   Ingester(const Ingester&) = delete;
   Ingester& operator=(const Ingester&) = delete;
@@ -38,6 +40,7 @@ class Ingester {
   void Run();
 
   const std::string conninfo_;
+  const std::string node_id_;
   const size_t batch_max_;
   Metrics& metrics_;
   std::mutex mu_;

@@ -51,6 +51,12 @@ class Metrics {
   // holdfast_hsm_operations_total{op="countersign",result="ok"|"error"}
   prometheus::Counter* countersign_ok;
   prometheus::Counter* countersign_error;
+  // Multi-node delivery (outbox reader).
+  prometheus::Counter* outbox_notifications;
+  prometheus::Counter* outbox_polls;
+  prometheus::Counter* cross_node_deliveries;
+  prometheus::Counter* outbox_reconnects;
+  prometheus::Gauge* outbox_lag_seconds;
   // Sets holdfast_policy_info{version="sha256:..."} to 1.
   void SetPolicyVersion(const std::string& version);
 

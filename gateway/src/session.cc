@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 
+#include "delivery.h"
 #include "holdfast/base/time.h"
 #include "holdfast/protocol/envelope.h"
 #include "holdfast/protocol/identity.h"
@@ -34,30 +35,6 @@ namespace wire = protocol::wire;
 
 
 std::string Key(ByteView b) { return AsString(b); }
-
-Result<wire::DeviceInfo> ToDeviceInfo(const archive::DeviceRecord& d) {
-  wire::DeviceInfo info;
-  info.set_user(d.user);
-  info.set_device_id(AsString(d.device_id));
-  info.set_identity_key(AsString(d.identity_key));
-  if (!info.mutable_prekey()->ParseFromArray(d.signed_prekey.data(),
-                                              static_cast<int>(d.signed_prekey.size()))) {
-    return Status::Internal("stored prekey of a device does not parse");
-  }
-  if (!info.mutable_certificate()->ParseFromArray(d.certificate.data(),
-                                                   static_cast<int>(d.certificate.size()))) {
-    return Status::Internal("stored certificate of a device does not parse");
-  }
-  return info;
-}
-
-Result<wire::EpochCertificate> ToEpochCert(const archive::EpochRecord& e) {
-  wire::EpochCertificate cert;
-  if (!cert.ParseFromArray(e.certificate.data(), static_cast<int>(e.certificate.size()))) {
-    return Status::Internal("stored epoch certificate does not parse");
-  }
-  return cert;
-}
 
 // Maps a status to the stable reason code sent to clients and used as the
 // reject metric label.
@@ -147,6 +124,7 @@ class SessionImpl final : public Session {
       : ws_(std::move(socket), tls), hub_(hub), auth_timer_(hub.io) {}
 
   ~SessionImpl() override {
+    if (registered_online_) hub_.online_devices.Remove(Key(device_id_));
     hub_.metrics.connections_active->Decrement();
     if (authenticated_) hub_.metrics.sessions_authenticated->Decrement();
   }
@@ -335,6 +313,7 @@ class SessionImpl final : public Session {
   void Unregister() {
     if (!registered_online_) return;
     registered_online_ = false;
+    hub_.online_devices.Remove(Key(device_id_));
     auto range = hub_.online.equal_range(Key(device_id_));
     for (auto it = range.first; it != range.second;) {
       auto locked = it->second.lock();
@@ -578,6 +557,10 @@ class SessionImpl final : public Session {
     authenticated_ = true;
     hub_.metrics.sessions_authenticated->Increment();
     hub_.online.emplace(Key(device_id_), Self());
+    // Before the queue fetch below: a delivery the outbox reader skips
+    // because this device was not yet online was committed before the
+    // fetch reads the queue.
+    hub_.online_devices.Add(Key(device_id_));
     registered_online_ = true;
     auto info = ToDeviceInfo(device_);
     if (info.ok()) self_info_ = *info;
@@ -606,47 +589,7 @@ class SessionImpl final : public Session {
           Page page;
           HF_ASSIGN_OR_RETURN(page.total, store.CountPendingDeliveries(device));
           HF_ASSIGN_OR_RETURN(auto pending, store.PendingDeliveries(device, kPage));
-          // A queued item whose sender device or epoch is gone is still
-          // delivered, without that part: the client rejects and
-          // acknowledges it, so one bad item never blocks the queue.
-          std::map<std::string, std::optional<wire::DeviceInfo>> senders;
-          std::map<uint32_t, std::optional<wire::EpochCertificate>> epochs;
-          size_t bytes = 0;
-          for (const auto& p : pending) {
-            if (bytes >= kPageBytes) break;
-            wire::ServerFrame f;
-            auto* d = f.mutable_deliver();
-            d->set_delivery_id(static_cast<uint64_t>(p.delivery_id));
-            d->set_archive_notice(notice);
-            auto parsed = protocol::ParseEnvelope(p.envelope);
-            if (parsed.ok()) {
-              *d->mutable_envelope() = parsed->envelope;
-              const uint32_t epoch = parsed->header.epoch_id();
-              if (!epochs.count(epoch)) {
-                auto rec = store.GetEpoch(epoch);
-                if (!rec.ok() && rec.status().code() != Code::kNotFound) return rec.status();
-                if (rec.ok()) {
-                  HF_ASSIGN_OR_RETURN(epochs[epoch], ToEpochCert(*rec));
-                } else {
-                  epochs[epoch] = std::nullopt;
-                }
-              }
-              if (epochs[epoch]) *d->mutable_epoch() = *epochs[epoch];
-            }
-            const std::string skey = Key(p.sender_device);
-            if (!senders.count(skey)) {
-              auto rec = store.GetDevice(p.sender_device);
-              if (!rec.ok() && rec.status().code() != Code::kNotFound) return rec.status();
-              if (rec.ok()) {
-                HF_ASSIGN_OR_RETURN(senders[skey], ToDeviceInfo(*rec));
-              } else {
-                senders[skey] = std::nullopt;
-              }
-            }
-            if (senders[skey]) *d->mutable_sender() = *senders[skey];
-            page.frames.push_back(f.SerializeAsString());
-            bytes += page.frames.back().size();
-          }
+          HF_ASSIGN_OR_RETURN(page.frames, DeliverFrames(store, pending, notice, kPageBytes));
           return page;
         },
         [self = Self(), first](Result<Page> r) {
