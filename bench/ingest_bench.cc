@@ -6,7 +6,10 @@
 // delivery rows, in batches of 1, 16, 128 and 512 envelopes, one
 // transaction (one commit, one WAL flush) per batch:
 //
-//   holdfast       archive::Store::IngestBatch into the Holdfast schema
+//   holdfast       archive::Store::IngestBatch into the Holdfast schema,
+//                  with an outbox row and notification per batch as a
+//                  gateway writes them (multi-node delivery)
+//   no outbox      the same without the outbox row (information only)
 //   plain/unnest   libpq, one multi-row INSERT ... SELECT FROM unnest($n)
 //                  per batch (both tables in one statement), binary arrays
 //   plain/copy     libpq, BEGIN; binary COPY into both tables; COMMIT
@@ -29,6 +32,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -80,11 +84,19 @@ std::vector<IngestItem> MakeRows(size_t count, size_t envelope_bytes) {
 
 // -------------------------------------------------------------- methods
 
-enum class Method { kHoldfast, kPlainUnnest, kPlainCopy, kIndexedUnnest, kIndexedCopy };
+enum class Method {
+  kHoldfast,
+  kHoldfastNoOutbox,
+  kPlainUnnest,
+  kPlainCopy,
+  kIndexedUnnest,
+  kIndexedCopy
+};
 
 const char* Name(Method m) {
   switch (m) {
     case Method::kHoldfast: return "holdfast IngestBatch";
+    case Method::kHoldfastNoOutbox: return "holdfast IngestBatch, no outbox";
     case Method::kPlainUnnest: return "plain unnest INSERT";
     case Method::kPlainCopy: return "plain binary COPY";
     case Method::kIndexedUnnest: return "indexed unnest INSERT";
@@ -146,7 +158,9 @@ int main(int argc, char** argv) {
             << " bytes\n";
   const std::vector<IngestItem> pool = MakeRows(rows, envelope_bytes);
 
-  std::vector<Method> methods = {Method::kHoldfast, Method::kPlainUnnest, Method::kPlainCopy};
+  std::vector<Method> methods = {Method::kHoldfast, Method::kHoldfastNoOutbox,
+                                 Method::kPlainUnnest, Method::kPlainCopy};
+  int64_t outbox_seq = 0;
   if (indexed) {
     methods.push_back(Method::kIndexedUnnest);
     methods.push_back(Method::kIndexedCopy);
@@ -156,7 +170,9 @@ int main(int argc, char** argv) {
   auto reset = [&](Method m) {
     switch (m) {
       case Method::kHoldfast:
-        Exec(admin.get(), "TRUNCATE deliveries, envelopes");
+      case Method::kHoldfastNoOutbox:
+        // CASCADE: delivery reports and hold capsules reference envelopes.
+        Exec(admin.get(), "TRUNCATE deliveries, envelopes, outbox CASCADE");
         break;
       case Method::kPlainUnnest:
       case Method::kPlainCopy:
@@ -190,8 +206,11 @@ int main(int argc, char** argv) {
           const IngestItem* first = pool.data() + b * batch;
           bool ok = true;
           switch (m) {
-            case Method::kHoldfast: {
-              auto out = store.IngestBatch(hf_batches[b]);
+            case Method::kHoldfast:
+            case Method::kHoldfastNoOutbox: {
+              std::optional<archive::OutboxTag> tag;
+              if (m == Method::kHoldfast) tag = archive::OutboxTag{"bench", ++outbox_seq};
+              auto out = store.IngestBatch(hf_batches[b], tag);
               if (!out.ok()) Fail("IngestBatch", out.status().ToString());
               ok = out->size() == batch;
               break;
@@ -218,7 +237,8 @@ int main(int argc, char** argv) {
   std::cout << "ingest_bench: " << envelope_bytes << "-byte envelopes + 2 delivery rows each,"
             << " fsync on, one commit per batch, best of " << rounds << " rounds (each <= "
             << seconds << " s or " << rows << " envelopes)\n\n";
-  std::vector<std::string> header = {"batch", "holdfast env/s", "plain unnest", "plain COPY",
+  std::vector<std::string> header = {"batch",      "holdfast env/s", "no outbox", "plain unnest",
+                                     "plain COPY",
                                      "limit", "ratio", "target"};
   if (indexed) {
     header.push_back("indexed unnest");
@@ -244,12 +264,14 @@ int main(int argc, char** argv) {
     }
     std::vector<std::string> cells = {
         std::to_string(batch), Fixed(b[Method::kHoldfast], 0),
+        Fixed(b[Method::kHoldfastNoOutbox], 0),
         Fixed(b[Method::kPlainUnnest], 0), Fixed(b[Method::kPlainCopy], 0),
         Fixed(limit, 0) + (copy_wins ? " (COPY)" : " (unnest)"), Fixed(ratio, 2),
         counts ? ">= 0.60" : "(info)"};
     JsonObject row;
     row.Int("batch", static_cast<long long>(batch))
         .Num("holdfast_per_s", b[Method::kHoldfast], 0)
+        .Num("holdfast_no_outbox_per_s", b[Method::kHoldfastNoOutbox], 0)
         .Num("plain_unnest_per_s", b[Method::kPlainUnnest], 0)
         .Num("plain_copy_per_s", b[Method::kPlainCopy], 0)
         .Num("limit_per_s", limit, 0)

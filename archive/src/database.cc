@@ -1,5 +1,8 @@
 #include "holdfast/archive/database.h"
 
+#include <poll.h>
+
+#include <cerrno>
 #include <cstdio>
 
 #include "migrations.h"
@@ -40,6 +43,48 @@ Status Connection::Ping() {
 
 bool Connection::Healthy() const {
   return impl_ && impl_->conn != nullptr && PQstatus(impl_->conn) == CONNECTION_OK;
+}
+
+Status Connection::SetApplicationName(const std::string& name) {
+  return Exec(*impl_, "SELECT set_config('application_name', $1, false)", Params().Text(name))
+      .status();
+}
+
+Status Connection::Listen(const std::string& channel) {
+  HF_RETURN_IF_ERROR(impl_->EnsureConnected());
+  char* quoted = PQescapeIdentifier(impl_->conn, channel.data(), channel.size());
+  if (quoted == nullptr) return internal::ErrorStatus(impl_->conn, nullptr, "LISTEN");
+  const std::string sql = std::string("LISTEN ") + quoted;
+  PQfreemem(quoted);
+  return ExecScript(*impl_, sql);
+}
+
+Result<std::vector<std::string>> Connection::AwaitNotifications(std::chrono::milliseconds timeout,
+                                                                int wake_fd) {
+  PGconn* conn = impl_->conn;
+  if (conn == nullptr || PQstatus(conn) != CONNECTION_OK) {
+    return Status::Unavailable("connection to PostgreSQL lost");
+  }
+  std::vector<std::string> out;
+  auto drain = [&] {
+    while (PGnotify* n = PQnotifies(conn)) {
+      out.emplace_back(n->extra ? n->extra : "");
+      PQfreemem(n);
+    }
+  };
+  // Notifications that arrived with the results of earlier statements.
+  drain();
+  if (!out.empty()) return out;
+  pollfd fds[2] = {{PQsocket(conn), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+  const int n = ::poll(fds, wake_fd >= 0 ? 2 : 1, static_cast<int>(timeout.count()));
+  if (n < 0 && errno != EINTR) return Status::Unavailable("poll on the PostgreSQL socket failed");
+  if (n > 0 && fds[0].revents != 0) {
+    if (PQconsumeInput(conn) != 1 || PQstatus(conn) != CONNECTION_OK) {
+      return internal::ErrorStatus(conn, nullptr, "waiting for notifications");
+    }
+    drain();
+  }
+  return out;
 }
 
 namespace {

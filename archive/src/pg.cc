@@ -153,6 +153,20 @@ std::vector<std::string> PgResult::TextArray(int row, int col) const {
   return out;
 }
 
+std::vector<int64_t> PgResult::Int8Array(int row, int col) const {
+  std::vector<int64_t> out;
+  ByteView raw = Raw(row, col);
+  if (raw.size() < 12 || GetBe(raw.data(), 4) != 1 || raw.size() < 20) return out;
+  const size_t count = GetBe(raw.data() + 12, 4);
+  size_t pos = 20;
+  out.reserve(count);
+  for (size_t i = 0; i < count && pos + 12 <= raw.size(); ++i, pos += 12) {
+    if (GetBe(raw.data() + pos, 4) != 8) break;
+    out.push_back(static_cast<int64_t>(GetBe(raw.data() + pos + 4, 8)));
+  }
+  return out;
+}
+
 // --------------------------------------------------------------- parameters
 
 Params& Params::Add(Oid type, std::string value, bool is_null) {

@@ -71,6 +71,8 @@ class PgResult {
   int64_t Int(int row, int col) const;
   bool Bool(int row, int col) const;
   std::vector<std::string> TextArray(int row, int col) const;
+  // A one-dimensional int8[] without NULLs.
+  std::vector<int64_t> Int8Array(int row, int col) const;
 
   const PGresult* get() const { return res_; }
 

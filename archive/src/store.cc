@@ -124,7 +124,7 @@ std::string Sql(std::string_view a, std::string_view b, std::string_view c = {})
 // A message id committed by a concurrent transaction after the snapshot is
 // skipped by the insert but not seen by the kind-1 lookup; the caller reads
 // it back afterwards.
-constexpr std::string_view kIngestSql = R"sql(
+constexpr std::string_view kIngestCtes = R"sql(
 WITH ins AS (
   INSERT INTO envelopes (message_id, conversation_id, sender_user, sender_device, epoch_id,
                          sent_at, envelope)
@@ -144,6 +144,19 @@ dl AS (
   JOIN ins USING (message_id)
   ORDER BY r.ord
   RETURNING envelope_id, device_id, delivery_id)
+)sql";
+
+// With an outbox tag: the batch's outbox row ($10 node id, $11 seq), if it
+// created any delivery. A data-modifying WITH runs whether or not the
+// query reads it.
+constexpr std::string_view kOutboxCte = R"sql(,
+ob AS (
+  INSERT INTO outbox (node_id, seq, delivery_ids)
+  SELECT $10, $11, array_agg(delivery_id ORDER BY delivery_id) FROM dl
+  HAVING count(*) > 0)
+)sql";
+
+constexpr std::string_view kIngestSelect = R"sql(
 SELECT 0, envelope_id, message_id, hf_ms(stored_at) FROM ins
 UNION ALL
 SELECT 1, e.envelope_id, e.message_id, hf_ms(e.stored_at)
@@ -154,6 +167,17 @@ WHERE e.message_id = ANY (ARRAY(
 UNION ALL
 SELECT 2, envelope_id, device_id, delivery_id FROM dl
 )sql";
+
+const std::string& IngestSql(bool outbox) {
+  static const std::string plain = Sql(kIngestCtes, kIngestSelect);
+  static const std::string with_outbox = Sql(kIngestCtes, kOutboxCte, kIngestSelect);
+  return outbox ? with_outbox : plain;
+}
+
+// Runs after the ingest statement in the same transaction: notifies only if
+// that statement wrote the outbox row.
+constexpr std::string_view kOutboxNotifySql =
+    "SELECT pg_notify('holdfast_outbox', node_id) FROM outbox WHERE node_id = $1 AND seq = $2";
 
 // Hashes a message id for the batch's lookup table.
 struct ViewHash {
@@ -647,7 +671,8 @@ Result<std::vector<EpochRecord>> Store::ListEpochs() {
 
 // ------------------------------------------------------- ingest and delivery
 
-Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestItem>& items) {
+Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestItem>& items,
+                                                      const std::optional<OutboxTag>& outbox) {
   std::vector<IngestOutcome> outcomes(items.size());
   if (items.empty()) return outcomes;
   Connection::Impl& c = conn_.impl();
@@ -708,17 +733,22 @@ Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestIt
       .Array(std::move(envelopes))
       .Array(std::move(delivery_messages))
       .Array(std::move(delivery_devices));
+  if (outbox) params.Text(outbox->node_id).Int8(outbox->seq);
 
-  // BEGIN, the statement and COMMIT travel in one round trip.
+  // BEGIN, the statement(s) and COMMIT travel in one round trip.
   std::vector<PgResult> results;
   {
     Pipeline pipe(c);
     HF_RETURN_IF_ERROR(pipe.Send("BEGIN"));
-    HF_RETURN_IF_ERROR(pipe.Send(kIngestSql, params));
+    HF_RETURN_IF_ERROR(pipe.Send(IngestSql(outbox.has_value()), params));
+    if (outbox) {
+      HF_RETURN_IF_ERROR(
+          pipe.Send(kOutboxNotifySql, Params().Text(outbox->node_id).Int8(outbox->seq)));
+    }
     HF_RETURN_IF_ERROR(pipe.Send("COMMIT"));
     HF_ASSIGN_OR_RETURN(results, pipe.Finish());
   }
-  if (results.size() != 3) return Status::Internal("pipeline lost results");
+  if (results.size() != (outbox ? 4u : 3u)) return Status::Internal("pipeline lost results");
   if (std::string_view(PQcmdStatus(const_cast<PGresult*>(results.back().get()))) != "COMMIT") {
     return Status::Internal("ingest transaction was rolled back");
   }
@@ -824,7 +854,8 @@ Result<std::vector<PendingDelivery>> Store::PendingDeliveries(ByteView device_id
   std::vector<PendingDelivery> out;
   out.reserve(static_cast<size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) {
-    out.push_back(PendingDelivery{r.Int(i, 0), r.Bytea(i, 1), r.Bytea(i, 2)});
+    out.push_back(PendingDelivery{r.Int(i, 0), r.Bytea(i, 1), r.Bytea(i, 2),
+                                  Bytes(device_id.begin(), device_id.end())});
   }
   return out;
 }
@@ -849,6 +880,86 @@ Status Store::AckDeliveries(ByteView device_id, const std::vector<int64_t>& deli
 Result<uint64_t> Store::CountEnvelopes() {
   HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), "SELECT count(*) FROM envelopes"));
   return static_cast<uint64_t>(r.Int(0, 0));
+}
+
+Result<std::vector<PendingDelivery>> Store::UndeliveredAmong(
+    const std::vector<int64_t>& delivery_ids, const std::vector<Bytes>& devices) {
+  std::vector<PendingDelivery> out;
+  if (delivery_ids.empty() || devices.empty()) return out;
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT d.delivery_id, e.envelope, e.sender_device, d.device_id"
+                                   " FROM deliveries d JOIN envelopes e USING (envelope_id)"
+                                   " WHERE d.delivery_id = ANY($1) AND d.device_id = ANY($2)"
+                                   " AND d.delivered_at IS NULL ORDER BY d.delivery_id",
+                                   Params().Int8Array(delivery_ids).ByteaArray(devices)));
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) {
+    out.push_back(PendingDelivery{r.Int(i, 0), r.Bytea(i, 1), r.Bytea(i, 2), r.Bytea(i, 3)});
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------- outbox
+
+Result<bool> Store::TryLockNode(const std::string& node_id) {
+  // One 64-bit key per node id, in the key space of session locks.
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT pg_try_advisory_lock(hashtextextended("
+                                   "'holdfast node ' || $1, 0))",
+                                   Params().Text(node_id)));
+  return r.Bool(0, 0);
+}
+
+Result<int64_t> Store::LastOutboxSeq(const std::string& node_id) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT coalesce(max(seq), 0) FROM outbox WHERE node_id = $1",
+                                   Params().Text(node_id)));
+  return r.Int(0, 0);
+}
+
+Result<std::vector<std::pair<std::string, int64_t>>> Store::LastOutboxSeqs() {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT node_id, max(seq) FROM outbox GROUP BY node_id"));
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (int i = 0; i < r.rows(); ++i) out.emplace_back(r.Text(i, 0), r.Int(i, 1));
+  return out;
+}
+
+Result<std::vector<OutboxRow>> Store::OutboxRowsAfter(
+    const std::vector<std::pair<std::string, int64_t>>& after, const std::string& except_node,
+    int limit) {
+  if (limit <= 0) return Status::InvalidArgument("limit must be positive");
+  std::vector<std::string> nodes;
+  std::vector<int64_t> seqs;
+  for (const auto& [node, seq] : after) {
+    nodes.push_back(node);
+    seqs.push_back(seq);
+  }
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT o.node_id, o.seq, o.delivery_ids, hf_ms(o.created_at)"
+                                   " FROM outbox o"
+                                   " LEFT JOIN unnest($1::text[], $2::int8[]) AS s(node, seq)"
+                                   "  ON s.node = o.node_id"
+                                   " WHERE o.node_id <> $3 AND o.seq > coalesce(s.seq, 0)"
+                                   " ORDER BY o.node_id, o.seq LIMIT $4",
+                                   Params().TextArray(nodes).Int8Array(seqs).Text(except_node)
+                                       .Int8(limit)));
+  std::vector<OutboxRow> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) {
+    out.push_back(OutboxRow{r.Text(i, 0), r.Int(i, 1), r.Int8Array(i, 2), r.Int(i, 3)});
+  }
+  return out;
+}
+
+Result<uint64_t> Store::PruneOutbox(int64_t max_age_ms) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "DELETE FROM outbox o"
+                                   " WHERE o.created_at < now() - $1 * interval '1 millisecond'"
+                                   " AND o.seq < (SELECT max(m.seq) FROM outbox m"
+                                   "              WHERE m.node_id = o.node_id)",
+                                   Params().Int8(max_age_ms)));
+  return static_cast<uint64_t>(r.affected());
 }
 
 // --------------------------------------------------------- delivery reports

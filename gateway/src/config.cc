@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -149,6 +151,33 @@ void ApplyProcessEnvironment(const Config& config) {
   }
 }
 
+namespace {
+bool NodeIdChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-';
+}
+constexpr size_t kMaxNodeIdBytes = 64;
+}  // namespace
+
+bool ValidNodeId(const std::string& id) {
+  if (id.empty() || id.size() > kMaxNodeIdBytes) return false;
+  for (char c : id) {
+    if (!NodeIdChar(c)) return false;
+  }
+  return true;
+}
+
+std::string DefaultNodeId(uint16_t listen_port) {
+  char host[256] = {};
+  std::string id = ::gethostname(host, sizeof host - 1) == 0 && host[0] != '\0' ? host : "gateway";
+  for (char& c : id) {
+    if (!NodeIdChar(c)) c = '-';
+  }
+  const std::string suffix = "-" + std::to_string(listen_port);
+  if (id.size() > kMaxNodeIdBytes - suffix.size()) id.resize(kMaxNodeIdBytes - suffix.size());
+  return id + suffix;
+}
+
 Result<Endpoint> ParseEndpoint(const std::string& text) {
   const auto colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0) {
@@ -224,11 +253,17 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
       }
     }
     if (auto gw = root["gateway"]) {
-      HF_RETURN_IF_ERROR(CheckKeys(gw, {"listen", "tls_cert", "tls_key", "max_frame_bytes", "max_clock_skew_seconds",
-                                        "archive_notice", "enrollment_failures_per_user",
-                                        "enrollment_failures_per_ip"},
+      HF_RETURN_IF_ERROR(CheckKeys(gw, {"listen", "node_id", "tls_cert", "tls_key", "max_frame_bytes",
+                                        "max_clock_skew_seconds", "archive_notice",
+                                        "enrollment_failures_per_user", "enrollment_failures_per_ip"},
                                    "gateway", source));
       HF_RETURN_IF_ERROR(GetEndpoint(gw, "listen", c.gateway.listen, source));
+      Get(gw, "node_id", c.gateway.node_id);
+      // Empty: the default below.
+      if (!c.gateway.node_id.empty() && !ValidNodeId(c.gateway.node_id)) {
+        return Status::InvalidArgument(Where(gw["node_id"], source) +
+                                       ": gateway.node_id must be 1 to 64 of A-Z a-z 0-9 . _ -");
+      }
       Get(gw, "tls_cert", c.gateway.tls_cert);
       Get(gw, "tls_key", c.gateway.tls_key);
       Get(gw, "max_frame_bytes", c.gateway.max_frame_bytes);
@@ -289,6 +324,7 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
     return Status::InvalidArgument(source + ": hsm.enrollment_token_label must differ from hsm.token_label: "
                                    "the gateway logs in to the enrollment token, never to the archive token");
   }
+  if (c.gateway.node_id.empty()) c.gateway.node_id = DefaultNodeId(c.gateway.listen.port);
   if (c.gateway.tls_cert.empty()) c.gateway.tls_cert = s + "/tls/gateway.pem";
   if (c.gateway.tls_key.empty()) c.gateway.tls_key = s + "/tls/gateway.key";
   if (c.admin.tls_cert.empty()) c.admin.tls_cert = c.gateway.tls_cert;

@@ -28,6 +28,7 @@
 #include "hub.h"
 #include "ingester.h"
 #include "metrics.h"
+#include "outbox_reader.h"
 #include "session.h"
 
 namespace holdfast::gateway {
@@ -36,6 +37,20 @@ namespace {
 namespace net = boost::asio;
 namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
+
+// Outbox rows older than this are deleted (each node's newest excepted):
+// they only remind other nodes to push; devices read the deliveries table.
+constexpr int64_t kOutboxRetentionMs = 10 * 60 * 1000;
+
+// Takes the node id's advisory lock on `conn`: false if another gateway
+// holds it. Taking it again on the session that holds it succeeds, so the
+// maintenance thread repeats this to keep the lock across a reconnection.
+Status LockNode(archive::Connection& conn, const std::string& node_id) {
+  archive::Store store(conn);
+  HF_ASSIGN_OR_RETURN(bool locked, store.TryLockNode(node_id));
+  if (!locked) return Status::FailedPrecondition("node id " + node_id + " is in use by another gateway");
+  return Status::Ok();
+}
 
 Status WritePortsFile(const std::string& path, uint16_t client, uint16_t admin) {
   const std::string tmp = path + ".tmp";
@@ -76,12 +91,14 @@ Status CheckEnrollmentCertificate(archive::Store& store, ByteView org_root, Byte
 
 class GatewayImpl final : public Gateway {
  public:
-  GatewayImpl(Config config, Bytes org_root, std::unique_ptr<EnrollmentSigner> enrollment,
-              std::unique_ptr<Directory> directory, const std::string& policy_version)
+  GatewayImpl(Config config, archive::Connection node_lock, Bytes org_root,
+              std::unique_ptr<EnrollmentSigner> enrollment, std::unique_ptr<Directory> directory,
+              const std::string& policy_version)
       : config_(std::move(config)),
+        node_lock_(std::move(node_lock)),
         tls_(ssl::context::tls_server),
         db_(config_.database.conninfo, config_.database.workers),
-        ingester_(config_.database.conninfo, config_.database.ingest_batch_max,
+        ingester_(config_.database.conninfo, config_.gateway.node_id, config_.database.ingest_batch_max,
                   config_.database.ingest_queue_max, metrics_, [this] { net::post(io_, [this] { ResumePaused(); }); }),
         hsm_(config_),
         enrollment_hsm_(config_, /*enrollment=*/true),
@@ -98,8 +115,10 @@ class GatewayImpl final : public Gateway {
              FailureLimiter(config_.gateway.enrollment_failures_per_user),
              FailureLimiter(config_.gateway.enrollment_failures_per_ip),
              {},
+             {},
              {}},
         io_(1),
+        outbox_(hub_),
         acceptor_(io_) {
     metrics_.SetPolicyVersion(policy_version);
   }
@@ -155,6 +174,7 @@ class GatewayImpl final : public Gateway {
     metrics_.hsm_enrollment_up->Set(enrollment_hsm_.Check().ok() ? 1 : 0);
     metrics_.database_up->Set(1);
 
+    HF_RETURN_IF_ERROR(outbox_.Start());
     Accept();
     io_thread_ = std::thread([this] {
       auto guard = net::make_work_guard(io_);
@@ -176,6 +196,7 @@ class GatewayImpl final : public Gateway {
     }
     maintenance_cv_.notify_all();
     if (maintenance_.joinable()) maintenance_.join();
+    outbox_.Stop();
     // Stop accepting, let the ingest queue drain so every envelope already
     // accepted is committed and acknowledged (or refused), then close the
     // sessions and stop.
@@ -239,6 +260,8 @@ class GatewayImpl final : public Gateway {
     if (!epochs.empty()) {
       metrics_.epoch_remaining_seconds->Set(static_cast<double>(epochs.back().not_after_ms - now) / 1000.0);
     }
+    HF_RETURN_IF_ERROR(LockNode(node_lock_, config_.gateway.node_id));
+    HF_RETURN_IF_ERROR(store.PruneOutbox(kOutboxRetentionMs).status().WithContext("outbox pruning"));
     if (!hsm.ok()) return hsm.WithContext("HSM");
     return Status::Ok();
   }
@@ -280,6 +303,7 @@ class GatewayImpl final : public Gateway {
   // to hub_ and metrics_, so io_ is declared after them.
   Metrics metrics_;
   Config config_;
+  archive::Connection node_lock_;  // holds the node id's lock; maintenance thread only
   ssl::context tls_;
   DbPool db_;
   Ingester ingester_;
@@ -289,6 +313,7 @@ class GatewayImpl final : public Gateway {
   std::unique_ptr<Directory> directory_;
   Hub hub_;
   net::io_context io_;
+  OutboxReader outbox_;
   tcp::acceptor acceptor_;
   std::unique_ptr<AdminPlane> admin_;
   std::thread io_thread_;
@@ -302,7 +327,12 @@ class GatewayImpl final : public Gateway {
 
 }  // namespace
 
-Result<std::unique_ptr<Gateway>> Gateway::Create(const Config& config) {
+Result<std::unique_ptr<Gateway>> Gateway::Create(const Config& given) {
+  Config config = given;
+  if (config.gateway.node_id.empty()) config.gateway.node_id = DefaultNodeId(config.gateway.listen.port);
+  if (!ValidNodeId(config.gateway.node_id)) {
+    return Status::InvalidArgument("gateway.node_id must be 1 to 64 of A-Z a-z 0-9 . _ -");
+  }
   HF_ASSIGN_OR_RETURN(auto conn, archive::Connection::Open(config.database.conninfo));
   HF_RETURN_IF_ERROR(archive::Migrate(conn).WithContext("database migration"));
   archive::Store store(conn);
@@ -328,12 +358,24 @@ Result<std::unique_ptr<Gateway>> Gateway::Create(const Config& config) {
   // not at the first disclosure.
   auto policy = policy::Policy::Load(config.policy_file);
   if (!policy.ok()) return policy.status().WithContext("policy file");
+  // Held for the process's lifetime on a connection of its own. A process
+  // that just stopped under the same id may still hold it for a moment:
+  // its backend ends shortly after its connection closes.
+  HF_ASSIGN_OR_RETURN(auto node_lock, archive::Connection::Open(config.database.conninfo));
+  HF_RETURN_IF_ERROR(node_lock.SetApplicationName("holdfast-node-" + config.gateway.node_id));
+  Status locked = LockNode(node_lock, config.gateway.node_id);
+  for (int i = 0; i < 50 && locked.code() == Code::kFailedPrecondition; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    locked = LockNode(node_lock, config.gateway.node_id);
+  }
+  HF_RETURN_IF_ERROR(locked);
   std::unique_ptr<Directory> directory;
   if (config.directory.enabled()) {
     HF_ASSIGN_OR_RETURN(directory, Directory::Create(config.directory));
   }
-  auto gw = std::make_unique<GatewayImpl>(config, std::move(root).value(), std::move(enrollment).value(),
-                                          std::move(directory), policy->version());
+  auto gw = std::make_unique<GatewayImpl>(config, std::move(node_lock), std::move(root).value(),
+                                          std::move(enrollment).value(), std::move(directory),
+                                          policy->version());
   HF_RETURN_IF_ERROR(gw->LoadTls());
   return std::unique_ptr<Gateway>(std::move(gw));
 }

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "db_pool.h"
@@ -25,6 +26,33 @@
 namespace holdfast::gateway {
 
 class Session;
+
+// The devices with an authenticated session on this process, readable from
+// any thread: the I/O thread adds and removes, the outbox reader takes
+// snapshots.
+class OnlineDevices {
+ public:
+  void Add(const std::string& device) {
+    std::lock_guard lock(mu_);
+    ++sessions_[device];
+  }
+  void Remove(const std::string& device) {
+    std::lock_guard lock(mu_);
+    auto it = sessions_.find(device);
+    if (it != sessions_.end() && --it->second <= 0) sessions_.erase(it);
+  }
+  std::vector<Bytes> Snapshot() const {
+    std::lock_guard lock(mu_);
+    std::vector<Bytes> out;
+    out.reserve(sessions_.size());
+    for (const auto& [device, count] : sessions_) out.emplace_back(device.begin(), device.end());
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, int> sessions_;  // device id (raw bytes) -> open sessions
+};
 
 struct Hub {
   const Config& config;
@@ -44,6 +72,8 @@ struct Hub {
   std::multimap<std::string, std::weak_ptr<Session>> online;
   // [io] Sessions that stopped reading while the ingester was backlogged.
   std::vector<std::weak_ptr<Session>> paused;
+  // The same devices, for other threads.
+  OnlineDevices online_devices;
 };
 
 }  // namespace holdfast::gateway

@@ -7,9 +7,10 @@
 
 namespace holdfast::gateway {
 
-Ingester::Ingester(std::string conninfo, int batch_max, int queue_max, Metrics& metrics,
-                   std::function<void()> on_drained)
+Ingester::Ingester(std::string conninfo, std::string node_id, int batch_max, int queue_max,
+                   Metrics& metrics, std::function<void()> on_drained)
     : conninfo_(std::move(conninfo)),
+      node_id_(std::move(node_id)),
       batch_max_(static_cast<size_t>(batch_max)),
       queue_max_(static_cast<size_t>(queue_max)),
       metrics_(metrics),
@@ -47,6 +48,10 @@ void Ingester::Stop() {
 
 void Ingester::Run() {
   std::optional<archive::Connection> conn;
+  // This node's last outbox seq, read once from the database. Each attempt
+  // takes a new one: an attempt whose outcome was lost may have committed
+  // its row. Gaps are harmless; readers only look for higher numbers.
+  std::optional<int64_t> seq;
   for (;;) {
     std::vector<Pending> batch;
     {
@@ -81,7 +86,15 @@ void Ingester::Run() {
       }
       if (c.ok()) {
         archive::Store store(**c);
-        outcome = store.IngestBatch(items);
+        if (!seq) {
+          auto last = store.LastOutboxSeq(node_id_);
+          if (last.ok()) {
+            seq = *last;
+          } else {
+            outcome = last.status();
+          }
+        }
+        if (seq) outcome = store.IngestBatch(items, archive::OutboxTag{node_id_, ++*seq});
       } else {
         outcome = c.status();
       }

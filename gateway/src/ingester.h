@@ -1,7 +1,9 @@
 // Group commit: envelopes accepted by sessions are queued here; one thread
 // stores everything queued so far in a single transaction and only then
 // calls each envelope's completion. A completion with an OK outcome means the
-// envelope is durable; with an error, nothing of it was stored.
+// envelope is durable; with an error, nothing of it was stored. Every
+// commit that creates deliveries also writes this node's next outbox row
+// (archive::OutboxTag), numbered here, so per node seq order is commit order.
 #pragma once
 
 #include <atomic>
@@ -24,8 +26,8 @@ class Ingester {
   // Above `queue_max` queued envelopes the ingester is backlogged until the
   // queue is back under half of it; `on_drained` (ingest thread, must be
   // quick) is called whenever a backlog ends.
-  Ingester(std::string conninfo, int batch_max, int queue_max, Metrics& metrics,
-           std::function<void()> on_drained);
+  Ingester(std::string conninfo, std::string node_id, int batch_max, int queue_max,
+           Metrics& metrics, std::function<void()> on_drained);
   ~Ingester();
   Ingester(const Ingester&) = delete;
   Ingester& operator=(const Ingester&) = delete;
@@ -48,6 +50,7 @@ class Ingester {
   void NoteDrained();
 
   const std::string conninfo_;
+  const std::string node_id_;
   const size_t batch_max_;
   const size_t queue_max_;
   Metrics& metrics_;

@@ -97,6 +97,22 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                       .Register(r);
   enrollment_limited_user = &limited.Add({{"scope", "user"}});
   enrollment_limited_ip = &limited.Add({{"scope", "ip"}});
+  outbox_notifications = &BuildCounter().Name("holdfast_outbox_notifications_total")
+                              .Help("Outbox notifications received from other gateway nodes.")
+                              .Register(r).Add({});
+  outbox_polls = &BuildCounter().Name("holdfast_outbox_polls_total")
+                      .Help("Outbox reads after a second without a notification (the fallback poll).")
+                      .Register(r).Add({});
+  cross_node_deliveries = &BuildCounter().Name("holdfast_cross_node_deliveries_total")
+                               .Help("Deliver frames pushed for envelopes stored by another gateway node.")
+                               .Register(r).Add({});
+  outbox_reconnects = &BuildCounter().Name("holdfast_outbox_reconnects_total")
+                           .Help("Times the outbox reader reopened its database connection.")
+                           .Register(r).Add({});
+  outbox_lag_seconds = &BuildGauge().Name("holdfast_outbox_lag_seconds")
+                            .Help("Age of the newest outbox row of another node when this node read it "
+                                  "(0 when a read found nothing new).")
+                            .Register(r).Add({});
   rejects_ = &BuildCounter().Name("holdfast_client_rejects_total")
                   .Help("Client requests refused, by reason.").Register(r);
   // Pre-create the common reasons so dashboards see zeros.

@@ -67,6 +67,12 @@ class Metrics {
   // holdfast_enrollment_rate_limited_total{scope="user"|"ip"}
   prometheus::Counter* enrollment_limited_user;
   prometheus::Counter* enrollment_limited_ip;
+  // Multi-node delivery (outbox reader).
+  prometheus::Counter* outbox_notifications;
+  prometheus::Counter* outbox_polls;
+  prometheus::Counter* cross_node_deliveries;
+  prometheus::Counter* outbox_reconnects;
+  prometheus::Gauge* outbox_lag_seconds;
   // Sets holdfast_policy_info{version="sha256:..."} to 1.
   void SetPolicyVersion(const std::string& version);
 

@@ -18,6 +18,7 @@
 #include <optional>
 #include <set>
 
+#include "delivery.h"
 #include "holdfast/base/time.h"
 #include "holdfast/protocol/envelope.h"
 #include "holdfast/protocol/identity.h"
@@ -36,91 +37,6 @@ namespace wire = protocol::wire;
 
 
 std::string Key(ByteView b) { return AsString(b); }
-
-Result<wire::DeviceInfo> ToDeviceInfo(const archive::DeviceRecord& d) {
-  wire::DeviceInfo info;
-  info.set_user(d.user);
-  info.set_device_id(AsString(d.device_id));
-  info.set_identity_key(AsString(d.identity_key));
-  if (!info.mutable_prekey()->ParseFromArray(d.signed_prekey.data(),
-                                              static_cast<int>(d.signed_prekey.size()))) {
-    return Status::Internal("stored prekey of a device does not parse");
-  }
-  if (!info.mutable_certificate()->ParseFromArray(d.certificate.data(),
-                                                   static_cast<int>(d.certificate.size()))) {
-    return Status::Internal("stored certificate of a device does not parse");
-  }
-  return info;
-}
-
-Result<wire::EpochCertificate> ToEpochCert(const archive::EpochRecord& e) {
-  wire::EpochCertificate cert;
-  if (!cert.ParseFromArray(e.certificate.data(), static_cast<int>(e.certificate.size()))) {
-    return Status::Internal("stored epoch certificate does not parse");
-  }
-  return cert;
-}
-
-// The parts of a Deliver or HistoryEntry that come from the database:
-// the parsed envelope, its sender's DeviceInfo and its epoch certificate,
-// each sender and epoch read once per batch. A part that is gone (or an
-// envelope that no longer parses) is left unset: the item still goes out
-// and the client refuses it, so one bad item never blocks a queue.
-class FrameParts {
- public:
-  explicit FrameParts(archive::Store& store) : store_(store) {}
-
-  struct Parts {
-    std::optional<wire::Envelope> envelope;
-    const wire::DeviceInfo* sender = nullptr;          // owned by this FrameParts
-    const wire::EpochCertificate* epoch = nullptr;     // owned by this FrameParts
-
-    template <typename Frame>
-    void Into(Frame& f) && {
-      if (envelope) *f.mutable_envelope() = std::move(*envelope);
-      if (sender) *f.mutable_sender() = *sender;
-      if (epoch) *f.mutable_epoch() = *epoch;
-    }
-  };
-
-  Result<Parts> Get(ByteView stored_envelope, ByteView sender_device) {
-    Parts out;
-    auto parsed = protocol::ParseEnvelope(stored_envelope);
-    if (parsed.ok()) {
-      out.envelope = std::move(parsed->envelope);
-      const uint32_t id = parsed->header.epoch_id();
-      auto it = epochs_.find(id);
-      if (it == epochs_.end()) {
-        std::optional<wire::EpochCertificate> cert;
-        auto rec = store_.GetEpoch(id);
-        if (!rec.ok() && rec.status().code() != Code::kNotFound) return rec.status();
-        if (rec.ok()) {
-          HF_ASSIGN_OR_RETURN(cert, ToEpochCert(*rec));
-        }
-        it = epochs_.emplace(id, std::move(cert)).first;
-      }
-      if (it->second) out.epoch = &*it->second;
-    }
-    const std::string key = Key(sender_device);
-    auto it = senders_.find(key);
-    if (it == senders_.end()) {
-      std::optional<wire::DeviceInfo> info;
-      auto rec = store_.GetDevice(sender_device);
-      if (!rec.ok() && rec.status().code() != Code::kNotFound) return rec.status();
-      if (rec.ok()) {
-        HF_ASSIGN_OR_RETURN(info, ToDeviceInfo(*rec));
-      }
-      it = senders_.emplace(key, std::move(info)).first;
-    }
-    if (it->second) out.sender = &*it->second;
-    return out;
-  }
-
- private:
-  archive::Store& store_;
-  std::map<std::string, std::optional<wire::DeviceInfo>> senders_;
-  std::map<uint32_t, std::optional<wire::EpochCertificate>> epochs_;
-};
 
 // Maps a status to the stable reason code sent to clients and used as the
 // reject metric label.
@@ -210,6 +126,7 @@ class SessionImpl final : public Session {
       : ws_(std::move(socket), tls), hub_(hub), auth_timer_(hub.io) {}
 
   ~SessionImpl() override {
+    if (registered_online_) hub_.online_devices.Remove(Key(device_id_));
     hub_.metrics.connections_active->Decrement();
     if (authenticated_) hub_.metrics.sessions_authenticated->Decrement();
   }
@@ -433,6 +350,7 @@ class SessionImpl final : public Session {
   void Unregister() {
     if (!registered_online_) return;
     registered_online_ = false;
+    hub_.online_devices.Remove(Key(device_id_));
     auto range = hub_.online.equal_range(Key(device_id_));
     for (auto it = range.first; it != range.second;) {
       auto locked = it->second.lock();
@@ -778,6 +696,10 @@ class SessionImpl final : public Session {
     authenticated_ = true;
     hub_.metrics.sessions_authenticated->Increment();
     hub_.online.emplace(Key(device_id_), Self());
+    // Before the queue fetch below: a delivery the outbox reader skips
+    // because this device was not yet online was committed before the
+    // fetch reads the queue.
+    hub_.online_devices.Add(Key(device_id_));
     registered_online_ = true;
     auto info = ToDeviceInfo(device_);
     if (info.ok()) self_info_ = *info;
@@ -806,19 +728,7 @@ class SessionImpl final : public Session {
           Page page;
           HF_ASSIGN_OR_RETURN(page.total, store.CountPendingDeliveries(device));
           HF_ASSIGN_OR_RETURN(auto pending, store.PendingDeliveries(device, kPage));
-          FrameParts parts(store);
-          size_t bytes = 0;
-          for (const auto& p : pending) {
-            if (bytes >= kPageBytes) break;
-            wire::ServerFrame f;
-            auto* d = f.mutable_deliver();
-            d->set_delivery_id(static_cast<uint64_t>(p.delivery_id));
-            d->set_archive_notice(notice);
-            HF_ASSIGN_OR_RETURN(auto got, parts.Get(p.envelope, p.sender_device));
-            std::move(got).Into(*d);
-            page.frames.push_back(f.SerializeAsString());
-            bytes += page.frames.back().size();
-          }
+          HF_ASSIGN_OR_RETURN(page.frames, DeliverFrames(store, pending, notice, kPageBytes));
           return page;
         },
         [self = Self(), first](Result<Page> r) {

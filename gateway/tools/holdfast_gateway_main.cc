@@ -65,7 +65,7 @@ class GatewayApp final : public Poco::Util::ServerApplication {
     }
     std::cerr << "holdfast-gateway: clients on wss://" << cfg->gateway.listen.host << ":"
               << (*gw)->client_port() << "/v1, admin plane on https://" << cfg->admin.listen.host
-              << ":" << (*gw)->admin_port() << std::endl;
+              << ":" << (*gw)->admin_port() << ", node id " << cfg->gateway.node_id << std::endl;
     waitForTerminationRequest();
     std::cerr << "holdfast-gateway: stopping; draining ingest" << std::endl;
     (*gw)->Stop();

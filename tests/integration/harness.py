@@ -47,11 +47,85 @@ def run(args, check=True, **kw):
     return result
 
 
+def launch_gateway(config, ports_file, log_path):
+    """Starts holdfast-gateway on `config` and waits for its ports file.
+    Returns (process, client_port, admin_port); raises with the log's tail
+    if the process exits or does not start within 30 s."""
+    if os.path.exists(ports_file):
+        os.remove(ports_file)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([GATEWAY, "--config", config], stdout=log,
+                                   stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError("gateway exited:\n" + tail(log_path))
+        if os.path.exists(ports_file):
+            with open(ports_file) as f:
+                ports = json.load(f)
+            return process, ports["client"], ports["admin"]
+        time.sleep(0.05)
+    process.kill()
+    process.wait(timeout=30)
+    raise AssertionError("gateway did not start:\n" + tail(log_path))
+
+
+def tail(path, size=4000):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-size:]
+    except OSError:
+        return ""
+
+
+class Node:
+    """A further gateway process of a Deployment, on the same database and
+    HSM: its configuration differs from the deployment's only in the listen
+    ports, gateway.node_id and ports_file."""
+
+    def __init__(self, deployment, node_id, index):
+        self.d = deployment
+        self.node_id = node_id
+        self.dir = os.path.join(deployment.dir, "nodes", f"{index}-{node_id}")
+        os.makedirs(self.dir)
+        self.config = os.path.join(self.dir, "holdfast.yaml")
+        self.ports_file = os.path.join(self.dir, "ports.json")
+        self.log_path = os.path.join(self.dir, "gateway.log")
+        deployment.write_config(self.config, self.ports_file, node_id)
+        self.process = None
+
+    def start(self):
+        self.process, self.client_port, self.admin_port = launch_gateway(
+            self.config, self.ports_file, self.log_path)
+        self.server = f"wss://127.0.0.1:{self.client_port}/v1"
+
+    def run_until_exit(self, timeout=30):
+        """Runs the gateway expecting it to refuse to start; returns its
+        exit status and log."""
+        with open(self.log_path, "ab") as log:
+            result = subprocess.run([GATEWAY, "--config", self.config], stdout=log,
+                                    stderr=subprocess.STDOUT, timeout=timeout)
+        return result.returncode, self.log()
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def log(self):
+        return tail(self.log_path)
+
+    def https_get(self, path):
+        return self.d.https_get(path, port=self.admin_port)
+
+
 class Deployment:
-    def __init__(self, name="it"):
+    def __init__(self, name="it", node_id=None):
         self.dir = tempfile.mkdtemp(prefix=f"holdfast-{name}-")
         os.chmod(self.dir, 0o755)
         self.gateway = None
+        self.nodes = []
         self.pg_dir = os.path.join(self.dir, "pg")
         self.pg_port = free_port()
         run([PG_CLUSTER, "init", self.pg_dir, str(self.pg_port)])
@@ -61,32 +135,37 @@ class Deployment:
 
         hsm_dir = os.path.join(self.dir, "hsm")
         tls_dir = os.path.join(self.dir, "tls")
-        module = run(["bash", "-c", f'source "{LIB_SH}" && make_softhsm_dir "$1" && '
-                      f'make_tls_cert "$2" && softhsm_module', "_", hsm_dir, tls_dir]).stdout.strip()
+        self.module = run(["bash", "-c", f'source "{LIB_SH}" && make_softhsm_dir "$1" && '
+                           f'make_tls_cert "$2" && softhsm_module', "_", hsm_dir, tls_dir]).stdout.strip()
         self.ca = os.path.join(tls_dir, "gateway.pem")
         self.ports_file = os.path.join(self.dir, "ports.json")
         shutil.copy(os.path.join(SOURCE_DIR, "deploy", "policy.yaml"),
                     os.path.join(self.dir, "policy.yaml"))
+        self.hsm_dir = hsm_dir
         self.config = os.path.join(self.dir, "holdfast.yaml")
-        with open(self.config, "w") as f:
+        self.write_config(self.config, self.ports_file, node_id)
+        self.admin("hsm", "init-token")
+        # Key ceremonies are run by an officer with the role key_custodian.
+        self.admin("officer", "add", KEY_CUSTODIAN, "--role", "key_custodian")
+        self.admin("init", "--as", KEY_CUSTODIAN)
+
+    def write_config(self, path, ports_file, node_id=None):
+        node = f"\n  node_id: {node_id}" if node_id else ""
+        with open(path, "w") as f:
             f.write(f"""org: "Integration Test Org"
 state_dir: {self.dir}
 database:
   conninfo: "{self.conninfo}"
 hsm:
-  module: {module}
+  module: {self.module}
   token_label: holdfast
-  softhsm2_conf: {hsm_dir}/softhsm2.conf
+  softhsm2_conf: {self.hsm_dir}/softhsm2.conf
 gateway:
-  listen: 127.0.0.1:{free_port()}
+  listen: 127.0.0.1:{free_port()}{node}
 admin:
   listen: 127.0.0.1:{free_port()}
-ports_file: {self.ports_file}
+ports_file: {ports_file}
 """)
-        self.admin("hsm", "init-token")
-        # Key ceremonies are run by an officer with the role key_custodian.
-        self.admin("officer", "add", KEY_CUSTODIAN, "--role", "key_custodian")
-        self.admin("init", "--as", KEY_CUSTODIAN)
 
     # ------------------------------------------------------------ processes
 
@@ -103,23 +182,15 @@ ports_file: {self.ports_file}
                    env=CLIENT_ENV)
 
     def start_gateway(self):
-        if os.path.exists(self.ports_file):
-            os.remove(self.ports_file)
-        with open(os.path.join(self.dir, "gateway.log"), "ab") as log:
-            self.gateway = subprocess.Popen([GATEWAY, "--config", self.config],
-                                            stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.gateway.poll() is not None:
-                raise AssertionError("gateway exited:\n" + self.gateway_log())
-            if os.path.exists(self.ports_file):
-                with open(self.ports_file) as f:
-                    ports = json.load(f)
-                self.client_port, self.admin_port = ports["client"], ports["admin"]
-                self.server = f"wss://127.0.0.1:{self.client_port}/v1"
-                return
-            time.sleep(0.05)
-        raise AssertionError("gateway did not start:\n" + self.gateway_log())
+        self.gateway, self.client_port, self.admin_port = launch_gateway(
+            self.config, self.ports_file, os.path.join(self.dir, "gateway.log"))
+        self.server = f"wss://127.0.0.1:{self.client_port}/v1"
+
+    def add_node(self, node_id):
+        """A further gateway with its own config (not started)."""
+        node = Node(self, node_id, len(self.nodes))
+        self.nodes.append(node)
+        return node
 
     def kill_gateway(self, sig=signal.SIGKILL):
         if self.gateway and self.gateway.poll() is None:
@@ -128,13 +199,11 @@ ports_file: {self.ports_file}
         self.gateway = None
 
     def gateway_log(self):
-        try:
-            with open(os.path.join(self.dir, "gateway.log"), errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
+        return tail(os.path.join(self.dir, "gateway.log"))
 
     def close(self):
+        for node in self.nodes:
+            node.stop()
         self.kill_gateway(signal.SIGTERM)
         run([PG_CLUSTER, "stop", self.pg_dir, "immediate"], check=False)
         if os.environ.get("HOLDFAST_KEEP_TEST_DIR"):
@@ -148,28 +217,29 @@ ports_file: {self.ports_file}
         out = run(["psql", self.conninfo, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql]).stdout
         return [line for line in out.splitlines() if line]
 
-    def https_get(self, path):
+    def https_get(self, path, port=None):
         ctx = ssl.create_default_context(cafile=self.ca)
-        url = f"https://127.0.0.1:{self.admin_port}{path}"
+        url = f"https://127.0.0.1:{port or self.admin_port}{path}"
         try:
             with urllib.request.urlopen(url, context=ctx, timeout=10) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
-    def add_user(self, user):
+    def add_user(self, user, server=None):
         self.admin("user", "add", user)
-        return self.enroll(user)
+        return self.enroll(user, server=server)
 
     def enrollment_code(self, user):
         out = self.admin("user", "enroll", user).stdout
         return out.split(":", 1)[1].split()[0]
 
-    def enroll(self, user, profile=None, certify_with=None, check=True):
+    def enroll(self, user, profile=None, certify_with=None, check=True, server=None):
         """Registers a device of `user` in profile `profile` (default: the
-        user's name). A further device of a user is certified by the master
-        key held in the profile `certify_with`."""
-        args = ["register", "--server", self.server, "--ca", self.ca, "--user", user,
+        user's name), connecting through `server` (default: the deployment's
+        gateway) from then on. A further device of a user is certified by
+        the master key held in the profile `certify_with`."""
+        args = ["register", "--server", server or self.server, "--ca", self.ca, "--user", user,
                 "--code", self.enrollment_code(user)]
         if certify_with:
             args += ["--certify-with", self.profile(certify_with)]

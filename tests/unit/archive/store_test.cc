@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <regex>
 #include <set>
 #include <thread>
@@ -935,6 +937,130 @@ TEST_F(StoreTest, ADeliveryReportIsRecordedAndAudited) {
   EXPECT_NE(trail->back().detail.find("\"reason\":\"undecryptable\""), std::string::npos)
       << trail->back().detail;
   EXPECT_TRUE(compliance.VerifyAuditChain().ok());
+}
+
+
+// ------------------------------------------------------------------- outbox
+
+// Waits up to `timeout` for notifications on `listener`; all payloads.
+std::vector<std::string> Notifications(Connection& listener, std::chrono::milliseconds timeout) {
+  std::vector<std::string> out;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return out;
+    auto got = listener.AwaitNotifications(left);
+    EXPECT_TRUE(got.ok()) << got.status().ToString();
+    if (!got.ok()) return out;
+    out.insert(out.end(), got->begin(), got->end());
+    if (!out.empty()) return out;
+  }
+}
+
+TEST_F(StoreTest, IngestWithAnOutboxTagWritesOneRowAndNotifiesInTheSameTransaction) {
+  auto listener = Connection::Open(conninfo());
+  ASSERT_TRUE(listener.ok()) << listener.status().ToString();
+  ASSERT_TRUE(listener->Listen(std::string(kOutboxChannel)).ok());
+
+  auto out = store().IngestBatch({Item(1, "c_1", "alice", 1, kT0, {2, 3}),
+                                  Item(2, "c_1", "alice", 1, kT0 + 1, {2})},
+                                 OutboxTag{"node-a", 7});
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  std::vector<int64_t> ids;
+  for (const auto& o : *out) {
+    for (const auto& [device, id] : o.deliveries) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_EQ(Notifications(*listener, std::chrono::seconds(5)), std::vector<std::string>{"node-a"});
+
+  // One row per batch, with every new delivery id, ascending.
+  auto rows = store().OutboxRowsAfter({}, "node-b", 10);
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].node_id, "node-a");
+  EXPECT_EQ((*rows)[0].seq, 7);
+  EXPECT_EQ((*rows)[0].delivery_ids, ids);
+  EXPECT_GT((*rows)[0].created_at_ms, 0);
+  EXPECT_EQ(*store().LastOutboxSeq("node-a"), 7);
+  EXPECT_EQ(*store().LastOutboxSeq("node-b"), 0);
+
+  // A reader skips its own node's rows and those at or below what it saw.
+  EXPECT_TRUE(store().OutboxRowsAfter({}, "node-a", 10)->empty());
+  EXPECT_TRUE(store().OutboxRowsAfter({{"node-a", 7}}, "node-b", 10)->empty());
+  EXPECT_EQ(store().OutboxRowsAfter({{"node-a", 6}}, "node-b", 10)->size(), 1u);
+
+  // A batch that creates no delivery (only duplicates) writes no row and
+  // notifies nobody; neither does a failed batch or one without a tag.
+  ASSERT_TRUE(store().IngestBatch({Item(1, "c_1", "alice", 1, kT0, {2, 3})}, OutboxTag{"node-a", 8}).ok());
+  IngestItem bad = Item(5, "c_1", "alice", 1, kT0, {2});
+  bad.message_id.clear();
+  EXPECT_FALSE(store().IngestBatch({Item(4, "c_1", "alice", 1, kT0, {2}), bad}, OutboxTag{"node-a", 9}).ok());
+  ASSERT_TRUE(store().IngestBatch({Item(6, "c_1", "alice", 1, kT0, {2})}).ok());
+  EXPECT_TRUE(Notifications(*listener, std::chrono::milliseconds(300)).empty());
+  EXPECT_EQ(*store().LastOutboxSeq("node-a"), 7);
+  EXPECT_EQ(*store().CountEnvelopes(), 3u) << "the failed batch stored nothing";
+
+  // Another node's batch: rows come back by node, then seq.
+  ASSERT_TRUE(store().IngestBatch({Item(7, "c_1", "alice", 1, kT0, {3})}, OutboxTag{"node-b", 1}).ok());
+  EXPECT_EQ(Notifications(*listener, std::chrono::seconds(5)), std::vector<std::string>{"node-b"});
+  auto all = store().OutboxRowsAfter({}, "node-c", 10);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[1].node_id, "node-b");
+  EXPECT_EQ(store().OutboxRowsAfter({}, "node-c", 1)->size(), 1u) << "limit";
+  auto heads = store().LastOutboxSeqs();
+  ASSERT_TRUE(heads.ok());
+  std::sort(heads->begin(), heads->end());
+  EXPECT_EQ(*heads, (std::vector<std::pair<std::string, int64_t>>{{"node-a", 7}, {"node-b", 1}}));
+
+  // Of a row's deliveries, only the undelivered ones to the given devices.
+  ASSERT_TRUE(store().AckDeliveries(Id(2), {ids[0]}).ok());
+  auto pending = store().UndeliveredAmong(ids, {Id(2), Id(9)});
+  ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].device_id, Id(2));
+  EXPECT_EQ((*pending)[0].envelope, Bytes(2000, 2));
+  EXPECT_EQ((*pending)[0].sender_device, Id(1));
+  EXPECT_TRUE(store().UndeliveredAmong(ids, {})->empty());
+}
+
+TEST_F(StoreTest, PruningKeepsEachNodesNewestOutboxRow) {
+  ASSERT_TRUE(store().IngestBatch({Item(1, "c_1", "alice", 1, kT0, {2})}, OutboxTag{"a", 1}).ok());
+  ASSERT_TRUE(store().IngestBatch({Item(2, "c_1", "alice", 1, kT0, {2})}, OutboxTag{"a", 2}).ok());
+  ASSERT_TRUE(store().IngestBatch({Item(3, "c_1", "alice", 1, kT0, {2})}, OutboxTag{"b", 1}).ok());
+  ASSERT_TRUE(store().IngestBatch({Item(4, "c_1", "alice", 1, kT0, {2})}, OutboxTag{"a", 3}).ok());
+  Sql("UPDATE outbox SET created_at = now() - interval '11 minutes' WHERE seq < 3");
+  auto pruned = store().PruneOutbox(10 * 60 * 1000);
+  ASSERT_TRUE(pruned.ok()) << pruned.status().ToString();
+  EXPECT_EQ(*pruned, 2u) << "a/1 and a/2; b/1 is b's newest";
+  EXPECT_EQ(*store().LastOutboxSeq("b"), 1);
+  EXPECT_EQ(*store().LastOutboxSeq("a"), 3);
+  EXPECT_EQ(store().OutboxRowsAfter({}, "", 10)->size(), 2u);
+}
+
+TEST_F(StoreTest, ANodeIdIsLockedByOneSessionAtATime) {
+  auto other = Connection::Open(conninfo());
+  ASSERT_TRUE(other.ok());
+  Store other_store(*other);
+  EXPECT_TRUE(*store().TryLockNode("n1"));
+  EXPECT_TRUE(*store().TryLockNode("n1")) << "again on the session holding it";
+  EXPECT_FALSE(*other_store.TryLockNode("n1"));
+  EXPECT_TRUE(*other_store.TryLockNode("n2"));
+  // Released when the holding session ends (its backend exits shortly
+  // after the connection closes).
+  store_.reset();
+  conn_.reset();
+  bool taken = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!taken && std::chrono::steady_clock::now() < deadline) {
+    auto r = other_store.TryLockNode("n1");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    taken = *r;
+    if (!taken) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(taken);
 }
 
 }  // namespace

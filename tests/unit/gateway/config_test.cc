@@ -70,6 +70,7 @@ TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
   EXPECT_EQ(reference->gateway.max_frame_bytes, defaults->gateway.max_frame_bytes);
   EXPECT_EQ(reference->gateway.max_clock_skew_seconds, defaults->gateway.max_clock_skew_seconds);
   EXPECT_EQ(reference->gateway.archive_notice, defaults->gateway.archive_notice);
+  EXPECT_EQ(reference->gateway.node_id, defaults->gateway.node_id);
   EXPECT_EQ(reference->admin.listen.port, defaults->admin.listen.port);
   EXPECT_EQ(reference->admin.tls_cert, defaults->admin.tls_cert);
   EXPECT_EQ(reference->keys.epoch_days, defaults->keys.epoch_days);
@@ -84,6 +85,28 @@ TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
   EXPECT_EQ(reference->directory.membership, defaults->directory.membership);
   EXPECT_EQ(reference->directory.timeout_seconds, defaults->directory.timeout_seconds);
   EXPECT_EQ(reference->directory.threads, defaults->directory.threads);
+}
+
+TEST(ConfigTest, NodeId) {
+  auto c = Config::Parse("gateway:\n  node_id: gw-1.example_A\n", "n.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->gateway.node_id, "gw-1.example_A");
+  // Default: the host name and the listen port, in the node id alphabet.
+  auto d = Config::Parse("gateway:\n  listen: 127.0.0.1:8555\n", "n.yaml");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->gateway.node_id, DefaultNodeId(8555));
+  EXPECT_TRUE(ValidNodeId(d->gateway.node_id)) << d->gateway.node_id;
+  EXPECT_TRUE(d->gateway.node_id.ends_with("-8555")) << d->gateway.node_id;
+  EXPECT_EQ(Config::Parse("gateway:\n  node_id: \"\"\n", "n.yaml")->gateway.node_id, DefaultNodeId(8443));
+  for (const char* bad : {"\"a b\"", "\"a/b\"", "\"ä\"", "\"n'1\""}) {
+    auto r = Config::Parse(std::string("gateway:\n  node_id: ") + bad + "\n", "n.yaml");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("n.yaml:2:12: gateway.node_id"), std::string::npos)
+        << r.status().message();
+  }
+  EXPECT_TRUE(Config::Parse("gateway:\n  node_id: " + std::string(64, 'x') + "\n", "n.yaml").ok());
+  EXPECT_FALSE(Config::Parse("gateway:\n  node_id: " + std::string(65, 'x') + "\n", "n.yaml").ok());
+  EXPECT_FALSE(ValidNodeId(""));
 }
 
 TEST(ConfigTest, PrekeyPolicy) {

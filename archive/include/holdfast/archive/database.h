@@ -1,8 +1,10 @@
 // PostgreSQL access: one RAII connection type over libpq, schema migrations.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "holdfast/base/status.h"
 
@@ -23,6 +25,19 @@ class Connection {
   // SELECT 1; kUnavailable if the server does not answer.
   Status Ping();
   bool Healthy() const;
+  // Sets this session's application_name (shown in pg_stat_activity).
+  Status SetApplicationName(const std::string& name);
+
+  // LISTEN on `channel`. A connection that breaks is reopened by the next
+  // statement without it: a listener must open a new connection instead
+  // once any call returned kUnavailable.
+  Status Listen(const std::string& channel);
+  // The payloads of the notifications received so far; if there are none,
+  // waits up to `timeout` for some, or until `wake_fd` (if not -1) becomes
+  // readable, and returns what arrived (maybe nothing). kUnavailable if the
+  // connection broke.
+  Result<std::vector<std::string>> AwaitNotifications(std::chrono::milliseconds timeout,
+                                                      int wake_fd = -1);
 
   struct Impl;
   Impl& impl() { return *impl_; }

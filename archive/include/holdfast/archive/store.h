@@ -116,6 +116,25 @@ struct PendingDelivery {
   int64_t delivery_id = 0;
   Bytes envelope;
   Bytes sender_device;
+  Bytes device_id;  // the recipient
+};
+
+// Names the outbox row an ingest batch writes (see IngestBatch): the node
+// that stores it and that node's next sequence number.
+struct OutboxTag {
+  std::string node_id;
+  int64_t seq = 0;
+};
+
+// Channel notified, with the node id as payload, by every ingest batch that
+// writes an outbox row.
+inline constexpr std::string_view kOutboxChannel = "holdfast_outbox";
+
+struct OutboxRow {
+  std::string node_id;
+  int64_t seq = 0;
+  std::vector<int64_t> delivery_ids;  // ascending
+  int64_t created_at_ms = 0;
 };
 
 struct StoredEnvelope {
@@ -243,12 +262,39 @@ class Store {
   // Stores every item and its delivery rows in one transaction, then
   // commits. Duplicate message ids return the stored envelope and add no
   // deliveries. Either every item is durable on return or none is.
-  Result<std::vector<IngestOutcome>> IngestBatch(const std::vector<IngestItem>& items);
+  // With an outbox tag, the same transaction (and round trip) also writes
+  // the outbox row (tag.node_id, tag.seq, the new delivery ids) and
+  // notifies kOutboxChannel, if the batch created any delivery.
+  Result<std::vector<IngestOutcome>> IngestBatch(const std::vector<IngestItem>& items,
+                                                 const std::optional<OutboxTag>& outbox = {});
   Result<std::vector<PendingDelivery>> PendingDeliveries(ByteView device_id, int limit);
   Result<uint64_t> CountPendingDeliveries(ByteView device_id);
   // Marks deliveries done; ids not belonging to the device are ignored.
   Status AckDeliveries(ByteView device_id, const std::vector<int64_t>& delivery_ids);
   Result<uint64_t> CountEnvelopes();
+  // Of `delivery_ids`, the undelivered ones addressed to one of `devices`,
+  // by delivery id, each with its recipient device.
+  Result<std::vector<PendingDelivery>> UndeliveredAmong(const std::vector<int64_t>& delivery_ids,
+                                                        const std::vector<Bytes>& devices);
+
+  // ---- multi-node delivery (the outbox; docs/archive.md)
+  // Takes the session-level advisory lock of a gateway node id on this
+  // connection and keeps it until the connection ends; false if another
+  // session holds it.
+  Result<bool> TryLockNode(const std::string& node_id);
+  // The highest outbox seq of a node, 0 if it has no row.
+  Result<int64_t> LastOutboxSeq(const std::string& node_id);
+  // The highest outbox seq of every node with a row.
+  Result<std::vector<std::pair<std::string, int64_t>>> LastOutboxSeqs();
+  // Outbox rows of nodes other than `except_node`, each with a seq above
+  // that node's entry in `after` (or above 0 for a node not listed), by
+  // node and seq; at most `limit`.
+  Result<std::vector<OutboxRow>> OutboxRowsAfter(
+      const std::vector<std::pair<std::string, int64_t>>& after, const std::string& except_node,
+      int limit);
+  // Deletes outbox rows older than max_age_ms, except each node's newest;
+  // returns how many.
+  Result<uint64_t> PruneOutbox(int64_t max_age_ms);
 
   // ---- history sync
   // One page of `user`'s history in a conversation: the envelopes the user

@@ -52,6 +52,10 @@ struct Config {
 
   struct {
     Endpoint listen{"127.0.0.1", 8443};
+    // Names this process among the gateways sharing the database:
+    // [A-Za-z0-9._-]{1,64}, unique (a second process with the same id
+    // refuses to start). Default: <hostname>-<listen port>.
+    std::string node_id;
     std::string tls_cert;       // default: <state_dir>/tls/gateway.pem
     std::string tls_key;        // default: <state_dir>/tls/gateway.key
     uint32_t max_frame_bytes = 1 << 20;
@@ -132,6 +136,12 @@ struct Config {
 // (SOFTHSM2_CONF). Call once from main, before any thread starts: setenv
 // is not thread-safe.
 void ApplyProcessEnvironment(const Config& config);
+
+// Whether `id` is a valid gateway.node_id.
+bool ValidNodeId(const std::string& id);
+// The default node id: the host name and the client listen port, with
+// characters outside the node id alphabet replaced by '-'.
+std::string DefaultNodeId(uint16_t listen_port);
 
 // "host:port" -> Endpoint.
 Result<Endpoint> ParseEndpoint(const std::string& text);
