@@ -107,16 +107,17 @@ class RawWriter {
     const std::string sql =
         "WITH e AS (INSERT INTO " + envelopes_ +
         " (envelope_id, message_id, conversation_id, sender_user, sender_device, epoch_id,"
-        " sent_at, envelope)" + over +
-        " SELECT id, mid, conv, snd, dev, ep, timestamptz 'epoch' + ms * interval '1 millisecond',"
+        " retention_epoch, sent_at, envelope)" + over +
+        " SELECT id, mid, conv, snd, dev, ep, ep,"
+        " timestamptz 'epoch' + ms * interval '1 millisecond',"
         " env FROM unnest($1::int8[], $2::bytea[], $3::text[], $4::text[], $5::bytea[],"
         " $6::int8[], $7::int8[], $8::bytea[]) AS u(id, mid, conv, snd, dev, ep, ms, env))"
-        " INSERT INTO " + deliveries_ + " (delivery_id, envelope_id, device_id)" + over +
-        " SELECT * FROM unnest($9::int8[], $10::int8[], $11::bytea[])";
-    const Oid types[11] = {kInt8Array, kByteaArray, kTextArray, kTextArray, kByteaArray,
+        " INSERT INTO " + deliveries_ + " (delivery_id, envelope_id, retention_epoch, device_id)" +
+        over + " SELECT * FROM unnest($9::int8[], $10::int8[], $12::int8[], $11::bytea[])";
+    const Oid types[12] = {kInt8Array, kByteaArray, kTextArray, kTextArray, kByteaArray,
                            kInt8Array, kInt8Array, kByteaArray, kInt8Array, kInt8Array,
-                           kByteaArray};
-    PgRes res(PQprepare(conn_.get(), "ingest", sql.c_str(), 11, types));
+                           kByteaArray, kInt8Array};
+    PgRes res(PQprepare(conn_.get(), "ingest", sql.c_str(), 12, types));
     if (!Expect(conn_.get(), res, PGRES_COMMAND_OK, "prepare unnest insert")) std::exit(1);
   }
 
@@ -128,7 +129,8 @@ class RawWriter {
     for (size_t i = 0; i < n; ++i) deliveries += rows[i].recipient_devices.size();
     BinaryArray id(kInt8, n), mid(kBytea, n), conv(kText, n), snd(kText, n), dev(kBytea, n),
         ep(kInt8, n), ms(kInt8, n), env(kBytea, n);
-    BinaryArray d_id(kInt8, deliveries), d_env(kInt8, deliveries), d_dev(kBytea, deliveries);
+    BinaryArray d_id(kInt8, deliveries), d_env(kInt8, deliveries), d_dev(kBytea, deliveries),
+        d_ep(kInt8, deliveries);
     for (size_t i = 0; i < n; ++i) {
       const IngestItem& r = rows[i];
       const int64_t envelope_id = next_envelope_++;
@@ -144,18 +146,19 @@ class RawWriter {
         d_id.AddInt8(next_delivery_++);
         d_env.AddInt8(envelope_id);
         d_dev.Add(device);
+        d_ep.AddInt8(r.epoch_id);
       }
     }
-    const BinaryArray* arrays[11] = {&id, &mid, &conv, &snd, &dev, &ep, &ms, &env,
-                                     &d_id, &d_env, &d_dev};
-    const char* values[11];
-    int lengths[11], formats[11];
-    for (int i = 0; i < 11; ++i) {
+    const BinaryArray* arrays[12] = {&id, &mid, &conv, &snd, &dev, &ep, &ms, &env,
+                                     &d_id, &d_env, &d_dev, &d_ep};
+    const char* values[12];
+    int lengths[12], formats[12];
+    for (int i = 0; i < 12; ++i) {
       values[i] = arrays[i]->data().data();
       lengths[i] = static_cast<int>(arrays[i]->data().size());
       formats[i] = 1;
     }
-    PgRes res(PQexecPrepared(conn_.get(), "ingest", 11, values, lengths, formats, 1));
+    PgRes res(PQexecPrepared(conn_.get(), "ingest", 12, values, lengths, formats, 1));
     return Expect(conn_.get(), res, PGRES_COMMAND_OK, "unnest insert");
   }
 
@@ -165,19 +168,21 @@ class RawWriter {
     for (size_t i = 0; i < n; ++i) {
       const IngestItem& r = rows[i];
       const int64_t envelope_id = next_envelope_++;
-      PutBE(env_buf, 8, 2);
+      PutBE(env_buf, 9, 2);
       PutInt8Field(env_buf, envelope_id);
       PutField(env_buf, r.message_id);
       PutField(env_buf, r.conversation_id);
       PutField(env_buf, r.sender_user);
       PutField(env_buf, r.sender_device);
       PutInt8Field(env_buf, r.epoch_id);
+      PutInt8Field(env_buf, r.epoch_id);
       PutInt8Field(env_buf, r.sent_at_ms * 1000 - kPgEpochOffsetUs);
       PutField(env_buf, r.envelope);
       for (const Bytes& device : r.recipient_devices) {
-        PutBE(del_buf, 3, 2);
+        PutBE(del_buf, 4, 2);
         PutInt8Field(del_buf, next_delivery_++);
         PutInt8Field(del_buf, envelope_id);
+        PutInt8Field(del_buf, r.epoch_id);
         PutField(del_buf, device);
       }
     }
@@ -188,9 +193,9 @@ class RawWriter {
     if (!Expect(c, begin, PGRES_COMMAND_OK, "BEGIN")) return false;
     if (!Copy(envelopes_ +
                   " (envelope_id, message_id, conversation_id, sender_user, sender_device,"
-                  " epoch_id, sent_at, envelope)",
+                  " epoch_id, retention_epoch, sent_at, envelope)",
               env_buf) ||
-        !Copy(deliveries_ + " (delivery_id, envelope_id, device_id)", del_buf)) {
+        !Copy(deliveries_ + " (delivery_id, envelope_id, retention_epoch, device_id)", del_buf)) {
       PgRes rollback(PQexec(c, "ROLLBACK"));
       return false;
     }

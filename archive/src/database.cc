@@ -131,8 +131,9 @@ Status ApplyOne(Connection::Impl& c, const internal::Migration& m) {
 
 }  // namespace
 
-Status Migrate(Connection& conn) {
+Status Migrate(Connection& conn, int up_to_version) {
   for (const internal::Migration& m : internal::Migrations()) {
+    if (m.version > up_to_version) break;
     HF_RETURN_IF_ERROR(ApplyOne(conn.impl(), m));
   }
   return Status::Ok();

@@ -36,6 +36,7 @@ namespace holdfast::archive {
 
 using internal::AppendAudit;
 using internal::Exec;
+using internal::ExecScript;
 using internal::JsonObject;
 using internal::Params;
 using internal::Transaction;
@@ -160,7 +161,7 @@ Result<std::set<int64_t>> RewrappedOfEpoch(Connection& conn, uint32_t epoch_id) 
   HF_ASSIGN_OR_RETURN(auto r, Exec(conn.impl(),
                                    "SELECT h.envelope_id FROM hold_capsules h"
                                    " JOIN envelopes e ON e.envelope_id = h.envelope_id"
-                                   " WHERE e.epoch_id = $1",
+                                   " WHERE e.epoch_id = $1 AND e.retention_epoch IN ($1, -1)",
                                    Params().Int8(epoch_id)));
   std::set<int64_t> out;
   for (int i = 0; i < r.rows(); ++i) out.insert(r.Int(i, 0));
@@ -217,6 +218,50 @@ Status RequireCustodian(Connection::Impl& c, const std::string& name) {
 }
 
 std::string EpochText(uint32_t epoch_id) { return "epoch " + std::to_string(epoch_id); }
+
+// ------------------------------------------------------------ partitions
+
+// Inside the run's last transaction: moves the envelopes in `keep` (and
+// their deliveries) to the held partitions, then drops the epoch's
+// partitions with everything else in them, and deletes what of the epoch
+// the DEFAULT partitions hold. Returns the number of envelopes gone.
+Result<int64_t> DropEpochPartitions(Connection::Impl& c, uint32_t epoch_id,
+                                    const std::vector<int64_t>& keep) {
+  const Params epoch_and_keep = Params().Int8(epoch_id).Int8Array(keep);
+  HF_RETURN_IF_ERROR(Exec(c,
+                          "UPDATE deliveries SET retention_epoch = -1"
+                          " WHERE retention_epoch = $1 AND envelope_id = ANY($2)",
+                          epoch_and_keep)
+                         .status());
+  HF_RETURN_IF_ERROR(Exec(c,
+                          "UPDATE envelopes SET retention_epoch = -1"
+                          " WHERE retention_epoch = $1 AND envelope_id = ANY($2)",
+                          epoch_and_keep)
+                         .status());
+  HF_ASSIGN_OR_RETURN(auto gone, Exec(c, "SELECT count(*) FROM envelopes WHERE retention_epoch = $1",
+                                      Params().Int8(epoch_id)));
+  // A report about a shredded envelope stays, without its envelope.
+  HF_RETURN_IF_ERROR(Exec(c,
+                          "UPDATE delivery_reports SET envelope_id = NULL WHERE envelope_id IN"
+                          " (SELECT envelope_id FROM envelopes WHERE retention_epoch = $1)",
+                          Params().Int8(epoch_id))
+                         .status());
+  HF_RETURN_IF_ERROR(Exec(c, "DELETE FROM deliveries_default WHERE retention_epoch = $1",
+                          Params().Int8(epoch_id))
+                         .status());
+  HF_RETURN_IF_ERROR(Exec(c, "DELETE FROM envelopes_default WHERE retention_epoch = $1",
+                          Params().Int8(epoch_id))
+                         .status());
+  // Dropping a partition locks its parent exclusively: rather than stall
+  // ingest behind a long query, give up; a rerun resumes here.
+  HF_RETURN_IF_ERROR(Exec(c, "SET LOCAL lock_timeout = '10s'").status());
+  const std::string suffix = "_e" + std::to_string(epoch_id);
+  for (const char* table : {"deliveries", "envelopes"}) {
+    HF_RETURN_IF_ERROR(ExecScript(c, "DROP TABLE IF EXISTS " + std::string(table) + suffix)
+                           .WithContext("dropping the partition " + std::string(table) + suffix));
+  }
+  return gone.Int(0, 0);
+}
 
 // ------------------------------------------------------------ hold capsules
 
@@ -710,13 +755,8 @@ Result<DeletionCertificate> ShredEpoch(Connection& conn, hsm::Token& token,
     if (!locked || locked->status.state != "key_destroyed") {
       return Status::FailedPrecondition("the shredding of " + what + " changed state");
     }
-    HF_ASSIGN_OR_RETURN(auto deleted,
-                        Exec(c,
-                             "DELETE FROM envelopes e WHERE e.epoch_id = $1"
-                             " AND NOT EXISTS (SELECT 1 FROM hold_capsules h"
-                             "                 WHERE h.envelope_id = e.envelope_id)"
-                             " AND e.envelope_id <> ALL($2)",
-                             Params().Int8(epoch_id).Int8Array(keep)));
+    keep.insert(keep.end(), rewrapped.begin(), rewrapped.end());
+    HF_ASSIGN_OR_RETURN(const int64_t deleted, DropEpochPartitions(c, epoch_id, keep));
     std::vector<std::string> approvers = {locked->status.requested_by, locked->status.approved_by};
     const std::string body =
         JsonObject()
@@ -725,7 +765,7 @@ Result<DeletionCertificate> ShredEpoch(Connection& conn, hsm::Token& token,
             .Int("not_before_ms", epoch.not_before_ms)
             .Int("not_after_ms", epoch.not_after_ms)
             .String("epoch_public_key", ToHex(epoch.public_key))
-            .Int("envelopes_deleted", deleted.affected())
+            .Int("envelopes_deleted", deleted)
             .Int("envelopes_rewrapped", static_cast<int64_t>(rewrapped.size()))
             .Int("envelopes_retained_unwrapped", static_cast<int64_t>(retained_unwrapped))
             .Raw("hold_ids", Int64Array(locked->hold_ids))
@@ -752,7 +792,7 @@ Result<DeletionCertificate> ShredEpoch(Connection& conn, hsm::Token& token,
         c, actor, "epoch.shred.complete",
         JsonObject()
             .Int("epoch_id", epoch_id)
-            .Int("envelopes_deleted", deleted.affected())
+            .Int("envelopes_deleted", deleted)
             .Int("envelopes_rewrapped", static_cast<int64_t>(rewrapped.size()))
             .Int("envelopes_retained_unwrapped", static_cast<int64_t>(retained_unwrapped))
             .String("certificate_sha256", ToHex(protocol::Sha256(AsBytes(body))))

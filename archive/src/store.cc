@@ -114,12 +114,16 @@ std::string Sql(std::string_view a, std::string_view b, std::string_view c = {})
 
 // The whole batch in one statement. $1..$7 are the envelope columns, one
 // element per distinct message id in input order; $8/$9 pair each delivery
-// with its envelope's message id, in input order. Envelopes whose message id
-// is already stored are skipped by ON CONFLICT; deliveries are added only
-// for the envelopes this statement inserted, and delivery ids are assigned
-// in input order. Result rows:
-//   kind 0: envelope_id, message_id, stored_at of a new envelope
-//   kind 1: the same for an envelope stored before this statement's snapshot
+// with its envelope's message id, in input order; $10 is the batch's
+// distinct epochs. An envelope goes to its epoch's partition
+// (retention_epoch = epoch_id), where a message id is unique: envelopes
+// whose message id that partition already holds are skipped by ON
+// CONFLICT; deliveries are added only for the envelopes this statement
+// inserted, and delivery ids are assigned in input order. Result rows:
+//   kind 0: envelope_id, message_id, stored_at, epoch of a new envelope
+//   kind 1: the same for an envelope stored before this statement's
+//           snapshot, from the partitions of the batch's epochs only ($10
+//           is a constant of the custom plan, so the others are pruned)
 //   kind 2: envelope_id, device_id, delivery_id of a new delivery
 // A message id committed by a concurrent transaction after the snapshot is
 // skipped by the insert but not seen by the kind-1 lookup; the caller reads
@@ -127,45 +131,45 @@ std::string Sql(std::string_view a, std::string_view b, std::string_view c = {})
 constexpr std::string_view kIngestCtes = R"sql(
 WITH ins AS (
   INSERT INTO envelopes (message_id, conversation_id, sender_user, sender_device, epoch_id,
-                         sent_at, envelope)
+                         retention_epoch, sent_at, envelope)
   SELECT b.message_id, b.conversation_id, b.sender_user, b.sender_device, b.epoch_id,
-         hf_ts(b.sent_ms), b.envelope
+         b.epoch_id, hf_ts(b.sent_ms), b.envelope
   FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bytea[], $5::int8[], $6::int8[],
               $7::bytea[]) WITH ORDINALITY
        AS b(message_id, conversation_id, sender_user, sender_device, epoch_id, sent_ms,
             envelope, ord)
   ORDER BY b.ord
-  ON CONFLICT (message_id) DO NOTHING
-  RETURNING envelope_id, message_id, stored_at),
+  ON CONFLICT (message_id, retention_epoch) DO NOTHING
+  RETURNING envelope_id, message_id, stored_at, retention_epoch),
 dl AS (
-  INSERT INTO deliveries (envelope_id, device_id, created_at)
-  SELECT ins.envelope_id, r.device_id, ins.stored_at
+  INSERT INTO deliveries (envelope_id, retention_epoch, device_id, created_at)
+  SELECT ins.envelope_id, ins.retention_epoch, r.device_id, ins.stored_at
   FROM unnest($8::bytea[], $9::bytea[]) WITH ORDINALITY AS r(message_id, device_id, ord)
   JOIN ins USING (message_id)
   ORDER BY r.ord
   RETURNING envelope_id, device_id, delivery_id)
 )sql";
 
-// With an outbox tag: the batch's outbox row ($10 node id, $11 seq), if it
+// With an outbox tag: the batch's outbox row ($11 node id, $12 seq), if it
 // created any delivery. A data-modifying WITH runs whether or not the
 // query reads it.
 constexpr std::string_view kOutboxCte = R"sql(,
 ob AS (
   INSERT INTO outbox (node_id, seq, delivery_ids)
-  SELECT $10, $11, array_agg(delivery_id ORDER BY delivery_id) FROM dl
+  SELECT $11, $12, array_agg(delivery_id ORDER BY delivery_id) FROM dl
   HAVING count(*) > 0)
 )sql";
 
 constexpr std::string_view kIngestSelect = R"sql(
-SELECT 0, envelope_id, message_id, hf_ms(stored_at) FROM ins
+SELECT 0, envelope_id, message_id, hf_ms(stored_at), retention_epoch FROM ins
 UNION ALL
-SELECT 1, e.envelope_id, e.message_id, hf_ms(e.stored_at)
+SELECT 1, e.envelope_id, e.message_id, hf_ms(e.stored_at), e.retention_epoch
 FROM envelopes e
-WHERE e.message_id = ANY (ARRAY(
+WHERE e.retention_epoch = ANY ($10::int8[]) AND e.message_id = ANY (ARRAY(
   SELECT m.message_id FROM unnest($1::bytea[]) AS m(message_id)
   WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.message_id = m.message_id)))
 UNION ALL
-SELECT 2, envelope_id, device_id, delivery_id FROM dl
+SELECT 2, envelope_id, device_id, delivery_id, 0 FROM dl
 )sql";
 
 const std::string& IngestSql(bool outbox) {
@@ -629,16 +633,27 @@ Result<std::vector<MembershipChangeRecord>> Store::RecentMembershipChanges(
 // ------------------------------------------------------------------- epochs
 
 Status Store::PutEpoch(const EpochRecord& epoch) {
-  return Exec(conn_.impl(),
-              "INSERT INTO epochs (epoch_id, certificate, public_key, not_before, not_after)"
-              " VALUES ($1, $2, $3, hf_ts($4), hf_ts($5))",
-              Params()
-                  .Int8(epoch.epoch_id)
-                  .Bytea(epoch.certificate)
-                  .Bytea(epoch.public_key)
-                  .Int8(epoch.not_before_ms)
-                  .Int8(epoch.not_after_ms))
-      .status();
+  Connection::Impl& c = conn_.impl();
+  HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
+  // Adding a partition locks the envelope and delivery tables exclusively,
+  // for a moment once granted. Waiting behind a long query would stall
+  // ingest queued behind this lock, so give up instead.
+  HF_RETURN_IF_ERROR(Exec(c, "SET LOCAL lock_timeout = '10s'").status());
+  HF_RETURN_IF_ERROR(Exec(c, "SELECT hf_create_epoch_partitions($1)", Params().Int8(epoch.epoch_id))
+                         .status()
+                         .WithContext("creating the partitions of epoch " +
+                                      std::to_string(epoch.epoch_id)));
+  HF_RETURN_IF_ERROR(Exec(c,
+                          "INSERT INTO epochs (epoch_id, certificate, public_key, not_before,"
+                          " not_after) VALUES ($1, $2, $3, hf_ts($4), hf_ts($5))",
+                          Params()
+                              .Int8(epoch.epoch_id)
+                              .Bytea(epoch.certificate)
+                              .Bytea(epoch.public_key)
+                              .Int8(epoch.not_before_ms)
+                              .Int8(epoch.not_after_ms))
+                         .status());
+  return tx.Commit();
 }
 
 Result<EpochRecord> Store::CurrentEpoch(int64_t now_ms) {
@@ -694,6 +709,7 @@ Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestIt
   envelopes.Reserve(envelope_bytes);
   std::vector<ByteView> recipients;
   std::unordered_set<ByteView, ViewHash, ViewEqual> seen;
+  std::vector<int64_t> batch_epochs;
   for (size_t i = 0; i < items.size(); ++i) {
     const IngestItem& item = items[i];
     auto [it, fresh] = by_message.emplace(ByteView(item.message_id), i);
@@ -704,6 +720,9 @@ Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestIt
     senders.Text(item.sender_user);
     sender_devices.Bytea(item.sender_device);
     epochs.Int8(item.epoch_id);
+    if (std::find(batch_epochs.begin(), batch_epochs.end(), item.epoch_id) == batch_epochs.end()) {
+      batch_epochs.push_back(item.epoch_id);
+    }
     sent_at.Int8(item.sent_at_ms);
     envelopes.Bytea(item.envelope);
     // A linear scan for the usual handful of recipients, a hash set for
@@ -732,7 +751,8 @@ Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestIt
       .Array(std::move(sent_at))
       .Array(std::move(envelopes))
       .Array(std::move(delivery_messages))
-      .Array(std::move(delivery_devices));
+      .Array(std::move(delivery_devices))
+      .Int8Array(batch_epochs);
   if (outbox) params.Text(outbox->node_id).Int8(outbox->seq);
 
   // BEGIN, the statement(s) and COMMIT travel in one round trip.
@@ -772,11 +792,18 @@ Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestIt
     if (!duplicate) by_envelope.emplace(envelope_id, it->second);
     return Status::Ok();
   };
+  // Of a message id stored under several epochs, the copy in the item's own
+  // epoch is its duplicate.
+  auto same_epoch = [&](ByteView message_id, int64_t retention_epoch) {
+    auto it = by_message.find(message_id);
+    return it == by_message.end() || items[it->second].epoch_id == retention_epoch;
+  };
   size_t found = 0;
   for (int row = 0; row < r.rows(); ++row) {
     int64_t kind = r.Int(row, 0);
     if (kind == 2) continue;
     Bytes message_id = r.Bytea(row, 2);
+    if (kind == 1 && !same_epoch(message_id, r.Int(row, 4))) continue;
     HF_RETURN_IF_ERROR(resolve(message_id, r.Int(row, 1), r.Int(row, 3), kind == 1));
     ++found;
   }
@@ -791,16 +818,21 @@ Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestIt
     // Message ids committed by a concurrent transaction after the
     // statement's snapshot was taken: they are stored, so read them back.
     std::vector<Bytes> missing;
+    std::vector<int64_t> missing_epochs;
     for (const auto& [message_id, index] : by_message) {
-      if (!resolved[index]) missing.emplace_back(message_id.begin(), message_id.end());
+      if (resolved[index]) continue;
+      missing.emplace_back(message_id.begin(), message_id.end());
+      missing_epochs.push_back(items[index].epoch_id);
     }
     HF_ASSIGN_OR_RETURN(auto stored,
                         Exec(c,
-                             "SELECT envelope_id, message_id, hf_ms(stored_at) FROM envelopes"
-                             " WHERE message_id = ANY($1)",
-                             Params().ByteaArray(missing)));
+                             "SELECT envelope_id, message_id, hf_ms(stored_at), retention_epoch"
+                             " FROM envelopes WHERE retention_epoch = ANY($2)"
+                             " AND message_id = ANY($1)",
+                             Params().ByteaArray(missing).Int8Array(missing_epochs)));
     for (int row = 0; row < stored.rows(); ++row) {
       Bytes message_id = stored.Bytea(row, 1);
+      if (!same_epoch(message_id, stored.Int(row, 3))) continue;
       HF_RETURN_IF_ERROR(resolve(message_id, stored.Int(row, 0), stored.Int(row, 2), true));
       ++found;
     }
@@ -810,15 +842,15 @@ Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestIt
   // A duplicate is only the same message if it is the same envelope; a
   // different envelope under a known message id is a conflict. Duplicates
   // are rare, so their stored bytes are fetched only when there are some.
-  std::vector<Bytes> stored_duplicates;
+  std::vector<int64_t> duplicate_envelopes;
   for (size_t i = 0; i < items.size(); ++i) {
-    if (first[i] == i && outcomes[i].duplicate) stored_duplicates.push_back(items[i].message_id);
+    if (first[i] == i && outcomes[i].duplicate) duplicate_envelopes.push_back(outcomes[i].envelope_id);
   }
-  if (!stored_duplicates.empty()) {
+  if (!duplicate_envelopes.empty()) {
     HF_ASSIGN_OR_RETURN(auto stored, Exec(c,
                                           "SELECT message_id, envelope FROM envelopes"
-                                          " WHERE message_id = ANY($1)",
-                                          Params().ByteaArray(stored_duplicates)));
+                                          " WHERE envelope_id = ANY($1)",
+                                          Params().Int8Array(duplicate_envelopes)));
     for (int row = 0; row < stored.rows(); ++row) {
       auto it = by_message.find(ByteView(stored.Bytea(row, 0)));
       if (it == by_message.end()) continue;
@@ -843,14 +875,22 @@ Result<std::vector<IngestOutcome>> Store::IngestBatch(const std::vector<IngestIt
   return outcomes;
 }
 
-Result<std::vector<PendingDelivery>> Store::PendingDeliveries(ByteView device_id, int limit) {
+Result<std::vector<PendingDelivery>> Store::PendingDeliveries(ByteView device_id, int limit,
+                                                              int64_t queue_ttl_ms) {
   if (limit <= 0) return Status::InvalidArgument("limit must be positive");
+  if (queue_ttl_ms <= 0) return Status::InvalidArgument("queue TTL must be positive");
+  // created_at as well as expired_at: between two expiry sweeps a delivery
+  // past the TTL is not yet marked.
   HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
                                    "SELECT d.delivery_id, e.envelope, e.sender_device"
-                                   " FROM deliveries d JOIN envelopes e USING (envelope_id)"
+                                   " FROM deliveries d JOIN envelopes e"
+                                   " ON e.envelope_id = d.envelope_id"
+                                   " AND e.retention_epoch = d.retention_epoch"
                                    " WHERE d.device_id = $1 AND d.delivered_at IS NULL"
+                                   " AND d.expired_at IS NULL"
+                                   " AND d.created_at > now() - $3 * interval '1 millisecond'"
                                    " ORDER BY d.delivery_id LIMIT $2",
-                                   Params().Bytea(device_id).Int8(limit)));
+                                   Params().Bytea(device_id).Int8(limit).Int8(queue_ttl_ms)));
   std::vector<PendingDelivery> out;
   out.reserve(static_cast<size_t>(r.rows()));
   for (int i = 0; i < r.rows(); ++i) {
@@ -860,11 +900,42 @@ Result<std::vector<PendingDelivery>> Store::PendingDeliveries(ByteView device_id
   return out;
 }
 
-Result<uint64_t> Store::CountPendingDeliveries(ByteView device_id) {
+Result<uint64_t> Store::CountPendingDeliveries(ByteView device_id, int64_t queue_ttl_ms) {
+  if (queue_ttl_ms <= 0) return Status::InvalidArgument("queue TTL must be positive");
   HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
                                    "SELECT count(*) FROM deliveries"
-                                   " WHERE device_id = $1 AND delivered_at IS NULL",
-                                   Params().Bytea(device_id)));
+                                   " WHERE device_id = $1 AND delivered_at IS NULL"
+                                   " AND expired_at IS NULL"
+                                   " AND created_at > now() - $2 * interval '1 millisecond'",
+                                   Params().Bytea(device_id).Int8(queue_ttl_ms)));
+  return static_cast<uint64_t>(r.Int(0, 0));
+}
+
+Result<uint64_t> Store::ExpireDeliveries(int64_t queue_ttl_ms, int limit) {
+  if (limit <= 0) return Status::InvalidArgument("limit must be positive");
+  if (queue_ttl_ms <= 0) return Status::InvalidArgument("queue TTL must be positive");
+  // The outer conditions are rechecked on a row a concurrent ack changed.
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), R"sql(
+WITH due AS (
+  SELECT delivery_id, retention_epoch FROM deliveries
+  WHERE delivered_at IS NULL AND expired_at IS NULL
+    AND created_at <= now() - $1 * interval '1 millisecond'
+  ORDER BY created_at LIMIT $2)
+UPDATE deliveries d SET expired_at = now() FROM due
+WHERE d.delivery_id = due.delivery_id AND d.retention_epoch = due.retention_epoch
+  AND d.delivered_at IS NULL AND d.expired_at IS NULL
+)sql",
+                                   Params().Int8(queue_ttl_ms).Int8(limit)));
+  return static_cast<uint64_t>(r.affected());
+}
+
+Result<uint64_t> Store::CountQueuedDeliveries(int64_t queue_ttl_ms) {
+  if (queue_ttl_ms <= 0) return Status::InvalidArgument("queue TTL must be positive");
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT count(*) FROM deliveries"
+                                   " WHERE delivered_at IS NULL AND expired_at IS NULL"
+                                   " AND created_at > now() - $1 * interval '1 millisecond'",
+                                   Params().Int8(queue_ttl_ms)));
   return static_cast<uint64_t>(r.Int(0, 0));
 }
 
@@ -1120,7 +1191,7 @@ WHERE e.envelope_id IN (
   UNION
   SELECT d.envelope_id FROM devices v
   JOIN deliveries d ON d.device_id = v.device_id
-  JOIN envelopes y ON y.envelope_id = d.envelope_id
+  JOIN envelopes y ON y.envelope_id = d.envelope_id AND y.retention_epoch = d.retention_epoch
   WHERE v.user_name = $1 AND y.sent_at >= hf_ts($2) AND y.sent_at < hf_ts($3))
 ORDER BY e.envelope_id
 )sql",

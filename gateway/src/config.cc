@@ -205,7 +205,7 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
     const YAML::Node root = YAML::Load(yaml);
     if (!root.IsNull()) HF_RETURN_IF_ERROR(CheckKeys(root,
                                  {"org", "state_dir", "database", "hsm", "gateway", "admin", "keys",
-                                  "directory", "policy_file", "export_dir", "ports_file"},
+                                  "directory", "delivery", "policy_file", "export_dir", "ports_file"},
                                  "", source));
     Get(root, "org", c.org);
     Get(root, "state_dir", c.state_dir);
@@ -312,6 +312,14 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
         return Status::InvalidArgument(Where(keys, source) + ": keys.rotate_ahead_days must be less than epoch_days");
       }
     }
+    if (auto delivery = root["delivery"]) {
+      HF_RETURN_IF_ERROR(CheckKeys(delivery, {"queue_ttl_days"}, "delivery", source));
+      Get(delivery, "queue_ttl_days", c.delivery.queue_ttl_days);
+      if (c.delivery.queue_ttl_days == 0 || c.delivery.queue_ttl_days > 3650) {
+        return Status::InvalidArgument(Where(delivery, source) +
+                                       ": delivery.queue_ttl_days must be 1 to 3650");
+      }
+    }
   } catch (const YAML::Exception& e) {
     return Status::InvalidArgument(source + ":" + std::to_string(e.mark.line + 1) + ":" +
                                    std::to_string(e.mark.column + 1) + ": " + e.msg);
@@ -325,6 +333,14 @@ Result<Config> Config::Parse(const std::string& yaml, const std::string& source)
                                    "the gateway logs in to the enrollment token, never to the archive token");
   }
   if (c.gateway.node_id.empty()) c.gateway.node_id = DefaultNodeId(c.gateway.listen.port);
+  // Checked across sections, whichever of them the file sets.
+  if (c.keys.prekey_grace_days < c.delivery.queue_ttl_days) {
+    return Status::InvalidArgument(
+        source + ": keys.prekey_grace_days (" + std::to_string(c.keys.prekey_grace_days) +
+        ") must be at least delivery.queue_ttl_days (" + std::to_string(c.delivery.queue_ttl_days) +
+        "): a device drops a replaced prekey after the grace period, and a message still queued "
+        "for it then no longer opens");
+  }
   if (c.gateway.tls_cert.empty()) c.gateway.tls_cert = s + "/tls/gateway.pem";
   if (c.gateway.tls_key.empty()) c.gateway.tls_key = s + "/tls/gateway.key";
   if (c.admin.tls_cert.empty()) c.admin.tls_cert = c.gateway.tls_cert;

@@ -230,10 +230,11 @@ class GatewayImpl final : public Gateway {
   uint16_t admin_port() const override { return admin_ ? admin_->port() : 0; }
 
  private:
-  // Every 30 s: probe the HSM and publish how long the newest archive
-  // epoch has left (rotation itself is a key ceremony: `holdfast-admin
-  // epoch rotate-if-due`). Its own connection and thread, so a slow HSM
-  // never stalls clients.
+  // Every 30 s: probe the HSM, publish how long the newest archive epoch
+  // has left (rotation itself is a key ceremony: `holdfast-admin epoch
+  // rotate-if-due`), expire deliveries past the queue TTL and publish the
+  // queue's depth. Its own connection and thread, so a slow HSM never
+  // stalls clients.
   void Maintain() {
     std::optional<archive::Connection> conn;
     std::unique_lock lock(maintenance_mu_);
@@ -262,6 +263,19 @@ class GatewayImpl final : public Gateway {
     }
     HF_RETURN_IF_ERROR(LockNode(node_lock_, config_.gateway.node_id));
     HF_RETURN_IF_ERROR(store.PruneOutbox(kOutboxRetentionMs).status().WithContext("outbox pruning"));
+    // Short statements, so acks and ingest never wait long on their rows;
+    // a backlog beyond kMaxExpiredPerRun is left to the next run.
+    constexpr int kExpiryBatch = 1000;
+    constexpr uint64_t kMaxExpiredPerRun = 100 * kExpiryBatch;
+    const int64_t ttl_ms = int64_t{config_.delivery.queue_ttl_days} * 24 * 3600 * 1000;
+    for (uint64_t expired_total = 0; expired_total < kMaxExpiredPerRun;) {
+      HF_ASSIGN_OR_RETURN(uint64_t expired, store.ExpireDeliveries(ttl_ms, kExpiryBatch));
+      metrics_.deliveries_expired->Increment(static_cast<double>(expired));
+      expired_total += expired;
+      if (expired < static_cast<uint64_t>(kExpiryBatch)) break;
+    }
+    HF_ASSIGN_OR_RETURN(uint64_t queued, store.CountQueuedDeliveries(ttl_ms));
+    metrics_.delivery_queue_depth->Set(static_cast<double>(queued));
     if (!hsm.ok()) return hsm.WithContext("HSM");
     return Status::Ok();
   }

@@ -82,6 +82,12 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                  .Register(r).Add({});
   maintenance_failures = &BuildCounter().Name("holdfast_maintenance_failures_total")
                               .Help("Periodic checks (HSM probe, epoch expiry) that failed.").Register(r).Add({});
+  deliveries_expired = &BuildCounter().Name("holdfast_deliveries_expired_total")
+                            .Help("Deliveries not acknowledged within delivery.queue_ttl_days, no longer offered.")
+                            .Register(r).Add({});
+  delivery_queue_depth = &BuildGauge().Name("holdfast_delivery_queue_depth")
+                              .Help("Deliveries queued for devices, neither acknowledged nor expired.")
+                              .Register(r).Add({});
   auto& hsm_operations = BuildCounter().Name("holdfast_hsm_operations_total")
                              .Help("Operations with the enrollment key, by result.").Register(r);
   countersign_ok = &hsm_operations.Add({{"op", "countersign"}, {"result", "ok"}});

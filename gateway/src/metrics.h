@@ -56,6 +56,8 @@ class Metrics {
   prometheus::Gauge* hsm_enrollment_up;
   prometheus::Gauge* epoch_remaining_seconds;
   prometheus::Counter* maintenance_failures;
+  prometheus::Counter* deliveries_expired;
+  prometheus::Gauge* delivery_queue_depth;
   // holdfast_hsm_operations_total{op="countersign",result="ok"|"error"}
   prometheus::Counter* countersign_ok;
   prometheus::Counter* countersign_error;

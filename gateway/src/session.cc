@@ -710,6 +710,7 @@ class SessionImpl final : public Session {
     constexpr int64_t kDayMs = 24LL * 3600 * 1000;
     out.mutable_authenticated()->set_prekey_rotation_ms(hub_.config.keys.prekey_rotation_days * kDayMs);
     out.mutable_authenticated()->set_prekey_grace_ms(hub_.config.keys.prekey_grace_days * kDayMs);
+    out.mutable_authenticated()->set_queue_ttl_ms(hub_.config.delivery.queue_ttl_days * kDayMs);
     FetchPending(std::make_shared<wire::ServerFrame>(std::move(out)));
   }
 
@@ -719,15 +720,16 @@ class SessionImpl final : public Session {
     constexpr size_t kPageBytes = 4u << 20;
     const Bytes device = device_id_;
     const std::string notice = hub_.config.gateway.archive_notice;
+    const int64_t ttl_ms = int64_t{hub_.config.delivery.queue_ttl_days} * 24 * 3600 * 1000;
     struct Page {
       uint64_t total = 0;
       std::vector<std::string> frames;
     };
     OnDatabase<Page>(
-        [device, notice](archive::Store& store) -> Result<Page> {
+        [device, notice, ttl_ms](archive::Store& store) -> Result<Page> {
           Page page;
-          HF_ASSIGN_OR_RETURN(page.total, store.CountPendingDeliveries(device));
-          HF_ASSIGN_OR_RETURN(auto pending, store.PendingDeliveries(device, kPage));
+          HF_ASSIGN_OR_RETURN(page.total, store.CountPendingDeliveries(device, ttl_ms));
+          HF_ASSIGN_OR_RETURN(auto pending, store.PendingDeliveries(device, kPage, ttl_ms));
           HF_ASSIGN_OR_RETURN(page.frames, DeliverFrames(store, pending, notice, kPageBytes));
           return page;
         },

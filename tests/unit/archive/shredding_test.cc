@@ -355,6 +355,15 @@ TEST_F(ShreddingTest, ShredsUnheldAndKeepsHeldDisclosable) {
 
   EXPECT_EQ(Envelopes(1), 2);
   EXPECT_EQ(Envelopes(2), 1);
+  // Epoch 1's partitions were dropped; its held envelopes, with their
+  // deliveries, moved to the held partitions first.
+  EXPECT_EQ(Count("SELECT count(*) AS n FROM pg_class"
+                  " WHERE relname IN ('envelopes_e1', 'deliveries_e1')"),
+            0);
+  EXPECT_EQ(Count("SELECT count(*) AS n FROM envelopes_held WHERE epoch_id = 1"), 2);
+  EXPECT_EQ(Count("SELECT count(*) AS n FROM deliveries_held"), 2);
+  EXPECT_EQ(Count("SELECT count(*) AS n FROM envelopes_e2"), 1);
+  EXPECT_EQ(Count("SELECT count(*) AS n FROM envelopes_default"), 0);
   EXPECT_EQ(Count("SELECT count(*) AS n FROM hold_capsules"), 2);
   EXPECT_EQ(Count("SELECT count(*) AS n FROM deliveries d LEFT JOIN envelopes e"
                   " USING (envelope_id) WHERE e.envelope_id IS NULL"),

@@ -17,6 +17,7 @@ namespace {
 
 constexpr int64_t kHour = 3'600'000;
 constexpr int64_t kT0 = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
+constexpr int64_t kQueueTtl = 30 * 24 * kHour;
 
 Bytes Id(uint8_t tag, size_t size = 16) {
   Bytes b(size, 0);
@@ -404,7 +405,7 @@ TEST_F(StoreTest, IngestStoresEverythingAndDuplicatesAddNothing) {
   }
   EXPECT_EQ(delivery_ids.size(), 4u);
   EXPECT_EQ(*store().CountEnvelopes(), 3u);
-  EXPECT_EQ(*store().CountPendingDeliveries(Id(3)), 2u);
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(3), kQueueTtl), 2u);
 
   // The same batch again, plus one new message.
   batch.push_back(Item(4, "c_1", "bob", 2, kT0 + 3, {1}));
@@ -418,8 +419,8 @@ TEST_F(StoreTest, IngestStoresEverythingAndDuplicatesAddNothing) {
   }
   EXPECT_FALSE((*again)[3].duplicate);
   EXPECT_EQ(*store().CountEnvelopes(), 4u);
-  EXPECT_EQ(*store().CountPendingDeliveries(Id(3)), 2u);
-  EXPECT_EQ(*store().CountPendingDeliveries(Id(1)), 2u);
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(3), kQueueTtl), 2u);
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(1), kQueueTtl), 2u);
 }
 
 TEST_F(StoreTest, DuplicateInsideOneBatch) {
@@ -430,7 +431,7 @@ TEST_F(StoreTest, DuplicateInsideOneBatch) {
   EXPECT_TRUE((*out)[1].duplicate);
   EXPECT_EQ((*out)[1].envelope_id, (*out)[0].envelope_id);
   EXPECT_EQ(*store().CountEnvelopes(), 1u);
-  EXPECT_EQ(*store().CountPendingDeliveries(Id(3)), 0u);
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(3), kQueueTtl), 0u);
 }
 
 TEST_F(StoreTest, SameMessageIdWithAnotherEnvelopeIsAConflict) {
@@ -473,7 +474,7 @@ TEST_F(StoreTest, BatchIsAllOrNothing) {
   auto count = store().CountEnvelopes();
   ASSERT_TRUE(count.ok()) << count.status().ToString();
   EXPECT_EQ(*count, 0u);
-  EXPECT_EQ(*store().CountPendingDeliveries(Id(2)), 0u);
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(2), kQueueTtl), 0u);
   // The connection is usable afterwards.
   EXPECT_TRUE(store().IngestBatch({Item(1, "c_1", "alice", 1, kT0, {2})}).ok());
   EXPECT_EQ(*store().CountEnvelopes(), 1u);
@@ -491,7 +492,7 @@ TEST_F(StoreTest, LargeBatchInOneRoundTrip) {
   auto out = store().IngestBatch(batch);
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_EQ(*store().CountEnvelopes(), 1000u);
-  EXPECT_EQ(*store().CountPendingDeliveries(Id(4)), 1000u);
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(4), kQueueTtl), 1000u);
 }
 
 TEST_F(StoreTest, PendingDeliveriesAndAcks) {
@@ -499,7 +500,7 @@ TEST_F(StoreTest, PendingDeliveriesAndAcks) {
                                   Item(2, "c_1", "alice", 1, kT0 + 1, {2}),
                                   Item(3, "c_1", "alice", 1, kT0 + 2, {2})});
   ASSERT_TRUE(out.ok());
-  auto pending = store().PendingDeliveries(Id(2), 2);
+  auto pending = store().PendingDeliveries(Id(2), 2, kQueueTtl);
   ASSERT_TRUE(pending.ok()) << pending.status().ToString();
   ASSERT_EQ(pending->size(), 2u);
   EXPECT_EQ((*pending)[0].envelope, Bytes(2000, 1));
@@ -512,13 +513,89 @@ TEST_F(StoreTest, PendingDeliveriesAndAcks) {
   ASSERT_TRUE(
       store().AckDeliveries(Id(2), {(*pending)[0].delivery_id, (*pending)[1].delivery_id, foreign})
           .ok());
-  EXPECT_EQ(*store().CountPendingDeliveries(Id(2)), 1u);
-  EXPECT_EQ(*store().CountPendingDeliveries(Id(3)), 1u);
-  auto rest = store().PendingDeliveries(Id(2), 10);
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(2), kQueueTtl), 1u);
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(3), kQueueTtl), 1u);
+  auto rest = store().PendingDeliveries(Id(2), 10, kQueueTtl);
   ASSERT_EQ(rest->size(), 1u);
   EXPECT_EQ((*rest)[0].envelope, Bytes(2000, 3));
   EXPECT_TRUE(store().AckDeliveries(Id(2), {}).ok());
-  EXPECT_EQ(store().PendingDeliveries(Id(2), 0).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(store().PendingDeliveries(Id(2), 0, kQueueTtl).status().code(), Code::kInvalidArgument);
+}
+
+TEST_F(StoreTest, ExpiredDeliveriesAreNotOffered) {
+  auto out = store().IngestBatch({Item(1, "c_1", "alice", 1, kT0, {2, 3}),
+                                  Item(2, "c_1", "alice", 1, kT0 + 1, {2}),
+                                  Item(3, "c_1", "alice", 1, kT0 + 2, {2})});
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  const int64_t old_id = (*out)[0].envelope_id;
+  const int64_t acked_id = (*out)[2].envelope_id;
+  ASSERT_TRUE(store().AckDeliveries(Id(2), {(*out)[2].deliveries[0].second}).ok());
+  // Envelope 1's deliveries queued 30 days and a minute ago, envelope 3's
+  // (acknowledged) too, envelope 2's 29 days ago.
+  Sql("UPDATE deliveries SET created_at = now() - interval '30 days 1 minute'"
+      " WHERE envelope_id IN (" + std::to_string(old_id) + ", " + std::to_string(acked_id) + ")");
+  Sql("UPDATE deliveries SET created_at = now() - interval '29 days'"
+      " WHERE envelope_id = " + std::to_string((*out)[1].envelope_id));
+
+  // Past the TTL is not offered even before the sweep marks it.
+  auto pending = store().PendingDeliveries(Id(2), 10, kQueueTtl);
+  ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].envelope, Bytes(2000, 2));
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(2), kQueueTtl), 1u);
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(3), kQueueTtl), 0u);
+  EXPECT_EQ(*store().CountQueuedDeliveries(kQueueTtl), 1u);
+  // A longer TTL still offers them.
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(2), 31 * 24 * kHour), 2u);
+
+  // The sweep marks the two unacknowledged old ones, in bounded batches,
+  // and leaves the acknowledged one alone.
+  EXPECT_EQ(*store().ExpireDeliveries(kQueueTtl, 1), 1u);
+  EXPECT_EQ(*store().ExpireDeliveries(kQueueTtl, 10), 1u);
+  EXPECT_EQ(*store().ExpireDeliveries(kQueueTtl, 10), 0u);
+  EXPECT_TRUE(Holds("(SELECT count(*) FROM deliveries WHERE expired_at IS NOT NULL) = 2"));
+  EXPECT_TRUE(Holds("(SELECT count(*) FROM deliveries WHERE expired_at IS NOT NULL"
+                    " AND envelope_id = " + std::to_string(old_id) + ") = 2"));
+  // Once marked, expired stays expired whatever the TTL.
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(2), 31 * 24 * kHour), 1u);
+  EXPECT_EQ(*store().CountQueuedDeliveries(kQueueTtl), 1u);
+  // The envelope stays archived.
+  EXPECT_EQ(*store().CountEnvelopes(), 3u);
+  EXPECT_EQ(store().ExpireDeliveries(kQueueTtl, 0).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(store().CountQueuedDeliveries(0).status().code(), Code::kInvalidArgument);
+}
+
+TEST_F(StoreTest, EnvelopesLiveInTheirEpochsPartition) {
+  EpochRecord e7{7, Bytes{7}, Bytes(65, 4), kT0, kT0 + 31 * 24 * kHour};
+  ASSERT_TRUE(store().PutEpoch(e7).ok());
+  EXPECT_TRUE(Holds("to_regclass('envelopes_e7') IS NOT NULL"
+                    " AND to_regclass('deliveries_e7') IS NOT NULL"));
+  auto first = store().IngestBatch({Item(1, "c_1", "alice", 1, kT0, {2, 3})});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_TRUE(Holds("(SELECT count(*) FROM envelopes_e7) = 1 AND"
+                    " (SELECT count(*) FROM deliveries_e7) = 2 AND"
+                    " (SELECT count(*) FROM envelopes_default) = 0"));
+  // A re-sent envelope is a duplicate; another under the same id a conflict.
+  IngestItem changed = Item(1, "c_1", "alice", 1, kT0, {2});
+  changed.envelope[0] ^= 1;
+  auto again = store().IngestBatch({Item(1, "c_1", "alice", 1, kT0, {2, 3}), changed});
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE((*again)[0].duplicate);
+  EXPECT_FALSE((*again)[0].conflict);
+  EXPECT_EQ((*again)[0].envelope_id, (*first)[0].envelope_id);
+  EXPECT_TRUE((*again)[1].conflict);
+  EXPECT_EQ(*store().CountEnvelopes(), 1u);
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(2), kQueueTtl), 1u);
+
+  // An epoch without partitions (none certified) lands in the DEFAULT one.
+  IngestItem other = Item(2, "c_1", "alice", 1, kT0, {2});
+  other.epoch_id = 8;
+  ASSERT_TRUE(store().IngestBatch({other}).ok());
+  EXPECT_TRUE(Holds("(SELECT count(*) FROM envelopes_default WHERE epoch_id = 8) = 1"));
+  EXPECT_EQ(*store().CountPendingDeliveries(Id(2), kQueueTtl), 2u);
+  // The envelope and its storage settings are those of the parent.
+  EXPECT_TRUE(Holds("(SELECT attstorage FROM pg_attribute WHERE attrelid = 'envelopes_e7'::regclass"
+                    " AND attname = 'envelope') = 'e'"));
 }
 
 TEST_F(StoreTest, EnvelopesOfCustodian) {

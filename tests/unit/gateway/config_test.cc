@@ -85,6 +85,7 @@ TEST(ConfigTest, ReferenceFileParsesAndMatchesDefaults) {
   EXPECT_EQ(reference->directory.membership, defaults->directory.membership);
   EXPECT_EQ(reference->directory.timeout_seconds, defaults->directory.timeout_seconds);
   EXPECT_EQ(reference->directory.threads, defaults->directory.threads);
+  EXPECT_EQ(reference->delivery.queue_ttl_days, defaults->delivery.queue_ttl_days);
 }
 
 TEST(ConfigTest, NodeId) {
@@ -107,6 +108,31 @@ TEST(ConfigTest, NodeId) {
   EXPECT_TRUE(Config::Parse("gateway:\n  node_id: " + std::string(64, 'x') + "\n", "n.yaml").ok());
   EXPECT_FALSE(Config::Parse("gateway:\n  node_id: " + std::string(65, 'x') + "\n", "n.yaml").ok());
   EXPECT_FALSE(ValidNodeId(""));
+}
+
+TEST(ConfigTest, QueueTtl) {
+  auto defaults = Config::Parse("", "empty.yaml");
+  ASSERT_TRUE(defaults.ok()) << defaults.status().ToString();
+  EXPECT_EQ(defaults->delivery.queue_ttl_days, 30u);
+  auto c = Config::Parse("delivery:\n  queue_ttl_days: 7\n", "p.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->delivery.queue_ttl_days, 7u);
+  EXPECT_FALSE(Config::Parse("delivery:\n  queue_ttl_days: 0\n", "p.yaml").ok());
+  EXPECT_FALSE(Config::Parse("delivery:\n  queue_ttl: 7\n", "p.yaml").ok());
+  // A queued message must still open: the prekey grace covers the TTL,
+  // whichever section comes first.
+  auto short_grace = Config::Parse("delivery:\n  queue_ttl_days: 40\n", "p.yaml");
+  ASSERT_FALSE(short_grace.ok());
+  EXPECT_EQ(short_grace.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(short_grace.status().message().find("keys.prekey_grace_days (35) must be at least "
+                                                "delivery.queue_ttl_days (40)"),
+            std::string::npos)
+      << short_grace.status().message();
+  EXPECT_FALSE(Config::Parse("keys:\n  prekey_grace_days: 20\n", "p.yaml").ok());
+  EXPECT_TRUE(Config::Parse("delivery:\n  queue_ttl_days: 40\nkeys:\n  prekey_grace_days: 40\n",
+                            "p.yaml").ok());
+  EXPECT_TRUE(Config::Parse("keys:\n  prekey_rotation_days: 2\n  prekey_grace_days: 10\n"
+                            "delivery:\n  queue_ttl_days: 10\n", "p.yaml").ok());
 }
 
 TEST(ConfigTest, PrekeyPolicy) {

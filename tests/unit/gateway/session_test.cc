@@ -528,7 +528,7 @@ class GatewaySessionTest : public holdfast::testing::PostgresTest {
   }
 
   uint64_t Pending(const client::Device& d) {
-    auto n = store().CountPendingDeliveries(d.device_id());
+    auto n = store().CountPendingDeliveries(d.device_id(), 30LL * 24 * 3600 * 1000);
     EXPECT_TRUE(n.ok()) << n.status().ToString();
     return n.ok() ? *n : ~uint64_t{0};
   }
@@ -1125,6 +1125,7 @@ TEST_F(GatewaySessionTest, OnlyOneHelloAndOneAuthenticationPerConnection) {
   // The organisation's prekey policy, from the configuration (defaults here).
   EXPECT_EQ(authenticated->authenticated().prekey_rotation_ms(), 7LL * 24 * 3600 * 1000);
   EXPECT_EQ(authenticated->authenticated().prekey_grace_ms(), 35LL * 24 * 3600 * 1000);
+  EXPECT_EQ(authenticated->authenticated().queue_ttl_ms(), 30LL * 24 * 3600 * 1000);
 
   EXPECT_EQ(Outcome(p.Call(hello)), "auth_failed") << "hello after authentication";
   EXPECT_EQ(Outcome(p.Call(auth)), "auth_failed") << "authenticate after authentication";

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,7 +49,9 @@ class Connection {
 };
 
 // Applies every migration in archive/migrations not yet recorded in
-// schema_migrations, each in its own transaction. Idempotent.
-Status Migrate(Connection& conn);
+// schema_migrations, each in its own transaction. Idempotent. With
+// up_to_version, stops after that version (for tests of a migration on a
+// database of the schema before it).
+Status Migrate(Connection& conn, int up_to_version = std::numeric_limits<int>::max());
 
 }  // namespace holdfast::archive

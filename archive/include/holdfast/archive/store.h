@@ -251,6 +251,9 @@ class Store {
       const std::string& conversation_id, int limit = kRecentMembershipChanges);
 
   // ---- epochs
+  // Stores the epoch and creates the partitions of its envelopes and
+  // deliveries, in one transaction. Fails after waiting 10 s for the lock
+  // on those tables (a long query holds it); the caller may retry.
   Status PutEpoch(const EpochRecord& epoch);
   // The epoch whose validity window contains now_ms, latest first.
   Result<EpochRecord> CurrentEpoch(int64_t now_ms);
@@ -267,8 +270,17 @@ class Store {
   // notifies kOutboxChannel, if the batch created any delivery.
   Result<std::vector<IngestOutcome>> IngestBatch(const std::vector<IngestItem>& items,
                                                  const std::optional<OutboxTag>& outbox = {});
-  Result<std::vector<PendingDelivery>> PendingDeliveries(ByteView device_id, int limit);
-  Result<uint64_t> CountPendingDeliveries(ByteView device_id);
+  // Deliveries to the device neither acknowledged nor expired and created
+  // less than queue_ttl_ms ago, oldest first; and their number.
+  Result<std::vector<PendingDelivery>> PendingDeliveries(ByteView device_id, int limit,
+                                                         int64_t queue_ttl_ms);
+  Result<uint64_t> CountPendingDeliveries(ByteView device_id, int64_t queue_ttl_ms);
+  // Marks up to `limit` of the oldest deliveries that were not acknowledged
+  // within queue_ttl_ms as expired (never offered again; the envelope stays
+  // archived); returns how many.
+  Result<uint64_t> ExpireDeliveries(int64_t queue_ttl_ms, int limit);
+  // Deliveries to any device still offered: the queue's depth.
+  Result<uint64_t> CountQueuedDeliveries(int64_t queue_ttl_ms);
   // Marks deliveries done; ids not belonging to the device are ignored.
   Status AckDeliveries(ByteView device_id, const std::vector<int64_t>& delivery_ids);
   Result<uint64_t> CountEnvelopes();

@@ -122,6 +122,12 @@ struct Config {
     bool enabled() const { return mode != "local"; }
     bool codes_allowed() const { return mode != "directory"; }
   } directory;
+  struct {
+    // A delivery not acknowledged within this many days expires: it is no
+    // longer offered (the envelope stays archived). At most
+    // keys.prekey_grace_days, so every message still offered opens.
+    uint32_t queue_ttl_days = 30;
+  } delivery;
 
   std::string policy_file;      // default: <state_dir>/policy.yaml
   std::string export_dir;       // default: <state_dir>/exports
