@@ -235,7 +235,8 @@ Result<std::string> Store::IssueEnrollmentCode(const std::string& user, int64_t 
 
 Status Store::RegisterDevice(const std::string& user, const std::string& enrollment_code,
                              ByteView master_key, const DeviceRecord& device,
-                             const CountersignFn& countersign) {
+                             const CountersignFn& countersign, RegisterOutcome* outcome,
+                             int64_t queue_ttl_ms) {
   if (!device.user.empty() && device.user != user) {
     return Status::InvalidArgument("device record names user " + device.user + ", not " + user);
   }
@@ -287,12 +288,39 @@ Status Store::RegisterDevice(const std::string& user, const std::string& enrollm
                           " VALUES ($1, $2, $3, $4, coalesce(hf_ts($5), now()), $6)",
                           p)
                          .status());
+  // The sender device re-seals; the new device cannot have sent any of them.
+  HF_ASSIGN_OR_RETURN(auto resend,
+                      Exec(c,
+                           "WITH ins AS ("
+                           " INSERT INTO resend_requests (envelope_id, message_id, conversation_id,"
+                           "  sender_device, target_device)"
+                           " SELECT DISTINCT e.envelope_id, e.message_id, e.conversation_id,"
+                           "  e.sender_device, $2::bytea"
+                           " FROM devices o"
+                           " JOIN deliveries d ON d.device_id = o.device_id"
+                           " JOIN envelopes e ON e.envelope_id = d.envelope_id"
+                           " WHERE o.user_name = $1 AND o.device_id <> $2"
+                           "  AND d.delivered_at IS NULL"
+                           "  AND d.created_at > now() - $3 * interval '1 millisecond'"
+                           "  AND e.sender_device <> $2"
+                           " ON CONFLICT DO NOTHING"
+                           " RETURNING sender_device)"
+                           " SELECT sender_device, count(*) FROM ins GROUP BY sender_device"
+                           " ORDER BY sender_device",
+                           Params().Text(user).Bytea(device.device_id).Int8(queue_ttl_ms)));
+  int64_t resend_requests = 0;
+  for (int row = 0; row < resend.rows(); ++row) {
+    resend_requests += resend.Int(row, 1);
+    if (outcome) outcome->resend_senders.push_back(resend.Bytea(row, 0));
+  }
+  if (outcome) outcome->resend_requests = resend_requests;
   HF_RETURN_IF_ERROR(internal::AppendAudit(c, "user:" + user, "device.register",
                                            internal::JsonObject()
                                                .String("user", user)
                                                .String("device_id", ToHex(device.device_id))
                                                .String("identity_key", ToHex(device.identity_key))
                                                .String("master_key", protocol::Fingerprint(master_key))
+                                               .Int("resend_requests", resend_requests)
                                                .str()));
   return tx.Commit();
 }
@@ -786,6 +814,82 @@ Status Store::AckDeliveries(ByteView device_id, const std::vector<int64_t>& deli
               " WHERE device_id = $1 AND delivery_id = ANY($2) AND delivered_at IS NULL",
               Params().Bytea(device_id).Int8Array(delivery_ids))
       .status();
+}
+
+// ------------------------------------------------------------ resend requests
+
+namespace {
+
+constexpr std::string_view kResendColumns =
+    "r.request_id, r.envelope_id, r.message_id, r.conversation_id, r.sender_device,"
+    " hf_ms(r.created_at), t.user_name, t.device_id, t.identity_key, t.signed_prekey,"
+    " hf_ms(t.registered_at), t.certificate";
+
+std::vector<ResendRequestRecord> ResendFromRows(const PgResult& r) {
+  std::vector<ResendRequestRecord> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) {
+    ResendRequestRecord q;
+    q.request_id = r.Int(i, 0);
+    q.envelope_id = r.Int(i, 1);
+    q.message_id = r.Bytea(i, 2);
+    q.conversation_id = r.Text(i, 3);
+    q.sender_device = r.Bytea(i, 4);
+    q.created_at_ms = r.Int(i, 5);
+    q.target.user = r.Text(i, 6);
+    q.target.device_id = r.Bytea(i, 7);
+    q.target.identity_key = r.Bytea(i, 8);
+    q.target.signed_prekey = r.Bytea(i, 9);
+    q.target.registered_at_ms = r.Int(i, 10);
+    q.target.certificate = r.Bytea(i, 11);
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<ResendRequestRecord>> Store::OpenResendRequests(ByteView sender_device,
+                                                                   int64_t after_request_id,
+                                                                   int limit, int64_t ttl_ms) {
+  if (limit <= 0) return Status::InvalidArgument("limit must be positive");
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   Sql("SELECT ", kResendColumns,
+                                       " FROM resend_requests r"
+                                       " JOIN devices t ON t.device_id = r.target_device"
+                                       " WHERE r.sender_device = $1 AND r.done_at IS NULL"
+                                       " AND r.request_id > $2 AND t.revoked_at IS NULL"
+                                       " AND r.created_at > now() - $4 * interval '1 millisecond'"
+                                       " ORDER BY r.request_id LIMIT $3"),
+                                   Params().Bytea(sender_device).Int8(after_request_id)
+                                       .Int8(limit).Int8(ttl_ms)));
+  return ResendFromRows(r);
+}
+
+Result<std::vector<ResendRequestRecord>> Store::OpenResendRequestsFor(ByteView sender_device,
+                                                                      ByteView message_id,
+                                                                      int64_t ttl_ms) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   Sql("SELECT ", kResendColumns,
+                                       " FROM resend_requests r"
+                                       " JOIN devices t ON t.device_id = r.target_device"
+                                       " WHERE r.sender_device = $1 AND r.message_id = $2"
+                                       " AND r.done_at IS NULL AND t.revoked_at IS NULL"
+                                       " AND r.created_at > now() - $3 * interval '1 millisecond'"
+                                       " ORDER BY r.request_id"),
+                                   Params().Bytea(sender_device).Bytea(message_id).Int8(ttl_ms)));
+  return ResendFromRows(r);
+}
+
+Result<int64_t> Store::CloseResendRequests(ByteView sender_device,
+                                           const std::vector<int64_t>& request_ids) {
+  if (request_ids.empty()) return int64_t{0};
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "UPDATE resend_requests SET done_at = now()"
+                                   " WHERE sender_device = $1 AND request_id = ANY($2)"
+                                   " AND done_at IS NULL",
+                                   Params().Bytea(sender_device).Int8Array(request_ids)));
+  return static_cast<int64_t>(r.affected());
 }
 
 Result<uint64_t> Store::CountEnvelopes() {

@@ -51,6 +51,11 @@ class Metrics {
   // holdfast_hsm_operations_total{op="countersign",result="ok"|"error"}
   prometheus::Counter* countersign_ok;
   prometheus::Counter* countersign_error;
+  // holdfast_resend_requests_total{event="created"|"sent"|"resent"|"closed"}
+  prometheus::Counter* resend_created;
+  prometheus::Counter* resend_sent;
+  prometheus::Counter* resend_resent;
+  prometheus::Counter* resend_closed;
   // Sets holdfast_policy_info{version="sha256:..."} to 1.
   void SetPolicyVersion(const std::string& version);
 
