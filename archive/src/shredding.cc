@@ -246,6 +246,12 @@ Result<int64_t> DropEpochPartitions(Connection::Impl& c, uint32_t epoch_id,
                           " (SELECT envelope_id FROM envelopes WHERE retention_epoch = $1)",
                           Params().Int8(epoch_id))
                          .status());
+  // Resend requests name envelopes the way deliveries do, without a key.
+  HF_RETURN_IF_ERROR(Exec(c,
+                          "DELETE FROM resend_requests WHERE envelope_id IN"
+                          " (SELECT envelope_id FROM envelopes WHERE retention_epoch = $1)",
+                          Params().Int8(epoch_id))
+                         .status());
   HF_RETURN_IF_ERROR(Exec(c, "DELETE FROM deliveries_default WHERE retention_epoch = $1",
                           Params().Int8(epoch_id))
                          .status());

@@ -277,11 +277,11 @@ Status CheckDeviceRequest(const std::string& user, ByteView master_key, const De
 }
 
 // The part of an enrollment common to every credential, inside the
-// caller's transaction: master key rules, countersignature, device row and
-// audit entry.
+// caller's transaction: master key rules, countersignature, device row,
+// resend requests and audit entry.
 Status EnrollDevice(Connection::Impl& c, const std::string& user, ByteView master_key,
                     const DeviceRecord& device, const CountersignFn& countersign,
-                    std::string_view credential) {
+                    std::string_view credential, RegisterOutcome* outcome, int64_t queue_ttl_ms) {
   // Locked so that two first devices registering at once cannot both set
   // their own master key.
   HF_ASSIGN_OR_RETURN(auto owner, Exec(c, "SELECT master_key FROM users WHERE user_name = $1 FOR UPDATE",
@@ -312,6 +312,32 @@ Status EnrollDevice(Connection::Impl& c, const std::string& user, ByteView maste
                           " VALUES ($1, $2, $3, $4, coalesce(hf_ts($5), now()), $6)",
                           p)
                          .status());
+  // The sender device re-seals; the new device cannot have sent any of them.
+  HF_ASSIGN_OR_RETURN(auto resend,
+                      Exec(c,
+                           "WITH ins AS ("
+                           " INSERT INTO resend_requests (envelope_id, message_id, conversation_id,"
+                           "  sender_device, target_device)"
+                           " SELECT DISTINCT e.envelope_id, e.message_id, e.conversation_id,"
+                           "  e.sender_device, $2::bytea"
+                           " FROM devices o"
+                           " JOIN deliveries d ON d.device_id = o.device_id"
+                           " JOIN envelopes e ON e.envelope_id = d.envelope_id AND e.retention_epoch = d.retention_epoch"
+                           " WHERE o.user_name = $1 AND o.device_id <> $2"
+                           "  AND d.delivered_at IS NULL AND d.expired_at IS NULL"
+                           "  AND d.created_at > now() - $3 * interval '1 millisecond'"
+                           "  AND e.sender_device <> $2"
+                           " ON CONFLICT DO NOTHING"
+                           " RETURNING sender_device)"
+                           " SELECT sender_device, count(*) FROM ins GROUP BY sender_device"
+                           " ORDER BY sender_device",
+                           Params().Text(user).Bytea(device.device_id).Int8(queue_ttl_ms)));
+  int64_t resend_requests = 0;
+  for (int row = 0; row < resend.rows(); ++row) {
+    resend_requests += resend.Int(row, 1);
+    if (outcome) outcome->resend_senders.push_back(resend.Bytea(row, 0));
+  }
+  if (outcome) outcome->resend_requests = resend_requests;
   return internal::AppendAudit(c, "user:" + user, "device.register",
                                internal::JsonObject()
                                    .String("user", user)
@@ -319,6 +345,7 @@ Status EnrollDevice(Connection::Impl& c, const std::string& user, ByteView maste
                                    .String("identity_key", ToHex(device.identity_key))
                                    .String("master_key", protocol::Fingerprint(master_key))
                                    .String("credential", credential)
+                                   .Int("resend_requests", resend_requests)
                                    .str());
 }
 
@@ -326,7 +353,8 @@ Status EnrollDevice(Connection::Impl& c, const std::string& user, ByteView maste
 
 Status Store::RegisterDevice(const std::string& user, const std::string& enrollment_code,
                              ByteView master_key, const DeviceRecord& device,
-                             const CountersignFn& countersign) {
+                             const CountersignFn& countersign, RegisterOutcome* outcome,
+                             int64_t queue_ttl_ms) {
   HF_RETURN_IF_ERROR(CheckDeviceRequest(user, master_key, device));
   Connection::Impl& c = conn_.impl();
   HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
@@ -340,12 +368,14 @@ Status Store::RegisterDevice(const std::string& user, const std::string& enrollm
   if (used.affected() != 1) {
     return Status::PermissionDenied("enrollment code is wrong, used or expired");
   }
-  HF_RETURN_IF_ERROR(EnrollDevice(c, user, master_key, device, countersign, "enrollment_code"));
+  HF_RETURN_IF_ERROR(EnrollDevice(c, user, master_key, device, countersign, "enrollment_code", outcome,
+                                  queue_ttl_ms));
   return tx.Commit();
 }
 
 Status Store::RegisterDirectoryDevice(const DirectoryAccount& account, ByteView master_key,
-                                      const DeviceRecord& device, const CountersignFn& countersign) {
+                                      const DeviceRecord& device, const CountersignFn& countersign,
+                                      RegisterOutcome* outcome, int64_t queue_ttl_ms) {
   const std::string& user = account.user;
   HF_RETURN_IF_ERROR(CheckDeviceRequest(user, master_key, device));
   std::vector<std::string> permissions = account.permissions;
@@ -370,7 +400,8 @@ Status Store::RegisterDirectoryDevice(const DirectoryAccount& account, ByteView 
                                                  .String("source", "directory")
                                                  .str()));
   }
-  HF_RETURN_IF_ERROR(EnrollDevice(c, user, master_key, device, countersign, "directory"));
+  HF_RETURN_IF_ERROR(EnrollDevice(c, user, master_key, device, countersign, "directory", outcome,
+                                  queue_ttl_ms));
   return tx.Commit();
 }
 
@@ -946,6 +977,82 @@ Status Store::AckDeliveries(ByteView device_id, const std::vector<int64_t>& deli
               " WHERE device_id = $1 AND delivery_id = ANY($2) AND delivered_at IS NULL",
               Params().Bytea(device_id).Int8Array(delivery_ids))
       .status();
+}
+
+// ------------------------------------------------------------ resend requests
+
+namespace {
+
+constexpr std::string_view kResendColumns =
+    "r.request_id, r.envelope_id, r.message_id, r.conversation_id, r.sender_device,"
+    " hf_ms(r.created_at), t.user_name, t.device_id, t.identity_key, t.signed_prekey,"
+    " hf_ms(t.registered_at), t.certificate";
+
+std::vector<ResendRequestRecord> ResendFromRows(const PgResult& r) {
+  std::vector<ResendRequestRecord> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) {
+    ResendRequestRecord q;
+    q.request_id = r.Int(i, 0);
+    q.envelope_id = r.Int(i, 1);
+    q.message_id = r.Bytea(i, 2);
+    q.conversation_id = r.Text(i, 3);
+    q.sender_device = r.Bytea(i, 4);
+    q.created_at_ms = r.Int(i, 5);
+    q.target.user = r.Text(i, 6);
+    q.target.device_id = r.Bytea(i, 7);
+    q.target.identity_key = r.Bytea(i, 8);
+    q.target.signed_prekey = r.Bytea(i, 9);
+    q.target.registered_at_ms = r.Int(i, 10);
+    q.target.certificate = r.Bytea(i, 11);
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<ResendRequestRecord>> Store::OpenResendRequests(ByteView sender_device,
+                                                                   int64_t after_request_id,
+                                                                   int limit, int64_t ttl_ms) {
+  if (limit <= 0) return Status::InvalidArgument("limit must be positive");
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   Sql("SELECT ", kResendColumns,
+                                       " FROM resend_requests r"
+                                       " JOIN devices t ON t.device_id = r.target_device"
+                                       " WHERE r.sender_device = $1 AND r.done_at IS NULL"
+                                       " AND r.request_id > $2 AND t.revoked_at IS NULL"
+                                       " AND r.created_at > now() - $4 * interval '1 millisecond'"
+                                       " ORDER BY r.request_id LIMIT $3"),
+                                   Params().Bytea(sender_device).Int8(after_request_id)
+                                       .Int8(limit).Int8(ttl_ms)));
+  return ResendFromRows(r);
+}
+
+Result<std::vector<ResendRequestRecord>> Store::OpenResendRequestsFor(ByteView sender_device,
+                                                                      ByteView message_id,
+                                                                      int64_t ttl_ms) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   Sql("SELECT ", kResendColumns,
+                                       " FROM resend_requests r"
+                                       " JOIN devices t ON t.device_id = r.target_device"
+                                       " WHERE r.sender_device = $1 AND r.message_id = $2"
+                                       " AND r.done_at IS NULL AND t.revoked_at IS NULL"
+                                       " AND r.created_at > now() - $3 * interval '1 millisecond'"
+                                       " ORDER BY r.request_id"),
+                                   Params().Bytea(sender_device).Bytea(message_id).Int8(ttl_ms)));
+  return ResendFromRows(r);
+}
+
+Result<int64_t> Store::CloseResendRequests(ByteView sender_device,
+                                           const std::vector<int64_t>& request_ids) {
+  if (request_ids.empty()) return int64_t{0};
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "UPDATE resend_requests SET done_at = now()"
+                                   " WHERE sender_device = $1 AND request_id = ANY($2)"
+                                   " AND done_at IS NULL",
+                                   Params().Bytea(sender_device).Int8Array(request_ids)));
+  return static_cast<int64_t>(r.affected());
 }
 
 Result<uint64_t> Store::CountEnvelopes() {

@@ -261,6 +261,7 @@ hf_notice_kind KindOf(hfc::Notice::Kind kind) {
     case hfc::Notice::Kind::kDeviceRemoved: return HF_NOTICE_DEVICE_REMOVED;
     case hfc::Notice::Kind::kMasterKeyChanged: return HF_NOTICE_MASTER_KEY_CHANGED;
     case hfc::Notice::Kind::kMembersChanged: return HF_NOTICE_MEMBERS_CHANGED;
+    case hfc::Notice::Kind::kResent: return HF_NOTICE_RESENT;
   }
   return HF_NOTICE_ARCHIVED;  // unreachable: the switch is exhaustive
 }
@@ -640,7 +641,7 @@ hf_error hf_device_open_delivery(hf_device* device, const uint8_t* deliver, size
       device->last_report = hfc::ReportFor(*d, opened.status());
       return FromStatus(opened.status());
     }
-    if (!device->device.MarkSeen(opened->message_id)) {
+    if (!device->device.MarkReceived(*opened)) {
       return Fail(HF_ERR_ALREADY_EXISTS, "message " + holdfast::ToHex(opened->message_id) +
                                              " was already opened (duplicate delivery)");
     }
@@ -687,6 +688,9 @@ const uint8_t* hf_message_id(const hf_message* m, size_t* len) {
 }
 const uint8_t* hf_message_sender_device(const hf_message* m, size_t* len) {
   return Data(m, &hfc::ReceivedMessage::sender_device, len);
+}
+const uint8_t* hf_message_resend_of(const hf_message* m, size_t* len) {
+  return Data(m, &hfc::ReceivedMessage::resend_of, len);
 }
 int64_t hf_message_sent_at_ms(const hf_message* m) { return m ? m->opened.sent_at_ms : 0; }
 const hf_notices* hf_message_notices(const hf_message* m) { return m ? &m->notices : nullptr; }

@@ -81,6 +81,9 @@ commands:
       arrived for SECONDS (default 1).
   listen [--json]
       Print messages as they arrive until interrupted (SIGINT or SIGTERM).
+      recv and listen also answer the gateway's resend requests: a message
+      this device sent that was still queued when a recipient enrolled a new
+      device is sealed again for that device (to the same users only).
   history --conversation ID [--limit N] [--json]
       Print this user's stored history of a conversation, oldest first: the
       last N messages (default 50) the user sent or was sent. A message
@@ -329,7 +332,8 @@ class Cli {
     HF_ASSIGN_OR_RETURN(auto wrapper, Passphrase());
     if (!wrapper) {
       HF_ASSIGN_OR_RETURN(ProfileSummary summary, PeekProfile(dir_));
-      if (summary.version == kProfileVersion && summary.scheme != kInsecurePlaintextScheme) {
+      if (summary.version >= kProfileVersionWithoutSentLog &&
+          summary.scheme != kInsecurePlaintextScheme) {
         return NoPassphrase("the profile in " + dir_.string() + " is encrypted and");
       }
     }
@@ -506,6 +510,13 @@ class Cli {
     if (!envelope.ok()) return Fail(envelope.status());
     auto parsed = protocol::ParseEnvelope(*envelope);
     if (!parsed.ok()) return Fail(parsed.status());
+    // Kept, sealed, so that it can be sealed again for a device enrolled
+    // before it is delivered.
+    if (Status s = device->RecordSent(*envelope, text, NowMs(), PrekeyPolicyFrom(auth).grace_ms);
+        !s.ok()) {
+      return Fail(s);
+    }
+    if (Status s = Save(*device); !s.ok()) return Fail(s);
     auto ack = session->Submit(*envelope);
     if (!ack.ok()) return Fail(ack.status());
     if (ack->message_id() != parsed->header.message_id()) {
@@ -690,6 +701,7 @@ class Cli {
       o.set("sender_device", ToHex(shown.sender_device));
       o.set("sent_at_ms", static_cast<Poco::Int64>(shown.sent_at_ms));
       o.set("text", shown.text);
+      o.set("resend_of", ToHex(shown.resend_of));
       o.set("status", r.ok() ? "ok" : "rejected");
       o.set("reason", reason);
       Poco::JSON::Array notices;
@@ -714,6 +726,42 @@ class Cli {
       out_ << "REJECTED message " << ToHex(shown.message_id) << " (" << ForTerminal(reason)
            << ")\n";
     }
+  }
+
+  // Answers the resend requests the gateway pushed: seals each message
+  // again for the devices named, submits it, then closes the request. A
+  // request that can never be answered (a message not in the sent log, a
+  // device refused, a refused submit) is closed too; one whose submit the
+  // gateway could not store stays open and comes again at the next login.
+  Status AnswerResendRequests(Device& device, Session& session, bool json) {
+    std::vector<uint64_t> done;
+    while (auto request = session.TakeResendRequest()) {
+      const std::string original = ToHex(AsBytes(request->message_id()));
+      auto envelope = device.PrepareResend(*request, NowMs());
+      if (!envelope.ok()) {
+        err_ << "holdfast-client: resend of " << original
+             << " refused: " << ForTerminal(envelope.status().message()) << "\n";
+        done.push_back(request->request_id());
+        continue;
+      }
+      auto ack = session.Submit(*envelope);
+      if (!ack.ok()) {
+        const std::string& why = ack.status().message();
+        if (ack.status().code() != Code::kFailedPrecondition ||
+            why.find("(unavailable)") != std::string::npos) {
+          HF_RETURN_IF_ERROR(session.AckResendRequests(done));
+          return ack.status().WithContext("resend");
+        }
+        err_ << "holdfast-client: resend of " << original << " refused: " << ForTerminal(why)
+             << "\n";
+      } else if (!json) {
+        out_ << "resent " << original << " as " << ToHex(AsBytes(ack->message_id())) << " for "
+             << request->devices_size() << " new device(s) in "
+             << ForTerminal(request->conversation_id()) << "\n";
+      }
+      done.push_back(request->request_id());
+    }
+    return session.AckResendRequests(done);
   }
 
   int Receive(bool listen) {
@@ -791,6 +839,7 @@ class Cli {
 
     for (;;) {
       if (listen && g_stop) break;
+      if (Status s = AnswerResendRequests(*device, *session, json); !s.ok()) return Fail(s);
       auto next = session->NextDelivery(milliseconds(0));
       if (next.ok() && !*next) {
         if (Status s = flush(); !s.ok()) return Fail(s);
@@ -799,7 +848,7 @@ class Cli {
                                                          : idle;
         next = session->NextDelivery(wait);
         if (next.ok() && !*next) {
-          if (listen) continue;
+          if (listen || session->HasResendRequests()) continue;
           if (processed < auth.pending()) {
             return Fail(Status::Unavailable(
                 "gateway announced " + std::to_string(auth.pending()) +
@@ -823,7 +872,7 @@ class Cli {
       ++processed;
       batch.push_back(d.delivery_id());
       auto opened = device->OpenDelivery(d, NowMs());
-      if (opened.ok() && !device->MarkSeen(opened->message_id)) continue;
+      if (opened.ok() && !device->MarkReceived(*opened)) continue;
       if (opened.ok()) {
         dirty = true;
         if (!d.archive_notice().empty() && device->MarkNoticeShown(opened->conversation_id)) {

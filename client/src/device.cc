@@ -389,9 +389,95 @@ Result<ReceivedMessage> Device::OpenDelivery(const wire::Deliver& delivery, int6
                          opened.header.sender_device().end());
   m.sent_at_ms = opened.header.sent_at_ms();
   m.text = std::move(opened.text);
+  m.resend_of.assign(opened.header.resend_of().begin(), opened.header.resend_of().end());
   ObserveDevice(*certified, m.conversation_id, now_ms, KnowsUser(profile_.contacts, m.sender_user),
                 m.notices);
+  if (!m.resend_of.empty()) {
+    m.notices.push_back(Notice{Notice::Kind::kResent, m.conversation_id, m.sender_user, {},
+                               Whose(m.sender_user, profile_.user) +
+                                   " sent this message before this device was enrolled; "
+                                   "their device sealed it again for this device"});
+  }
   return m;
+}
+
+// ----------------------------------------------------------------- resend
+
+Status Device::RecordSent(const wire::Envelope& envelope, std::string_view text, int64_t now_ms,
+                          int64_t retention_ms) {
+  HF_ASSIGN_OR_RETURN(auto parsed, protocol::ParseEnvelope(envelope));
+  const wire::MessageHeader& h = parsed.header;
+  if (h.sender_device() != AsString(profile_.device_id)) {
+    return Status::InvalidArgument("sent log: the envelope is not this device's");
+  }
+  SentMessage m;
+  m.message_id.assign(h.message_id().begin(), h.message_id().end());
+  m.conversation_id = h.conversation_id();
+  m.text = std::string(text);
+  m.sent_at_ms = h.sent_at_ms();
+  std::set<std::string> users{profile_.user};
+  for (const auto& c : parsed.content.devices()) users.insert(c.user());
+  m.users.assign(users.begin(), users.end());
+  auto& log = profile_.sent_log;
+  std::erase_if(log, [&](const SentMessage& e) {
+    return e.sent_at_ms < now_ms - retention_ms || e.message_id == m.message_id;
+  });
+  log.push_back(std::move(m));
+  while (log.size() > kSentLogLimit) log.pop_front();
+  return Status::Ok();
+}
+
+Result<wire::Envelope> Device::PrepareResend(const wire::ResendRequest& request,
+                                             int64_t now_ms) const {
+  if (!registered()) return Status::FailedPrecondition("device is not registered");
+  if (now_ms <= 0) return Status::InvalidArgument("PrepareResend needs the current time");
+  const auto& log = profile_.sent_log;
+  auto original = std::find_if(log.begin(), log.end(), [&](const SentMessage& e) {
+    return AsString(e.message_id) == request.message_id();
+  });
+  if (original == log.end()) {
+    return Status::NotFound("message " + ToHex(View(request.message_id())) +
+                            " is not in this device's sent log");
+  }
+  if (request.conversation_id() != original->conversation_id) {
+    return Status::PermissionDenied("resend request names conversation " +
+                                    request.conversation_id() + ", the message was sent to " +
+                                    original->conversation_id);
+  }
+  if (request.devices().empty()) return Status::InvalidArgument("resend request names no device");
+  HF_ASSIGN_OR_RETURN(auto epoch, CheckEpoch(profile_, request.epoch(), now_ms));
+  std::set<std::string> device_ids;
+  std::vector<protocol::Recipient> recipients;
+  for (const auto& d : request.devices()) {
+    if (auto v = VerifyForProfile(profile_, d); !v.ok()) {
+      return v.status().WithContext("device " + ToHex(View(d.device_id())) + " of " + d.user());
+    }
+    if (!std::binary_search(original->users.begin(), original->users.end(), d.user())) {
+      return Status::PermissionDenied("resend request names a device of " + d.user() +
+                                      ", to whom the message was not sent");
+    }
+    if (std::ranges::equal(View(d.device_id()), profile_.device_id)) {
+      return Status::PermissionDenied("resend request names this device");
+    }
+    if (!device_ids.insert(d.device_id()).second) {
+      return Status::InvalidArgument("resend request lists device " +
+                                     ToHex(View(d.device_id())) + " twice");
+    }
+    recipients.push_back(protocol::Recipient{
+        d.user(), Bytes(d.device_id().begin(), d.device_id().end()),
+        Bytes(d.prekey().public_key().begin(), d.prekey().public_key().end())});
+  }
+  protocol::SealRequest req;
+  req.conversation_id = original->conversation_id;
+  req.sender_user = profile_.user;
+  req.sender_device = profile_.device_id;
+  req.sent_at_ms = now_ms;
+  req.epoch_id = epoch.epoch_id();
+  req.archive_public.assign(epoch.public_key().begin(), epoch.public_key().end());
+  req.recipients = std::move(recipients);
+  req.text = original->text;
+  req.resend_of = original->message_id;
+  return protocol::SealMessage(req, signer_);
 }
 
 // ---------------------------------------------------------------- prekeys
@@ -488,6 +574,7 @@ std::string_view NoticeKindName(Notice::Kind kind) {
     case Notice::Kind::kDeviceRemoved: return "device_removed";
     case Notice::Kind::kMasterKeyChanged: return "master_key_changed";
     case Notice::Kind::kMembersChanged: return "members_changed";
+    case Notice::Kind::kResent: return "resent";
   }
   return "unknown";
 }
@@ -635,6 +722,15 @@ bool Device::MarkSeen(ByteView message_id) {
   while (profile_.seen_message_ids.size() > kSeenMessageIdsLimit) {
     profile_.seen_message_ids.pop_front();
   }
+  return true;
+}
+
+bool Device::MarkReceived(const ReceivedMessage& message) {
+  if (Seen(message.message_id) || (!message.resend_of.empty() && Seen(message.resend_of))) {
+    return false;
+  }
+  MarkSeen(message.message_id);
+  if (!message.resend_of.empty()) MarkSeen(message.resend_of);
   return true;
 }
 

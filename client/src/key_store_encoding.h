@@ -34,4 +34,45 @@ class FieldEncoder {
   Bytes out_;
 };
 
+// Reads what FieldEncoder wrote; every read fails once the input is short.
+class FieldDecoder {
+ public:
+  explicit FieldDecoder(ByteView in) : in_(in) {}
+
+  bool Read(Bytes& field) {
+    uint64_t n = 0;
+    if (!ReadBe(4, n) || in_.size() - pos_ < n) return ok_ = false;
+    field.assign(in_.begin() + pos_, in_.begin() + pos_ + n);
+    pos_ += n;
+    return true;
+  }
+  bool Read(std::string& field) {
+    Bytes b;
+    if (!Read(b)) return false;
+    field.assign(b.begin(), b.end());
+    SecureWipe(b.data(), b.size());
+    return true;
+  }
+  bool ReadInt(int64_t& v) {
+    uint64_t u = 0;
+    if (!ReadBe(8, u)) return false;
+    v = static_cast<int64_t>(u);
+    return true;
+  }
+  bool done() const { return ok_ && pos_ == in_.size(); }
+
+ private:
+  bool ReadBe(size_t width, uint64_t& v) {
+    if (!ok_ || in_.size() - pos_ < width) return ok_ = false;
+    v = 0;
+    for (size_t i = 0; i < width; ++i) v = (v << 8) | in_[pos_ + i];
+    pos_ += width;
+    return true;
+  }
+
+  ByteView in_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
 }  // namespace holdfast::client::internal

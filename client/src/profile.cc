@@ -22,7 +22,9 @@ constexpr int64_t kOldPlaintextVersion = 1;
 constexpr int64_t kOldUncertifiedVersion = 2;
 constexpr size_t kPrivateKeySize = 32;  // Ed25519 seed and X25519 private key
 constexpr char kSealAead[] = "chacha20-poly1305";
-constexpr std::string_view kBoundLabel = "holdfast/client profile v3";
+constexpr std::string_view kBoundLabelV3 = "holdfast/client profile v3";
+constexpr std::string_view kBoundLabel = "holdfast/client profile v4";
+constexpr std::string_view kSentLogLabel = "holdfast/client sent log v1";
 constexpr size_t kMaxProfileSize = 4 << 20;
 constexpr size_t kMaxCaFileSize = 1 << 20;
 
@@ -32,10 +34,11 @@ void AddPrekey(internal::FieldEncoder& e, const wire::SignedPrekey& k) {
   e.Add(k.signature());
 }
 
-// Every field except the private keys, for the key store's associated data.
-Bytes BoundFields(const Profile& p) {
-  internal::FieldEncoder e(kBoundLabel);
-  e.AddInt(kProfileVersion);
+// Every field except the private keys and the sent log, for the key
+// store's associated data; `version` is the file's.
+Bytes BoundFields(const Profile& p, int64_t version = kProfileVersion) {
+  internal::FieldEncoder e(version == kProfileVersionWithoutSentLog ? kBoundLabelV3 : kBoundLabel);
+  e.AddInt(version);
   e.Add(p.user);
   e.Add(p.server_url);
   e.Add(p.device_id);
@@ -77,29 +80,79 @@ Bytes BoundFields(const Profile& p) {
   return std::move(e).Finish();
 }
 
+Bytes EncodeSentLog(const std::deque<SentMessage>& log) {
+  internal::FieldEncoder e(kSentLogLabel);
+  e.AddCount(log.size());
+  for (const auto& m : log) {
+    e.Add(m.message_id);
+    e.Add(m.conversation_id);
+    e.AddInt(m.sent_at_ms);
+    e.Add(m.text);
+    e.AddCount(m.users.size());
+    for (const auto& u : m.users) e.Add(u);
+  }
+  return std::move(e).Finish();
+}
+
+Result<std::deque<SentMessage>> DecodeSentLog(ByteView blob) {
+  internal::FieldDecoder d(blob);
+  std::string label;
+  int64_t count = 0;
+  std::deque<SentMessage> log;
+  if (!d.Read(label) || label != kSentLogLabel || !d.ReadInt(count) || count < 0 ||
+      static_cast<uint64_t>(count) > kSentLogLimit) {
+    return Status::InvalidArgument("profile: bad sent log");
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    SentMessage m;
+    int64_t users = 0;
+    if (!d.Read(m.message_id) || !d.Read(m.conversation_id) || !d.ReadInt(m.sent_at_ms) ||
+        !d.Read(m.text) || !d.ReadInt(users) || users < 0 || users > 4096) {
+      return Status::InvalidArgument("profile: bad sent log entry");
+    }
+    m.users.resize(static_cast<size_t>(users));
+    for (auto& u : m.users) {
+      if (!d.Read(u)) return Status::InvalidArgument("profile: bad sent log entry");
+    }
+    log.push_back(std::move(m));
+  }
+  if (!d.done()) return Status::InvalidArgument("profile: trailing bytes after the sent log");
+  return log;
+}
+
 // The private keys in one blob of 32-byte keys, in the order of the public
-// fields: identity, current prekey, master (if held), pending, retired.
+// fields: identity, current prekey, master (if held), pending, retired;
+// then the encoded sent log.
 Result<SecretBytes> PackSecrets(const Profile& p) {
   std::vector<const SecretBytes*> keys{&p.identity_private, &p.prekey_private};
   if (!p.master_private.empty()) keys.push_back(&p.master_private);
   for (const auto& k : p.pending_prekeys) keys.push_back(&k.private_key);
   for (const auto& k : p.retired_prekeys) keys.push_back(&k.private_key);
-  SecretBytes out(keys.size() * kPrivateKeySize);
+  Bytes log = EncodeSentLog(p.sent_log);
+  SecretBytes out(keys.size() * kPrivateKeySize + log.size());
   for (size_t i = 0; i < keys.size(); ++i) {
     if (keys[i]->size() != kPrivateKeySize) {
+      SecureWipe(log.data(), log.size());
       return Status::InvalidArgument("profile: private keys must be 32 bytes each");
     }
     std::copy(keys[i]->view().begin(), keys[i]->view().end(), out.data() + i * kPrivateKeySize);
   }
+  std::copy(log.begin(), log.end(), out.data() + keys.size() * kPrivateKeySize);
+  SecureWipe(log.data(), log.size());
   return out;
 }
 
 // The inverse of PackSecrets; `holds_master` comes from the public fields.
-Status UnpackSecrets(Profile& p, bool holds_master, ByteView blob) {
+// A version 3 blob holds the keys only.
+Status UnpackSecrets(Profile& p, bool holds_master, ByteView blob, int64_t version) {
   const size_t count = 2 + (holds_master ? 1 : 0) + p.pending_prekeys.size() +
                        p.retired_prekeys.size();
-  if (blob.size() != count * kPrivateKeySize) {
+  const bool has_log = version != kProfileVersionWithoutSentLog;
+  if (has_log ? blob.size() <= count * kPrivateKeySize : blob.size() != count * kPrivateKeySize) {
     return Status::InvalidArgument("profile: sealed private keys have the wrong size");
+  }
+  if (has_log) {
+    HF_ASSIGN_OR_RETURN(p.sent_log, DecodeSentLog(blob.subspan(count * kPrivateKeySize)));
   }
   size_t i = 0;
   auto next = [&] { return SecretBytes(blob.subspan(kPrivateKeySize * i++, kPrivateKeySize)); };
@@ -305,7 +358,7 @@ Status CheckVersion(int64_t version) {
         "), which is no longer loaded; move the profile directory away and register this "
         "device again with a new enrollment code (holdfast-admin user enroll USER)");
   }
-  if (version != kProfileVersion) {
+  if (version != kProfileVersion && version != kProfileVersionWithoutSentLog) {
     return Status::InvalidArgument("profile: unsupported version " + std::to_string(version));
   }
   return Status::Ok();
@@ -416,7 +469,7 @@ Result<LoadedProfile> ProfileFromJson(std::string_view text, const KeyWrapper* w
     HF_ASSIGN_OR_RETURN(Bytes blob, r.Hex("private_keys"));
     SecretBytes secrets(blob);
     SecureWipe(blob.data(), blob.size());
-    HF_RETURN_IF_ERROR(UnpackSecrets(p, holds_master, secrets.view()));
+    HF_RETURN_IF_ERROR(UnpackSecrets(p, holds_master, secrets.view(), version));
     return LoadedProfile{std::move(p), KeyStore::InsecurePlaintext()};
   }
   if (r.Has("private_keys")) {
@@ -438,8 +491,8 @@ Result<LoadedProfile> ProfileFromJson(std::string_view text, const KeyWrapper* w
   // BoundFields reads holds_master from master_private, which is not loaded
   // yet; a placeholder of the right size stands in for it.
   if (holds_master) p.master_private = SecretBytes(kPrivateKeySize);
-  HF_ASSIGN_OR_RETURN(auto opened, KeyStore::Open(sealed, BoundFields(p), *wrapper));
-  HF_RETURN_IF_ERROR(UnpackSecrets(p, holds_master, opened.secrets.view()));
+  HF_ASSIGN_OR_RETURN(auto opened, KeyStore::Open(sealed, BoundFields(p, version), *wrapper));
+  HF_RETURN_IF_ERROR(UnpackSecrets(p, holds_master, opened.secrets.view(), version));
   return LoadedProfile{std::move(p), std::move(opened.store)};
 }
 

@@ -13,12 +13,21 @@ Status Session::Stash(wire::ServerFrame frame) {
     pushed_.push_back(std::move(*frame.mutable_deliver()));
     return Status::Ok();
   }
+  if (frame.request_id() == 0 && frame.kind_case() == wire::ServerFrame::kResendRequest) {
+    resend_requests_.push_back(std::move(*frame.mutable_resend_request()));
+    return Status::Ok();
+  }
   if (frame.request_id() == 0 && frame.kind_case() == wire::ServerFrame::kError) {
     return ServerError(frame.error());
   }
   if (acks_.count(frame.request_id()) != 0) {
     acks_.erase(frame.request_id());
     if (frame.kind_case() == wire::ServerFrame::kError) return ServerError(frame.error());
+    return Status::Ok();
+  }
+  // A pushed frame of a kind this client does not know (a later protocol
+  // addition) is skipped rather than fatal.
+  if (frame.request_id() == 0 && frame.kind_case() == wire::ServerFrame::KIND_NOT_SET) {
     return Status::Ok();
   }
   return Status::InvalidArgument("gateway sent an unexpected frame (request id " +
@@ -198,6 +207,23 @@ Status Session::Ack(const std::vector<uint64_t>& delivery_ids) {
   // Answers to acks are optional; forget the oldest ids rather than grow forever.
   while (acks_.size() > 1024) acks_.erase(acks_.begin());
   for (uint64_t id : delivery_ids) f.mutable_delivery_ack()->add_delivery_ids(id);
+  return connection_.Send(f, timeout_);
+}
+
+std::optional<wire::ResendRequest> Session::TakeResendRequest() {
+  if (resend_requests_.empty()) return std::nullopt;
+  wire::ResendRequest r = std::move(resend_requests_.front());
+  resend_requests_.pop_front();
+  return r;
+}
+
+Status Session::AckResendRequests(const std::vector<uint64_t>& request_ids) {
+  if (request_ids.empty()) return Status::Ok();
+  wire::ClientFrame f;
+  f.set_request_id(next_request_id_++);
+  acks_.insert(f.request_id());
+  while (acks_.size() > 1024) acks_.erase(acks_.begin());
+  for (uint64_t id : request_ids) f.mutable_resend_ack()->add_request_ids(id);
   return connection_.Send(f, timeout_);
 }
 

@@ -137,6 +137,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   for (std::string_view reason : archive::kDeliveryReportReasons) {
     delivery_reports_->Add({{"reason", std::string(reason)}});
   }
+  auto& resend = BuildCounter().Name("holdfast_resend_requests_total")
+                     .Help("Resend requests: created at enrollment, sent to sender devices, "
+                           "answered by a re-sent message, closed by the sender device.")
+                     .Register(r);
+  resend_created = &resend.Add({{"event", "created"}});
+  resend_sent = &resend.Add({{"event", "sent"}});
+  resend_resent = &resend.Add({{"event", "resent"}});
+  resend_closed = &resend.Add({{"event", "closed"}});
 }
 
 void Metrics::SetPolicyVersion(const std::string& version) {

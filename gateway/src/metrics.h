@@ -75,6 +75,11 @@ class Metrics {
   prometheus::Counter* cross_node_deliveries;
   prometheus::Counter* outbox_reconnects;
   prometheus::Gauge* outbox_lag_seconds;
+  // holdfast_resend_requests_total{event="created"|"sent"|"resent"|"closed"}
+  prometheus::Counter* resend_created;
+  prometheus::Counter* resend_sent;
+  prometheus::Counter* resend_resent;
+  prometheus::Counter* resend_closed;
   // Sets holdfast_policy_info{version="sha256:..."} to 1.
   void SetPolicyVersion(const std::string& version);
 

@@ -120,6 +120,48 @@ Result<ConversationAnswer> Describe(archive::Store& store, const archive::Conver
   return out;
 }
 
+// The recipients of a re-sent message (9.11): every capsule must name the
+// target device, under its user, of an open resend request of the sender
+// device for the original message, in the original's conversation.
+struct ResendRecipients {
+  std::string refusal;  // recipients_mismatch detail, or empty
+  std::vector<Bytes> devices;
+};
+
+Result<ResendRecipients> CheckResendRecipients(archive::Store& store,
+                                               const protocol::ParsedEnvelope& parsed,
+                                               ByteView sender_device) {
+  const auto& h = parsed.header;
+  HF_ASSIGN_OR_RETURN(auto open,
+                      store.OpenResendRequestsFor(sender_device, AsBytes(h.resend_of())));
+  ResendRecipients out;
+  if (open.empty()) {
+    out.refusal = "no open resend request of this device for the message in resend_of";
+    return out;
+  }
+  if (open.front().conversation_id != h.conversation_id()) {
+    out.refusal = "resend_of names a message of another conversation";
+    return out;
+  }
+  std::map<std::string, std::string> targets;  // device -> user
+  for (const auto& q : open) targets[Key(q.target.device_id)] = q.target.user;
+  size_t extra = 0;
+  for (const auto& c : parsed.content.devices()) {
+    auto it = targets.find(c.device_id());
+    if (it == targets.end() || it->second != c.user()) {
+      ++extra;
+      continue;
+    }
+    out.devices.emplace_back(c.device_id().begin(), c.device_id().end());
+  }
+  if (extra) {
+    out.refusal = std::to_string(extra) +
+                  " capsule(s) for devices without an open resend request for this message";
+    out.devices.clear();
+  }
+  return out;
+}
+
 class SessionImpl final : public Session {
  public:
   SessionImpl(tcp::socket socket, ssl::context& tls, Hub& hub)
@@ -145,6 +187,10 @@ class SessionImpl final : public Session {
   void Resume() override {
     paused_ = false;
     MaybeRead();
+  }
+
+  void ResendRequestsCreated() override {
+    if (resend_ready_ && !closing_) FetchResendRequests();
   }
 
   // Closes once every queued frame is written: an acknowledgement or a
@@ -426,6 +472,9 @@ class SessionImpl final : public Session {
       case wire::ClientFrame::kGetHistory:
         if (!RequireAuth(rid)) return;
         return OnGetHistory(rid, f.get_history());
+      case wire::ClientFrame::kResendAck:
+        if (!RequireAuth(rid)) return;
+        return OnResendAck(f.resend_ack());
       case wire::ClientFrame::KIND_NOT_SET:
         return Reject(rid, "malformed_frame", "frame has no request", {});
     }
@@ -579,6 +628,7 @@ class SessionImpl final : public Session {
       std::string reject_message;
       Bytes device_id;
       wire::DeviceCertificate certificate;
+      archive::RegisterOutcome outcome;
     };
     auto refuse = [](std::string reason, std::string message) {
       Registered out;
@@ -590,8 +640,10 @@ class SessionImpl final : public Session {
     Metrics& metrics = hub_.metrics;
     const Bytes root = hub_.org_root_public;
     const std::string user = e->rec.user;
+    const int64_t ttl_ms = int64_t{hub_.config.delivery.queue_ttl_days} * 24 * 3600 * 1000;
     OnDatabase<Registered>(
-        [e, code, account, root, refuse, &signer, &metrics](archive::Store& store) -> Result<Registered> {
+        [e, code, account, root, refuse, ttl_ms, &signer, &metrics](archive::Store& store)
+            -> Result<Registered> {
           // Read for every registration: `holdfast-admin init` may have
           // renewed it since the gateway started.
           auto stored = store.GetSetting(std::string(archive::kEnrollmentKeyCertificateSetting));
@@ -624,8 +676,10 @@ class SessionImpl final : public Session {
             const std::string bytes = out.certificate.SerializeAsString();
             return Bytes(bytes.begin(), bytes.end());
           };
-          Status s = account ? store.RegisterDirectoryDevice(*account, e->master, e->rec, countersign)
-                             : store.RegisterDevice(e->rec.user, code, e->master, e->rec, countersign);
+          Status s = account ? store.RegisterDirectoryDevice(*account, e->master, e->rec, countersign,
+                                                             &out.outcome, ttl_ms)
+                             : store.RegisterDevice(e->rec.user, code, e->master, e->rec, countersign,
+                                                  &out.outcome, ttl_ms);
           if (!signing.ok()) {
             return refuse("unavailable", "the enrollment key cannot sign now; try again later (" +
                                              signing.message() + ")");
@@ -645,6 +699,14 @@ class SessionImpl final : public Session {
           if (!r->reject_reason.empty()) return self->Reject(rid, r->reject_reason, r->reject_message, {});
           self->hub_.metrics.devices_registered->Increment();
           self->enrolled_ = true;
+          self->hub_.metrics.resend_created->Increment(
+              static_cast<double>(r->outcome.resend_requests));
+          for (const Bytes& sender : r->outcome.resend_senders) {
+            auto range = self->hub_.online.equal_range(Key(sender));
+            for (auto it = range.first; it != range.second; ++it) {
+              if (auto s = it->second.lock()) s->ResendRequestsCreated();
+            }
+          }
           wire::ServerFrame out;
           out.set_request_id(rid);
           auto* reg = out.mutable_registered();
@@ -714,6 +776,85 @@ class SessionImpl final : public Session {
     FetchPending(std::make_shared<wire::ServerFrame>(std::move(out)));
   }
 
+  // Sends the next page of this device's open resend requests, those after
+  // the last one sent on this connection (so none is sent twice on it; a
+  // request not acknowledged is sent again on the next login). The next
+  // page follows once the client has acknowledged something.
+  void FetchResendRequests() {
+    if (resend_fetching_) {
+      resend_refetch_ = true;
+      return;
+    }
+    resend_fetching_ = true;
+    constexpr int kPage = 64;
+    const Bytes device = device_id_;
+    const int64_t after = resend_cursor_;
+    struct Page {
+      std::vector<std::string> frames;
+      int64_t last_request_id = 0;
+      bool full = false;
+    };
+    OnDatabase<Page>(
+        [device, after](archive::Store& store) -> Result<Page> {
+          Page page;
+          HF_ASSIGN_OR_RETURN(auto open, store.OpenResendRequests(device, after, kPage));
+          if (open.empty()) return page;
+          // Without a current epoch nothing can be sealed; the requests
+          // wait for the next login.
+          auto epoch = store.CurrentEpoch(NowMs());
+          if (!epoch.ok()) {
+            if (epoch.status().code() == Code::kNotFound) return page;
+            return epoch.status();
+          }
+          HF_ASSIGN_OR_RETURN(auto epoch_cert, ToEpochCert(*epoch));
+          page.full = open.size() == static_cast<size_t>(kPage);
+          for (const auto& q : open) {
+            page.last_request_id = q.request_id;
+            wire::ServerFrame f;
+            auto* rr = f.mutable_resend_request();
+            rr->set_request_id(static_cast<uint64_t>(q.request_id));
+            rr->set_message_id(AsString(q.message_id));
+            rr->set_conversation_id(q.conversation_id);
+            HF_ASSIGN_OR_RETURN(*rr->add_devices(), ToDeviceInfo(q.target));
+            *rr->mutable_epoch() = epoch_cert;
+            page.frames.push_back(f.SerializeAsString());
+          }
+          return page;
+        },
+        [self = Self()](Result<Page> r) {
+          self->resend_fetching_ = false;
+          if (r.ok()) {
+            for (auto& f : r->frames) {
+              self->hub_.metrics.resend_sent->Increment();
+              self->Enqueue(std::make_shared<const std::string>(std::move(f)));
+            }
+            self->resend_cursor_ = std::max(self->resend_cursor_, r->last_request_id);
+            self->resend_more_ = r->full;
+          }
+          if (self->resend_refetch_ && !self->closing_) {
+            self->resend_refetch_ = false;
+            self->FetchResendRequests();
+          }
+        });
+  }
+
+  void OnResendAck(const wire::ResendAck& ack) {
+    std::vector<int64_t> ids;
+    for (uint64_t id : ack.request_ids()) {
+      if (id <= uint64_t{INT64_MAX}) ids.push_back(static_cast<int64_t>(id));
+    }
+    const Bytes device = device_id_;
+    OnDatabase<int64_t>(
+        [device, ids](archive::Store& store) { return store.CloseResendRequests(device, ids); },
+        [self = Self()](Result<int64_t> closed) {
+          if (closed.ok()) self->hub_.metrics.resend_closed->Increment(static_cast<double>(*closed));
+          if (self->resend_more_ && !self->closing_) {
+            self->resend_more_ = false;
+            self->FetchResendRequests();
+          }
+        });
+  }
+
   // Loads queued deliveries; sends `first` (if any) before them.
   void FetchPending(std::shared_ptr<wire::ServerFrame> first) {
     constexpr int kPage = 256;
@@ -748,6 +889,11 @@ class SessionImpl final : public Session {
           }
           self->unacked_from_fetch_ = r->frames.size();
           self->more_pending_ = r->total > r->frames.size();
+          // Resend requests follow `authenticated` (9.11).
+          if (first) {
+            self->resend_ready_ = true;
+            self->FetchResendRequests();
+          }
         });
   }
 
@@ -993,7 +1139,16 @@ class SessionImpl final : public Session {
             return refuse("stale_epoch", "epoch " + std::to_string(h.epoch_id()) +
                                              " is not current; fetch the conversation again");
           }
-          HF_ASSIGN_OR_RETURN(auto devices, store.DevicesOfUsers(conv->members));
+          std::vector<Bytes> recipients;
+          if (!h.resend_of().empty()) {
+            HF_ASSIGN_OR_RETURN(auto resend, CheckResendRecipients(store, *parsed, self_device));
+            if (!resend.refusal.empty()) return refuse("recipients_mismatch", resend.refusal);
+            recipients = std::move(resend.devices);
+          }
+          HF_ASSIGN_OR_RETURN(auto devices, h.resend_of().empty()
+                                                ? store.DevicesOfUsers(conv->members)
+                                                : Result<std::vector<archive::DeviceRecord>>(
+                                                      std::vector<archive::DeviceRecord>{}));
           std::map<std::string, std::string> expected;  // device -> user
           for (const auto& d : devices) {
             if (d.device_id != self_device) expected[Key(d.device_id)] = d.user;
@@ -1006,7 +1161,7 @@ class SessionImpl final : public Session {
             if (it == covered.end() || it->second != u) ++missing;
           }
           for (const auto& [dev, u] : covered) extra += expected.count(dev) ? 0 : 1;
-          if (missing || extra) {
+          if (h.resend_of().empty() && (missing || extra)) {
             return refuse("recipients_mismatch",
                           std::to_string(missing) + " device(s) of the conversation not covered, " +
                               std::to_string(extra) +
@@ -1022,7 +1177,11 @@ class SessionImpl final : public Session {
           item.sent_at_ms = h.sent_at_ms();
           const std::string env = parsed->envelope.SerializeAsString();
           item.envelope.assign(env.begin(), env.end());
-          for (const auto& [dev, u] : expected) item.recipient_devices.emplace_back(dev.begin(), dev.end());
+          if (h.resend_of().empty()) {
+            for (const auto& [dev, u] : expected) item.recipient_devices.emplace_back(dev.begin(), dev.end());
+          } else {
+            item.recipient_devices = std::move(recipients);
+          }
           HF_ASSIGN_OR_RETURN(out.epoch, ToEpochCert(*epoch));
           return out;
         },
@@ -1074,6 +1233,7 @@ class SessionImpl final : public Session {
       return;
     }
     hub_.metrics.messages_stored->Increment();
+    if (!parsed.header.resend_of().empty()) hub_.metrics.resend_resent->Increment();
     for (const auto& [device, delivery_id] : r->deliveries) {
       auto range = hub_.online.equal_range(Key(device));
       if (range.first == range.second) continue;
@@ -1226,6 +1386,12 @@ class SessionImpl final : public Session {
   bool registered_online_ = false;
   size_t unacked_from_fetch_ = 0;
   bool more_pending_ = false;
+  // Resend requests (9.11): the last request id sent on this connection.
+  int64_t resend_cursor_ = 0;
+  bool resend_ready_ = false;    // `authenticated` was sent
+  bool resend_fetching_ = false;
+  bool resend_refetch_ = false;  // more were created while fetching
+  bool resend_more_ = false;     // the last page was full
 };
 
 }  // namespace

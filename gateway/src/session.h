@@ -21,6 +21,8 @@ class Session : public std::enable_shared_from_this<Session> {
   virtual void Start() = 0;
   // Queues a pushed Deliver for this device (serialised ServerFrame).
   virtual void Push(std::shared_ptr<const std::string> frame) = 0;
+  // New resend requests for this device were created: send them.
+  virtual void ResendRequestsCreated() = 0;
   virtual void Close() = 0;
   // Reads again if it paused for ingest backpressure.
   virtual void Resume() = 0;

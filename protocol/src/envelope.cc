@@ -266,6 +266,10 @@ Result<wire::Envelope> SealMessage(const SealRequest& request, const Ed25519Sign
   if (message_id.size() != kMessageIdSize) {
     return Status::InvalidArgument("seal: message id must be 16 bytes");
   }
+  if (!request.resend_of.empty() &&
+      (request.resend_of.size() != kMessageIdSize || request.resend_of == message_id)) {
+    return Status::InvalidArgument("seal: resend_of must be another 16-byte message id");
+  }
   if (request.recipients.empty()) return Status::InvalidArgument("seal: no recipients");
   if (request.recipients.size() > kMaxDeviceCapsules) {
     return Status::InvalidArgument("seal: too many recipient devices");
@@ -291,6 +295,7 @@ Result<wire::Envelope> SealMessage(const SealRequest& request, const Ed25519Sign
   header.set_sender_device(AsString(own_device));
   header.set_sent_at_ms(request.sent_at_ms);
   header.set_epoch_id(request.epoch_id);
+  if (!request.resend_of.empty()) header.set_resend_of(AsString(request.resend_of));
   const std::string header_bytes = header.SerializeAsString();
 
   SecretBytes cek(kCekSize);
@@ -362,6 +367,10 @@ Result<ParsedEnvelope> ParseEnvelope(const wire::Envelope& envelope) {
   }
   if (header.sender_device().size() != kDeviceIdSize) {
     return Status::InvalidArgument("envelope: sender device must be 16 bytes");
+  }
+  if (!header.resend_of().empty() && (header.resend_of().size() != kMessageIdSize ||
+                                      header.resend_of() == header.message_id())) {
+    return Status::InvalidArgument("envelope: resend_of must be empty or another 16-byte id");
   }
   HF_RETURN_IF_ERROR(CheckName(header.conversation_id(), "conversation id"));
   HF_RETURN_IF_ERROR(CheckName(header.sender_user(), "sender user"));

@@ -267,7 +267,8 @@ typedef enum hf_notice_kind {
   HF_NOTICE_NEW_DEVICE = 1,          /* a member (or this user) has a device not seen before */
   HF_NOTICE_DEVICE_REMOVED = 2,      /* a device seen before is no longer listed */
   HF_NOTICE_MASTER_KEY_CHANGED = 3,  /* a member's master key differs from the one seen before */
-  HF_NOTICE_MEMBERS_CHANGED = 4      /* a group's membership changed */
+  HF_NOTICE_MEMBERS_CHANGED = 4,     /* a group's membership changed */
+  HF_NOTICE_RESENT = 5               /* the message was sealed again for this device */
 } hf_notice_kind;
 
 typedef struct hf_notices hf_notices;
@@ -350,6 +351,11 @@ const char* hf_message_archive_notice(const hf_message* message, size_t* len);
 const uint8_t* hf_message_id(const hf_message* message, size_t* len);
 const uint8_t* hf_message_sender_device(const hf_message* message, size_t* len);
 int64_t hf_message_sent_at_ms(const hf_message* message);
+/* For a message its sender sealed again for this device (protocol.md 9.11):
+ * the original message's id, 16 bytes; otherwise *len is 0. A message
+ * whose id or original id was opened before is refused by
+ * hf_device_open_delivery as a duplicate. */
+const uint8_t* hf_message_resend_of(const hf_message* message, size_t* len);
 /* Notices raised by the message's sender device (a device of a known user
  * not seen before), to show before the message; borrowed from the message,
  * never NULL for a message (NULL for NULL). The archive notice is separate:

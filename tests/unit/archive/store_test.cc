@@ -1140,5 +1140,79 @@ TEST_F(StoreTest, ANodeIdIsLockedByOneSessionAtATime) {
   EXPECT_TRUE(taken);
 }
 
+TEST_F(StoreTest, ANewDeviceGetsResendRequestsForItsUsersUndeliveredRecentEnvelopes) {
+  Enroll("alice", 1);  // phone
+  Enroll("bob", 2);
+  Enroll("bob", 5);    // bob's laptop
+  auto conv = store().OpenConversation({"alice", "bob"});
+  ASSERT_TRUE(conv.ok()) << conv.status().ToString();
+  const std::string c = conv->conversation_id;
+  const int64_t now = kT0;
+  // 10: bob -> alice's phone and bob's laptop, undelivered.
+  // 11: bob -> alice, delivered.  12: bob -> alice, queued 31 days ago.
+  // 13: alice's phone -> bob's devices; 14: bob's laptop -> alice and bob.
+  auto stored = store().IngestBatch({Item(10, c, "bob", 2, now, {1, 5}), Item(11, c, "bob", 2, now, {1}),
+                                     Item(12, c, "bob", 2, now, {1}), Item(13, c, "alice", 1, now, {2, 5}),
+                                     Item(14, c, "bob", 5, now, {1, 2})});
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  ASSERT_TRUE(store().AckDeliveries(Id(1), {(*stored)[1].deliveries[0].second}).ok());
+  ASSERT_TRUE(conn().Execute("UPDATE deliveries SET created_at = now() - interval '31 days'"
+                             " WHERE envelope_id = " + std::to_string((*stored)[2].envelope_id))
+                  .ok());
+
+  // alice's tablet: 10 from bob's phone, 14 from bob's laptop; not the
+  // delivered 11, the expired 12, nor 13, which was not queued for alice.
+  auto code = store().IssueEnrollmentCode("alice", kHour);
+  ASSERT_TRUE(code.ok());
+  RegisterOutcome outcome;
+  ASSERT_TRUE(store().RegisterDevice("alice", *code, MasterOf("alice"), Device("alice", 3),
+                                     [] { return Result<Bytes>(CertificateOf(3)); }, &outcome)
+                  .ok());
+  EXPECT_EQ(outcome.resend_requests, 2);
+  EXPECT_EQ(outcome.resend_senders, (std::vector<Bytes>{Id(2), Id(5)}));
+  auto from_phone = store().OpenResendRequests(Id(2), 0, 10);
+  ASSERT_TRUE(from_phone.ok()) << from_phone.status().ToString();
+  ASSERT_EQ(from_phone->size(), 1u);
+  EXPECT_EQ((*from_phone)[0].message_id, Id(10));
+  EXPECT_EQ((*from_phone)[0].conversation_id, c);
+  EXPECT_EQ((*from_phone)[0].target.device_id, Id(3));
+  EXPECT_EQ((*from_phone)[0].target.user, "alice");
+  EXPECT_EQ((*from_phone)[0].target.certificate, CertificateOf(3));
+  EXPECT_EQ(store().OpenResendRequests(Id(5), 0, 10)->size(), 1u);
+  EXPECT_TRUE(store().OpenResendRequests(Id(1), 0, 10)->empty());
+
+  // bob's third device: 13 from alice's phone, and 10 and 14, which were
+  // queued for bob's laptop and sent by his other devices; 14 not by itself.
+  code = store().IssueEnrollmentCode("bob", kHour);
+  ASSERT_TRUE(code.ok());
+  RegisterOutcome bobs;
+  ASSERT_TRUE(store().RegisterDevice("bob", *code, MasterOf("bob"), Device("bob", 6),
+                                     [] { return Result<Bytes>(CertificateOf(6)); }, &bobs)
+                  .ok());
+  EXPECT_EQ(bobs.resend_requests, 3);
+  auto to_six = store().OpenResendRequests(Id(1), 0, 10);
+  ASSERT_EQ(to_six->size(), 1u);
+  EXPECT_EQ((*to_six)[0].message_id, Id(13));
+  EXPECT_EQ((*to_six)[0].target.device_id, Id(6));
+
+  // Requests for one message; the cursor skips what was sent.
+  auto for_ten = store().OpenResendRequestsFor(Id(2), Id(10));
+  ASSERT_TRUE(for_ten.ok());
+  ASSERT_EQ(for_ten->size(), 2u);  // alice's tablet and bob's third device
+  const int64_t first = (*for_ten)[0].request_id;
+  EXPECT_EQ(store().OpenResendRequests(Id(2), first, 10)->size(), 1u);
+  EXPECT_TRUE(store().OpenResendRequestsFor(Id(5), Id(10))->empty());
+
+  // Only the sender device closes its requests, once.
+  EXPECT_EQ(*store().CloseResendRequests(Id(5), {first}), 0);
+  EXPECT_EQ(*store().CloseResendRequests(Id(2), {first, 999999}), 1);
+  EXPECT_EQ(*store().CloseResendRequests(Id(2), {first}), 0);
+  EXPECT_EQ(store().OpenResendRequestsFor(Id(2), Id(10))->size(), 1u);
+  // Expired requests are not offered.
+  EXPECT_TRUE(store().OpenResendRequests(Id(2), 0, 10, /*ttl_ms=*/0)->empty());
+  EXPECT_TRUE(Holds("EXISTS (SELECT 1 FROM audit_events WHERE action = 'device.register'"
+                    " AND detail::text LIKE '%\"resend_requests\":3%')"));
+}
+
 }  // namespace
 }  // namespace holdfast::archive

@@ -213,6 +213,9 @@ TEST_F(CApiTest, AliceToBobThroughTheCApiOnly) {
   EXPECT_STREQ(hf_message_conversation_id(msg.m, nullptr), "c-1");
   EXPECT_STREQ(hf_message_archive_notice(msg.m, nullptr), "Archived by Acme.");
   EXPECT_EQ(hf_message_sent_at_ms(msg.m), kNow);
+  len = 99;
+  hf_message_resend_of(msg.m, &len);
+  EXPECT_EQ(len, 0u) << "not a re-sent message";
   const uint8_t* sender = hf_message_sender_device(msg.m, &len);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(sender), len), alice_info.device_id());
   hf_message_id(msg.m, &len);

@@ -1191,5 +1191,143 @@ TEST_F(DeviceTest, UnregisteredDeviceCannotSend) {
             Code::kFailedPrecondition);
 }
 
+// ----------------------------------------------------------------- resend
+
+class ResendTest : public DeviceTest {
+ protected:
+  // bob sends to alice's two devices and keeps the message in his sent log;
+  // alice then enrols a tablet.
+  void SetUp() override {
+    auto envelope = bob_.PrepareMessage(Conversation(), "while you were away", kNow);
+    ASSERT_TRUE(envelope.ok()) << envelope.status().ToString();
+    original_envelope_ = *envelope;
+    ASSERT_TRUE(bob_.RecordSent(*envelope, "while you were away", kNow).ok());
+    original_ = protocol::ParseEnvelope(*envelope)->header.message_id();
+    tablet_.emplace(EnrolAnother(alice_, root_));
+  }
+
+  wire::ResendRequest Request(const std::vector<wire::DeviceInfo>& devices) const {
+    wire::ResendRequest r;
+    r.set_request_id(9);
+    r.set_message_id(original_);
+    r.set_conversation_id("c-alice-bob");
+    for (const auto& d : devices) *r.add_devices() = d;
+    *r.mutable_epoch() = root_.Certify(EpochBody());
+    return r;
+  }
+
+  wire::Envelope original_envelope_;
+  std::string original_;
+  std::optional<Device> tablet_;
+};
+
+TEST_F(ResendTest, TheSentLogRecordsWhomAMessageWasSealedTo) {
+  ASSERT_EQ(bob_.profile().sent_log.size(), 1u);
+  const SentMessage& m = bob_.profile().sent_log[0];
+  EXPECT_EQ(AsString(m.message_id), original_);
+  EXPECT_EQ(m.conversation_id, "c-alice-bob");
+  EXPECT_EQ(m.text, "while you were away");
+  EXPECT_EQ(m.sent_at_ms, kNow);
+  EXPECT_EQ(m.users, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_EQ(alice_.RecordSent(original_envelope_, "x", kNow).code(), Code::kInvalidArgument)
+      << "another device's envelope";
+
+  // Entries past the retention period, and beyond the limit, are dropped.
+  auto later = bob_.PrepareMessage(Conversation(), "later", kNow + 1);
+  ASSERT_TRUE(later.ok());
+  ASSERT_TRUE(bob_.RecordSent(*later, "later", kNow + 1, /*retention_ms=*/1).ok());
+  ASSERT_EQ(bob_.profile().sent_log.size(), 2u);
+  ASSERT_TRUE(bob_.RecordSent(*later, "later", kNow + 3, /*retention_ms=*/1).ok());
+  ASSERT_EQ(bob_.profile().sent_log.size(), 1u) << "the original expired; the repeat replaced";
+  for (size_t i = 0; i < kSentLogLimit; ++i) {
+    auto e = bob_.PrepareMessage(Conversation(), "n", kNow + 2);
+    ASSERT_TRUE(e.ok());
+    ASSERT_TRUE(bob_.RecordSent(*e, "n", kNow + 2).ok());
+  }
+  EXPECT_EQ(bob_.profile().sent_log.size(), kSentLogLimit);
+  EXPECT_EQ(bob_.profile().sent_log.front().text, "n");
+}
+
+TEST_F(ResendTest, AResentMessageOpensOnTheNewDeviceAndCountsOnce) {
+  auto resent = bob_.PrepareResend(Request({tablet_->Info()}), kNow + 1000);
+  ASSERT_TRUE(resent.ok()) << resent.status().ToString();
+  auto parsed = protocol::ParseEnvelope(*resent);
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->header.resend_of(), original_);
+  EXPECT_NE(parsed->header.message_id(), original_);
+  EXPECT_EQ(parsed->header.conversation_id(), "c-alice-bob");
+  EXPECT_EQ(parsed->header.sent_at_ms(), kNow + 1000);
+  ASSERT_EQ(parsed->content.devices_size(), 1);
+  EXPECT_EQ(parsed->content.devices(0).device_id(), AsString(tablet_->device_id()));
+  EXPECT_EQ(parsed->content.devices(0).user(), "alice");
+
+  auto got = tablet_->OpenDelivery(Delivery(*resent, bob_), kNow + 1000);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->text, "while you were away");
+  EXPECT_EQ(AsString(got->resend_of), original_);
+  ASSERT_FALSE(got->notices.empty());
+  EXPECT_EQ(got->notices.back().kind, Notice::Kind::kResent);
+  EXPECT_EQ(got->notices.back().conversation_id, "c-alice-bob");
+  EXPECT_TRUE(tablet_->MarkReceived(*got));
+  EXPECT_TRUE(tablet_->Seen(AsBytes(original_)));
+  // Nobody else can open it: it was sealed for the tablet alone.
+  EXPECT_FALSE(alice_phone_.OpenDelivery(Delivery(*resent, bob_), kNow + 1000).ok());
+
+  // Answered twice (an acknowledgement lost): the second copy is a duplicate.
+  auto again = bob_.PrepareResend(Request({tablet_->Info()}), kNow + 2000);
+  ASSERT_TRUE(again.ok());
+  auto got_again = tablet_->OpenDelivery(Delivery(*again, bob_), kNow + 2000);
+  ASSERT_TRUE(got_again.ok());
+  EXPECT_FALSE(tablet_->MarkReceived(*got_again));
+  // A device that opened the original drops a re-sent copy of it too.
+  auto on_phone = alice_phone_.OpenDelivery(Delivery(original_envelope_, bob_), kNow);
+  ASSERT_TRUE(on_phone.ok());
+  EXPECT_TRUE(alice_phone_.MarkReceived(*on_phone));
+  ReceivedMessage copy = *got;
+  copy.message_id = protocol::RandomBytes(16);
+  EXPECT_FALSE(alice_phone_.MarkReceived(copy));
+  // An ordinary message has no resend notice.
+  EXPECT_TRUE(on_phone->resend_of.empty());
+  EXPECT_EQ(std::ranges::count(Kinds(on_phone->notices), Notice::Kind::kResent), 0);
+}
+
+TEST_F(ResendTest, AGatewayCannotMakeTheSenderDiscloseAMessageToAnyoneNew) {
+  Device carol = Enrol("carol", root_);
+  const auto code = [&](const wire::ResendRequest& r) {
+    return bob_.PrepareResend(r, kNow + 1000).status().code();
+  };
+  EXPECT_EQ(code(Request({carol.Info()})), Code::kPermissionDenied) << "a user not sealed to";
+  EXPECT_EQ(code(Request({tablet_->Info(), carol.Info()})), Code::kPermissionDenied);
+  EXPECT_EQ(code(Request({bob_.Info()})), Code::kPermissionDenied) << "the sender itself";
+  // carol's device presented as alice's: its certificate names carol.
+  wire::DeviceInfo disguised = carol.Info();
+  disguised.set_user("alice");
+  EXPECT_NE(code(Request({disguised})), Code::kOk);
+  for (const auto& breaker : Breakers(alice_phone_, carol)) {
+    wire::DeviceInfo broken = tablet_->Info();
+    breaker.apply(broken);
+    EXPECT_NE(code(Request({broken})), Code::kOk) << breaker.name;
+  }
+  EXPECT_EQ(code(Request({tablet_->Info(), tablet_->Info()})), Code::kInvalidArgument);
+  EXPECT_EQ(code(Request({})), Code::kInvalidArgument);
+
+  wire::ResendRequest unknown = Request({tablet_->Info()});
+  unknown.set_message_id(AsString(protocol::RandomBytes(16)));
+  EXPECT_EQ(code(unknown), Code::kNotFound);
+  EXPECT_EQ(alice_.PrepareResend(Request({tablet_->Info()}), kNow).status().code(),
+            Code::kNotFound)
+      << "only the sender's device holds the message";
+  wire::ResendRequest elsewhere = Request({tablet_->Info()});
+  elsewhere.set_conversation_id("c-other");
+  EXPECT_EQ(code(elsewhere), Code::kPermissionDenied);
+  wire::ResendRequest forged_epoch = Request({tablet_->Info()});
+  *forged_epoch.mutable_epoch() = impostor_.Certify(EpochBody());
+  EXPECT_NE(code(forged_epoch), Code::kOk);
+  EXPECT_NE(bob_.PrepareResend(Request({tablet_->Info()}), kNow + 30 * kDay).status().code(),
+            Code::kOk)
+      << "an epoch that is over";
+}
+
+
 }  // namespace
 }  // namespace holdfast::client

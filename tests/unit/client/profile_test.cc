@@ -133,9 +133,11 @@ class World {
   wire::EpochCertificate epoch_;
 };
 
-// A device whose profile has every version 3 field filled: master key,
+constexpr char kSentText[] = "a text that is never on disk in the clear";
+
+// A device whose profile has every version 4 field filled: master key,
 // countersigned certificate, contacts, a known conversation, a retired and
-// a pending prekey.
+// a pending prekey, a sent message.
 Device Rich(const World& world) {
   Device alice = Registered(world.root());
   Device bob = Registered(world.root(), "bob");
@@ -146,6 +148,10 @@ Device Rich(const World& world) {
   confirmed.set_created_at_ms(kNow + 1);
   EXPECT_TRUE(alice.CompletePrekeyRotation(confirmed, kNow + 2).ok());
   EXPECT_TRUE(alice.BeginPrekeyRotation(kNow + 3).ok());
+  auto sent = alice.PrepareMessage(world.Conversation({&alice, &bob}), kSentText, kNow + 4);
+  EXPECT_TRUE(sent.ok()) << sent.status().ToString();
+  EXPECT_TRUE(alice.RecordSent(*sent, kSentText, kNow + 4).ok());
+  EXPECT_EQ(alice.profile().sent_log.size(), 1u);
   EXPECT_FALSE(alice.profile().contacts.empty());
   EXPECT_FALSE(alice.profile().conversations.empty());
   EXPECT_EQ(alice.profile().retired_prekeys.size(), 1u);
@@ -197,6 +203,14 @@ void ExpectSameProfile(const Profile& a, const Profile& b) {
   }
   EXPECT_EQ(b.notices_shown, a.notices_shown);
   EXPECT_EQ(b.seen_message_ids, a.seen_message_ids);
+  ASSERT_EQ(b.sent_log.size(), a.sent_log.size());
+  for (size_t i = 0; i < a.sent_log.size(); ++i) {
+    EXPECT_EQ(b.sent_log[i].message_id, a.sent_log[i].message_id);
+    EXPECT_EQ(b.sent_log[i].conversation_id, a.sent_log[i].conversation_id);
+    EXPECT_EQ(b.sent_log[i].text, a.sent_log[i].text);
+    EXPECT_EQ(b.sent_log[i].sent_at_ms, a.sent_log[i].sent_at_ms);
+    EXPECT_EQ(b.sent_log[i].users, a.sent_log[i].users);
+  }
 }
 
 TEST(ProfileTest, RoundTrip) {
@@ -214,7 +228,7 @@ TEST(ProfileTest, RoundTrip) {
   EXPECT_EQ(text.find(ToHex(d.profile().identity_private.view())), std::string::npos);
   EXPECT_EQ(text.find(ToHex(d.profile().prekey_private.view())), std::string::npos);
   EXPECT_EQ(text.find("identity_private_key"), std::string::npos);
-  EXPECT_NE(text.find("\"version\": 3"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"version\": 4"), std::string::npos) << text;
 
   auto loaded_store = LoadProfile(dir, Pw());
   ASSERT_TRUE(loaded_store.ok()) << loaded_store.status().ToString();
@@ -619,6 +633,51 @@ TEST(ProfileTest, InstallCaFile) {
   ASSERT_TRUE(InstallCaFile(tmp.path() / "p", src).ok());
   EXPECT_EQ(ModeOf(tmp.path() / "p" / kProfileCaFileName), 0600u);
   EXPECT_FALSE(InstallCaFile(tmp.path() / "p", tmp.path() / "missing.pem").ok());
+}
+
+TEST(ProfileTest, TheSentLogIsSealedWithThePrivateKeys) {
+  World world;
+  TempDir tmp;
+  const auto dir = tmp.path() / "alice";
+  const Device rich = Rich(world);
+  ASSERT_TRUE(SaveProfile(dir, rich.profile(), Encrypted()).ok());
+  const std::string text = ReadAll(dir / kProfileFileName);
+  EXPECT_EQ(text.find(kSentText), std::string::npos);
+  EXPECT_EQ(text.find(ToHex(AsBytes(std::string_view(kSentText)))), std::string::npos);
+  EXPECT_EQ(text.find(ToHex(rich.profile().sent_log[0].message_id)), std::string::npos);
+  auto loaded = LoadProfile(dir, Pw());
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ExpectSameProfile(rich.profile(), loaded->profile);
+  EXPECT_EQ(loaded->profile.sent_log[0].text, kSentText);
+}
+
+// A version 3 file has no sent log: it loads with an empty one and is
+// written back as version 4.
+TEST(ProfileTest, AVersion3ProfileLoadsWithAnEmptySentLog) {
+  OrgRoot root;
+  TempDir tmp;
+  const auto dir = tmp.path() / "alice";
+  const Device d = Registered(root);
+  ASSERT_TRUE(SaveProfile(dir, d.profile(), KeyStore::InsecurePlaintext()).ok());
+  // The encoded empty sent log: its label as a field, then a zero count.
+  const size_t empty_log_hex = 2 * (4 + std::string_view("holdfast/client sent log v1").size() + 8);
+  EditJson(dir / kProfileFileName, [&](Poco::JSON::Object& o) {
+    o.set("version", 3);
+    auto keys = o.getValue<std::string>("private_keys");
+    o.set("private_keys", keys.substr(0, keys.size() - empty_log_hex));
+  });
+  auto loaded = LoadProfile(dir, nullptr);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ExpectSameProfile(d.profile(), loaded->profile);
+  EXPECT_TRUE(loaded->profile.sent_log.empty());
+  ASSERT_TRUE(SaveProfile(dir, loaded->profile, loaded->store).ok());
+  EXPECT_NE(ReadAll(dir / kProfileFileName).find("\"version\": 4"), std::string::npos);
+  // A version 4 file without the sent log is refused.
+  EditJson(dir / kProfileFileName, [&](Poco::JSON::Object& o) {
+    auto keys = o.getValue<std::string>("private_keys");
+    o.set("private_keys", keys.substr(0, keys.size() - empty_log_hex));
+  });
+  EXPECT_EQ(LoadProfile(dir, nullptr).status().code(), Code::kInvalidArgument);
 }
 
 }  // namespace

@@ -401,6 +401,25 @@ TEST_F(EnvelopeTest, GivenMessageIdIsUsed) {
   auto parsed = ParseEnvelope(*e);
   ASSERT_TRUE(parsed.ok());
   EXPECT_EQ(parsed->header.message_id(), std::string(16, '\xab'));
+  EXPECT_TRUE(parsed->header.resend_of().empty());
+}
+
+TEST_F(EnvelopeTest, AResentMessageNamesItsOriginal) {
+  SealRequest r = Request();
+  r.resend_of = Bytes(16, 0x5e);
+  auto e = SealMessage(r, sender_.identity.private_key.view());
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  auto parsed = ParseEnvelope(*e);
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->header.resend_of(), std::string(16, '\x5e'));
+  EXPECT_NE(parsed->header.message_id(), parsed->header.resend_of());
+  r.resend_of = Bytes(15, 0x5e);
+  EXPECT_EQ(SealMessage(r, sender_.identity.private_key.view()).status().code(),
+            Code::kInvalidArgument);
+  r.message_id = Bytes(16, 0x5e);
+  r.resend_of = r.message_id;
+  EXPECT_EQ(SealMessage(r, sender_.identity.private_key.view()).status().code(),
+            Code::kInvalidArgument);
 }
 
 // ------------------------------------------------------------- parsing
@@ -503,6 +522,10 @@ TEST_F(ParseEnvelopeTest, RejectsEachMalformedField) {
       {"archive capsule ct must be 48 bytes",
        [](auto& c, auto&) { c.mutable_archive()->set_ct(""); }},
       {"body shorter than an AEAD tag", [](auto& c, auto&) { c.set_body("tiny"); }},
+      {"resend_of must be empty or another 16-byte id",
+       [](auto&, auto& h) { h.set_resend_of("short"); }},
+      {"resend_of must be empty or another 16-byte id",
+       [](auto&, auto& h) { h.set_resend_of(h.message_id()); }},
   };
   for (const Case& k : cases) {
     Status s = ParseEdited(k.edit);

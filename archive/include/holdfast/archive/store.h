@@ -159,6 +159,28 @@ struct HoldCapsuleRecord {
   int64_t rewrapped_at_ms = 0;
 };
 
+// How long a queued delivery waits for its device; a device enrolled later
+// gets resend requests only for envelopes queued within this period.
+inline constexpr int64_t kQueueTtlMs = 30LL * 24 * 3600 * 1000;
+
+// What RegisterDevice created besides the device.
+struct RegisterOutcome {
+  int64_t resend_requests = 0;       // resend requests for the new device
+  std::vector<Bytes> resend_senders; // distinct sender devices asked to re-seal
+};
+
+// An open request that `sender_device` re-seal message `message_id` for
+// `target` (docs/protocol.md 9.11).
+struct ResendRequestRecord {
+  int64_t request_id = 0;
+  int64_t envelope_id = 0;
+  Bytes message_id;
+  std::string conversation_id;
+  Bytes sender_device;
+  DeviceRecord target;
+  int64_t created_at_ms = 0;
+};
+
 // Setting under which `holdfast-admin init` records the org root public key.
 inline constexpr std::string_view kOrgRootPublicKeySetting = "org_root_public_key";
 // Setting holding the serialised wire EnrollmentKeyCertificate (the org
@@ -198,17 +220,25 @@ class Store {
   //   kFailedPrecondition the user already has another master key; neither
   //                       is countersign called.
   //   anything countersign returns.
+  // In the same transaction it creates a resend request for every envelope
+  // with a delivery to another device of the user that is undelivered and
+  // was queued within `queue_ttl_ms`, asking its sender device (never the
+  // new one) to re-seal it for the new device; `outcome`, if given, tells
+  // how many and for which senders.
   Status RegisterDevice(const std::string& user, const std::string& enrollment_code,
                         ByteView master_key, const DeviceRecord& device,
-                        const CountersignFn& countersign);
+                        const CountersignFn& countersign, RegisterOutcome* outcome = nullptr,
+                        int64_t queue_ttl_ms = kQueueTtlMs);
   // RegisterDevice for a user the directory authenticated instead of a
   // code: in the same transaction, creates the user (audited "user.create")
   // if new, and records the account's display name and permissions, which
   // replace those of any earlier directory enrollment. A local account of
-  // the same name becomes a directory account. Errors as RegisterDevice's,
-  // without kPermissionDenied.
+  // the same name becomes a directory account. Resend requests and errors
+  // as RegisterDevice's, without kPermissionDenied.
   Status RegisterDirectoryDevice(const DirectoryAccount& account, ByteView master_key,
-                                 const DeviceRecord& device, const CountersignFn& countersign);
+                                 const DeviceRecord& device, const CountersignFn& countersign,
+                                 RegisterOutcome* outcome = nullptr,
+                                 int64_t queue_ttl_ms = kQueueTtlMs);
   // The permissions recorded at the user's latest directory enrollment;
   // nullopt for a local account. kNotFound if there is no such user.
   Result<std::optional<std::vector<std::string>>> DirectoryPermissions(const std::string& user);
@@ -323,6 +353,23 @@ class Store {
   Result<std::vector<StoredEnvelope>> ConversationHistory(const std::string& user,
                                                           const std::string& conversation_id,
                                                           HistoryCursor before, int limit);
+
+  // ---- resend requests (docs/protocol.md 9.11)
+  // Open requests of `sender_device` with request_id > after_request_id,
+  // created within `ttl_ms`, whose target device is not revoked; by
+  // request id, at most `limit`.
+  Result<std::vector<ResendRequestRecord>> OpenResendRequests(ByteView sender_device,
+                                                              int64_t after_request_id, int limit,
+                                                              int64_t ttl_ms = kQueueTtlMs);
+  // The open requests (as OpenResendRequests) of `sender_device` for one
+  // original message.
+  Result<std::vector<ResendRequestRecord>> OpenResendRequestsFor(ByteView sender_device,
+                                                                 ByteView message_id,
+                                                                 int64_t ttl_ms = kQueueTtlMs);
+  // Closes requests; ids not belonging to the sender device, or already
+  // closed, are ignored. Returns how many it closed.
+  Result<int64_t> CloseResendRequests(ByteView sender_device,
+                                      const std::vector<int64_t>& request_ids);
 
   // ---- delivery reports
   // Records the report and audits it as "delivery.report", in one

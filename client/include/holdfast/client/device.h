@@ -28,6 +28,7 @@ struct Notice {
     kDeviceRemoved,     // a device seen before is no longer listed
     kMasterKeyChanged,  // a member's master key differs from the one seen before
     kMembersChanged,    // a group's membership changed
+    kResent,            // the message was sealed again for this device (9.11)
   };
   Kind kind;
   std::string conversation_id;
@@ -62,6 +63,7 @@ struct ReceivedMessage {
   Bytes sender_device;
   int64_t sent_at_ms = 0;
   std::string text;
+  Bytes resend_of;  // a re-sent message: the original's id; else empty
   std::vector<Notice> notices;  // raised by the sender's device, before the message
 };
 
@@ -179,6 +181,23 @@ class Device {
   // Records the sender's device; a device not seen before yields a notice.
   Result<ReceivedMessage> OpenDelivery(const wire::Deliver& delivery, int64_t now_ms);
 
+  // ----------------------------------------------------- resend (9.11)
+  // Records a message this device sealed (`envelope`, from PrepareMessage)
+  // in the sent log, with the users it was sealed to; drops entries sent
+  // more than `retention_ms` before now_ms and the oldest beyond
+  // kSentLogLimit.
+  Status RecordSent(const wire::Envelope& envelope, std::string_view text, int64_t now_ms,
+                    int64_t retention_ms = kDefaultPrekeyGraceMs);
+  // Seals a message from the sent log again, under a new message id with
+  // resend_of set to the original's, for the request's devices only, after
+  // verifying each of them as PrepareMessage does and the epoch certificate
+  // at now_ms. A device of a user the original was not sealed to, or of
+  // this very device, is kPermissionDenied: a gateway cannot make a device
+  // disclose a message to anyone new. A message not in the sent log is
+  // kNotFound; the caller still acknowledges the request, which can never
+  // be answered.
+  Result<wire::Envelope> PrepareResend(const wire::ResendRequest& request, int64_t now_ms) const;
+
   // ---------------------------------------------------------- local state
   // Records that the archive notice of `conversation_id` was shown; returns
   // false if it had been already.
@@ -188,6 +207,10 @@ class Device {
   // Remembers the last kSeenMessageIdsLimit ids.
   bool MarkSeen(ByteView message_id);
   bool Seen(ByteView message_id) const;
+  // MarkSeen of an opened message's id and, for a re-sent one, of the
+  // original's: false if either was seen, so a message arrives once however
+  // often it was re-sent.
+  bool MarkReceived(const ReceivedMessage& message);
 
  private:
   // `signer` holds the identity key from profile.identity_private, loaded once.

@@ -1,8 +1,8 @@
 // A device profile: who this device is, which gateway it talks to, what it
 // trusts, and its private keys. One profile per directory.
 //
-// On disk (profile.json, version 3) the private keys are sealed by a
-// KeyStore (key_store.h): every other field stays readable but is bound into
+// On disk (profile.json, version 4) the private keys and the sent log are
+// sealed by a KeyStore (key_store.h): every other field stays readable but is bound into
 // the AEAD associated data, so changing the pinned org root key, the prekey,
 // the seen-message list or anything else makes the file fail to load with
 // kCryptoFailure. Only a store created with KeyStore::InsecurePlaintext()
@@ -12,6 +12,7 @@
 // by the key store's authentication; it is protected by file modes only.
 // Older files (version 1: keys in the clear; version 2: no device
 // certificate) are refused, not converted: the device registers again.
+// Version 3 files (no sent log) are read, and written back as version 4.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +32,11 @@ namespace wire = ::holdfast::wire::v1;
 
 inline constexpr char kProfileFileName[] = "profile.json";
 inline constexpr char kProfileCaFileName[] = "ca.pem";
-inline constexpr int kProfileVersion = 3;
+inline constexpr int kProfileVersion = 4;
+// The previous format, still read: as version 4 without a sent log.
+inline constexpr int kProfileVersionWithoutSentLog = 3;
+// How many sent messages the sent log keeps at most; the oldest goes first.
+inline constexpr size_t kSentLogLimit = 1000;
 // How many recently opened message ids the profile remembers for
 // de-duplicating at-least-once deliveries.
 inline constexpr size_t kSeenMessageIdsLimit = 4096;
@@ -56,6 +61,17 @@ struct Contact {
   std::string user;
   Bytes master_key;                // as last certified by the organisation
   std::vector<Device> devices;     // sorted by device id
+};
+
+// A message this device sent, kept so that it can seal it again for a
+// device enrolled before the message was delivered (docs/protocol.md 9.11).
+// Sealed with the private keys: the text never lies on disk in the clear.
+struct SentMessage {
+  Bytes message_id;
+  std::string conversation_id;
+  std::string text;
+  int64_t sent_at_ms = 0;
+  std::vector<std::string> users;  // sorted: whom it was sealed to, the sender included
 };
 
 // What this device has seen of a conversation's membership.
@@ -89,6 +105,7 @@ struct Profile {
   std::vector<KnownConversation> conversations;
   std::vector<std::string> notices_shown;  // conversation ids whose archive notice was shown
   std::deque<Bytes> seen_message_ids;      // oldest first, at most kSeenMessageIdsLimit
+  std::deque<SentMessage> sent_log;        // oldest first, at most kSentLogLimit
 };
 
 struct LoadedProfile {

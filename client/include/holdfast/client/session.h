@@ -49,6 +49,13 @@ class Session {
   Result<std::optional<wire::Deliver>> NextDelivery(std::chrono::milliseconds timeout);
   Status Ack(const std::vector<uint64_t>& delivery_ids);
 
+  // Resend requests (docs/protocol.md 9.11) pushed so far, oldest first;
+  // they arrive interleaved with deliveries and are kept here until taken.
+  std::optional<wire::ResendRequest> TakeResendRequest();
+  bool HasResendRequests() const { return !resend_requests_.empty(); }
+  // Closes resend requests; like a DeliveryAck, nothing answers it.
+  Status AckResendRequests(const std::vector<uint64_t>& request_ids);
+
   Status Close() { return connection_.Close(std::chrono::seconds(2)); }
 
  private:
@@ -61,6 +68,7 @@ class Session {
   std::chrono::milliseconds timeout_;
   uint64_t next_request_id_ = 1;
   std::deque<wire::Deliver> pushed_;
+  std::deque<wire::ResendRequest> resend_requests_;
   // Request ids of sent DeliveryAcks; the gateway need not answer them.
   std::set<uint64_t> acks_;
 };

@@ -72,6 +72,7 @@ struct SealRequest {
   Bytes archive_public;  // P-256 epoch public key, from a verified certificate
   std::vector<Recipient> recipients;
   std::string text;
+  Bytes resend_of;  // a re-sent message: the original's 16-byte id; else empty
 };
 
 // Draws a fresh CEK, encrypts the body, seals the CEK to every recipient and
