@@ -465,6 +465,34 @@ Result<std::vector<DeviceRecord>> Store::DevicesOfUsers(const std::vector<std::s
   return out;
 }
 
+Result<Store::SubmitContext> Store::SubmitContextOf(const std::string& conversation_id,
+                                                    uint32_t epoch_id) {
+  Connection::Impl& c = conn_.impl();
+  std::vector<PgResult> results;
+  {
+    Pipeline pipe(c);
+    HF_RETURN_IF_ERROR(pipe.Send(Sql("SELECT ", kConversationColumns,
+                                     " FROM conversations WHERE conversation_id = $1"),
+                                 Params().Text(conversation_id)));
+    HF_RETURN_IF_ERROR(pipe.Send(Sql("SELECT ", kEpochColumns, " FROM epochs WHERE epoch_id = $1"),
+                                 Params().Int8(epoch_id)));
+    HF_RETURN_IF_ERROR(pipe.Send(
+        Sql("SELECT ", kDeviceColumns,
+            " FROM devices WHERE user_name = ANY((SELECT members FROM conversations"
+            " WHERE conversation_id = $1)::text[]) AND revoked_at IS NULL"
+            " ORDER BY user_name, registered_at, device_id"),
+        Params().Text(conversation_id)));
+    HF_ASSIGN_OR_RETURN(results, pipe.Finish());
+  }
+  if (results.size() != 3) return Status::Internal("pipeline lost results");
+  SubmitContext out;
+  if (results[0].rows() > 0) out.conversation = ConversationFromRow(results[0], 0);
+  if (results[1].rows() > 0) out.epoch = EpochFromRow(results[1], 0);
+  out.devices.reserve(static_cast<size_t>(results[2].rows()));
+  for (int i = 0; i < results[2].rows(); ++i) out.devices.push_back(DeviceFromRow(results[2], i));
+  return out;
+}
+
 // ------------------------------------------------------------ conversations
 
 Result<ConversationRecord> Store::OpenConversation(std::vector<std::string> members) {
@@ -1074,6 +1102,20 @@ Result<std::vector<PendingDelivery>> Store::UndeliveredAmong(
   for (int i = 0; i < r.rows(); ++i) {
     out.push_back(PendingDelivery{r.Int(i, 0), r.Bytea(i, 1), r.Bytea(i, 2), r.Bytea(i, 3)});
   }
+  return out;
+}
+
+Result<std::vector<std::pair<Bytes, int64_t>>> Store::UndeliveredOfEnvelope(int64_t envelope_id,
+                                                                            uint32_t epoch_id) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT device_id, delivery_id FROM deliveries"
+                                   " WHERE envelope_id = $1 AND retention_epoch = $2"
+                                   " AND delivered_at IS NULL AND expired_at IS NULL"
+                                   " ORDER BY delivery_id",
+                                   Params().Int8(envelope_id).Int8(epoch_id)));
+  std::vector<std::pair<Bytes, int64_t>> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) out.emplace_back(r.Bytea(i, 0), r.Int(i, 1));
   return out;
 }
 

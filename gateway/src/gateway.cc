@@ -116,6 +116,7 @@ class GatewayImpl final : public Gateway {
              FailureLimiter(config_.gateway.enrollment_failures_per_ip),
              {},
              {},
+             {},
              {}},
         io_(1),
         outbox_(hub_),

@@ -11,7 +11,9 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <deque>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "db_pool.h"
@@ -54,6 +56,26 @@ class OnlineDevices {
   std::unordered_map<std::string, int> sessions_;  // device id (raw bytes) -> open sessions
 };
 
+// Message ids whose deliveries this process pushed after storing them, the
+// newest 65 536, so that a retransmission is not pushed again.
+class RecentlyPushed {
+ public:
+  void Add(const std::string& message_id) {
+    if (!ids_.insert(message_id).second) return;
+    order_.push_back(message_id);
+    if (order_.size() > kCapacity) {
+      ids_.erase(order_.front());
+      order_.pop_front();
+    }
+  }
+  bool Contains(const std::string& message_id) const { return ids_.count(message_id) != 0; }
+
+ private:
+  static constexpr size_t kCapacity = 1 << 16;
+  std::unordered_set<std::string> ids_;
+  std::deque<std::string> order_;
+};
+
 struct Hub {
   const Config& config;
   boost::asio::io_context& io;
@@ -70,6 +92,8 @@ struct Hub {
 
   // [io] device id (raw bytes as string) -> the device's open session.
   std::multimap<std::string, std::weak_ptr<Session>> online;
+  // [io]
+  RecentlyPushed pushed;
   // [io] Sessions that stopped reading while the ingester was backlogged.
   std::vector<std::weak_ptr<Session>> paused;
   // The same devices, for other threads.

@@ -1124,17 +1124,14 @@ class SessionImpl final : public Session {
           // Membership is read here, in the job that decides: once a
           // change_members is answered, every submit after it is checked
           // against the new members.
-          auto conv = store.GetConversation(h.conversation_id());
-          if (!conv.ok()) {
-            if (conv.status().code() != Code::kNotFound) return conv.status();
-            return refuse("not_member", "no such conversation");
-          }
+          HF_ASSIGN_OR_RETURN(auto context, store.SubmitContextOf(h.conversation_id(), h.epoch_id()));
+          const auto& conv = context.conversation;
+          if (!conv) return refuse("not_member", "no such conversation");
           if (std::find(conv->members.begin(), conv->members.end(), user) == conv->members.end()) {
             return refuse("not_member", "sender is not a member of the conversation");
           }
-          auto epoch = store.GetEpoch(h.epoch_id());
-          if (!epoch.ok() && epoch.status().code() != Code::kNotFound) return epoch.status();
-          if (!epoch.ok() || now < epoch->not_before_ms || now >= epoch->not_after_ms ||
+          const auto& epoch = context.epoch;
+          if (!epoch || now < epoch->not_before_ms || now >= epoch->not_after_ms ||
               h.sent_at_ms() < epoch->not_before_ms || h.sent_at_ms() >= epoch->not_after_ms) {
             return refuse("stale_epoch", "epoch " + std::to_string(h.epoch_id()) +
                                              " is not current; fetch the conversation again");
@@ -1145,10 +1142,9 @@ class SessionImpl final : public Session {
             if (!resend.refusal.empty()) return refuse("recipients_mismatch", resend.refusal);
             recipients = std::move(resend.devices);
           }
-          HF_ASSIGN_OR_RETURN(auto devices, h.resend_of().empty()
-                                                ? store.DevicesOfUsers(conv->members)
-                                                : Result<std::vector<archive::DeviceRecord>>(
-                                                      std::vector<archive::DeviceRecord>{}));
+          // A re-sent message is checked against its requests instead.
+          const std::vector<archive::DeviceRecord> no_devices;
+          const auto& devices = h.resend_of().empty() ? context.devices : no_devices;
           std::map<std::string, std::string> expected;  // device -> user
           for (const auto& d : devices) {
             if (d.device_id != self_device) expected[Key(d.device_id)] = d.user;
@@ -1230,17 +1226,41 @@ class SessionImpl final : public Session {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - received).count());
     if (r->duplicate) {
       hub_.metrics.messages_duplicate->Increment();
+      if (hub_.pushed.Contains(mid)) return;
+      // The first copy was committed by an attempt whose outcome was lost
+      // (the database went away during COMMIT), or stored through another
+      // node: it was refused, nothing was pushed here, and its deliveries
+      // wait. Push what is still undelivered; a device that had it drops
+      // the repeat by message id.
+      const int64_t envelope_id = r->envelope_id;
+      const uint32_t epoch_id = parsed.header.epoch_id();
+      OnDatabase<std::vector<std::pair<Bytes, int64_t>>>(
+          [envelope_id, epoch_id](archive::Store& store) {
+            return store.UndeliveredOfEnvelope(envelope_id, epoch_id);
+          },
+          [self = Self(), envelope = parsed.envelope,
+           epoch](Result<std::vector<std::pair<Bytes, int64_t>>> waiting) {
+            if (waiting.ok()) self->PushDeliveries(*waiting, envelope, epoch);
+          });
       return;
     }
     hub_.metrics.messages_stored->Increment();
     if (!parsed.header.resend_of().empty()) hub_.metrics.resend_resent->Increment();
-    for (const auto& [device, delivery_id] : r->deliveries) {
+    hub_.pushed.Add(mid);
+    PushDeliveries(r->deliveries, parsed.envelope, epoch);
+  }
+
+  // Pushes an envelope this session's device sent to those of its
+  // deliveries whose device is connected here.
+  void PushDeliveries(const std::vector<std::pair<Bytes, int64_t>>& deliveries,
+                      const wire::Envelope& envelope, const wire::EpochCertificate& epoch) {
+    for (const auto& [device, delivery_id] : deliveries) {
       auto range = hub_.online.equal_range(Key(device));
       if (range.first == range.second) continue;
       wire::ServerFrame f;
       auto* d = f.mutable_deliver();
       d->set_delivery_id(static_cast<uint64_t>(delivery_id));
-      *d->mutable_envelope() = parsed.envelope;
+      *d->mutable_envelope() = envelope;
       *d->mutable_sender() = self_info_;
       *d->mutable_epoch() = epoch;
       d->set_archive_notice(hub_.config.gateway.archive_notice);

@@ -219,7 +219,7 @@ std::string RejectSeries(const std::string& reason) {
 // single EXPECT_EQ shows what came back instead.
 std::string Outcome(const Result<wire::ServerFrame>& r) {
   if (!r.ok()) return "(no answer: " + r.status().ToString() + ")";
-  if (r->has_error()) return r->error().code();
+  if (r->has_error()) return r->error().code() + (r->error().code() == "internal" ? " (" + r->error().message() + ")" : "");
   return "(answered with ServerFrame kind " + std::to_string(static_cast<int>(r->kind_case())) + ")";
 }
 
@@ -1274,6 +1274,43 @@ TEST_F(GatewaySessionTest, ADuplicateSubmitIsAcknowledgedOnceStoredAndDeliveredO
   EXPECT_FALSE(extra->has_value()) << "bob got the message twice";
   EXPECT_EQ(Pending(bob1()), 1u);
   EXPECT_EQ(Pending(bob2()), 1u);
+}
+
+// The database went away during COMMIT, after the commit: the submit was
+// refused, nothing was pushed, and the client sends again. The retry is a
+// duplicate, and the recipients online get what is still waiting for them.
+TEST_F(GatewaySessionTest, ARetryOfAnEnvelopeCommittedWithoutAnAckIsPushedToOnlineRecipients) {
+  ASSERT_NO_FATAL_FAILURE(SetUpChat());
+  auto bob = Online(bob1());
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+  const wire::Envelope envelope = Seal(Bobs(), {}, nullptr, "committed, answer lost");
+  auto parsed = protocol::ParseEnvelope(AsBytes(envelope.SerializeAsString()));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  archive::IngestItem item;
+  item.message_id = ToBytes(parsed->header.message_id());
+  item.conversation_id = parsed->header.conversation_id();
+  item.sender_user = "alice";
+  item.sender_device = alice().device_id();
+  item.epoch_id = parsed->header.epoch_id();
+  item.sent_at_ms = parsed->header.sent_at_ms();
+  const std::string bytes = envelope.SerializeAsString();
+  item.envelope.assign(bytes.begin(), bytes.end());
+  item.recipient_devices = {bob1().device_id(), bob2().device_id()};
+  auto stored = store().IngestBatch({item});
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  auto nothing = (*bob)->NextDeliver(300ms);
+  ASSERT_TRUE(nothing.ok());
+  ASSERT_FALSE(nothing->has_value()) << "stored outside the gateway, yet pushed";
+
+  auto retry = alice_->Call(SubmitFrame(envelope));
+  ASSERT_TRUE(retry.ok() && retry->has_submit_ack()) << Outcome(retry);
+  EXPECT_EQ(WaitForMetric("holdfast_messages_duplicate_total", 1), 1);
+  auto delivered = (*bob)->NextDeliver(10s);
+  ASSERT_TRUE(delivered.ok()) << delivered.status().ToString();
+  ASSERT_TRUE(delivered->has_value()) << "the waiting delivery was not pushed";
+  EXPECT_EQ((*delivered)->envelope().content(), envelope.content());
+  EXPECT_EQ((*delivered)->delivery_id(), static_cast<uint64_t>((*stored)[0].deliveries[0].second));
+  EXPECT_EQ(StoredEnvelopes(), 1u);
 }
 
 TEST_F(GatewaySessionTest, TwoIdenticalSubmitsInFlightAreStoredOnce) {

@@ -250,6 +250,17 @@ class Store {
   Status UpdatePrekey(ByteView device_id, ByteView signed_prekey);
   Result<std::vector<DeviceRecord>> DevicesOfUsers(const std::vector<std::string>& users);
 
+  // What checking a submitted envelope reads, in one round trip: the
+  // conversation, the epoch `epoch_id` and the unrevoked devices of the
+  // conversation's members (as DevicesOfUsers). Unknown conversation or
+  // epoch: nullopt (and no devices for the former).
+  struct SubmitContext {
+    std::optional<ConversationRecord> conversation;
+    std::optional<EpochRecord> epoch;
+    std::vector<DeviceRecord> devices;
+  };
+  Result<SubmitContext> SubmitContextOf(const std::string& conversation_id, uint32_t epoch_id);
+
   // ---- conversations
   // Returns the conversation whose member set is exactly `members` (the
   // creator included), creating it if needed.
@@ -318,6 +329,10 @@ class Store {
   // by delivery id, each with its recipient device.
   Result<std::vector<PendingDelivery>> UndeliveredAmong(const std::vector<int64_t>& delivery_ids,
                                                         const std::vector<Bytes>& devices);
+  // (device, delivery id) of each delivery of the envelope, stored under
+  // `epoch_id`, that is neither acknowledged nor expired.
+  Result<std::vector<std::pair<Bytes, int64_t>>> UndeliveredOfEnvelope(int64_t envelope_id,
+                                                                       uint32_t epoch_id);
 
   // ---- multi-node delivery (the outbox; docs/archive.md)
   // Takes the session-level advisory lock of a gateway node id on this
