@@ -34,6 +34,8 @@ def main():
     ap.add_argument("--idle", type=int, default=0)
     ap.add_argument("--users", type=int, default=0, help="users to enrol (default: 16, or 32 for --idle)")
     ap.add_argument("--senders", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=0,
+                    help="the gateway's database.workers (default: the gateway's default)")
     args, rest = ap.parse_known_args()
     build = os.path.abspath(args.build)
     os.environ.update({
@@ -62,6 +64,11 @@ def main():
     users = args.users or (32 if args.idle else 2 * args.senders)
     d = harness.Deployment("load")
     try:
+        if args.workers:
+            with open(d.config) as f:
+                text = f.read()
+            with open(d.config, "w") as f:
+                f.write(text.replace("database:\n", f"database:\n  workers: {args.workers}\n", 1))
         d.start_gateway()
         print(f"load.py: enrolling {users} users", file=sys.stderr)
         codes = os.path.join(d.dir, "codes.txt")

@@ -22,7 +22,7 @@ struct Config {
 
   struct {
     std::string conninfo = "host=127.0.0.1 port=55432 dbname=holdfast user=holdfast";
-    int workers = 2;            // connections for request handling
+    int workers = 4;            // connections for request handling
     int ingest_batch_max = 512; // envelopes per group commit
     // Envelopes waiting for group commit above which sessions stop reading
     // new frames until the queue is back under half of it.
