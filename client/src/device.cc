@@ -24,6 +24,22 @@ bool KnowsUser(const std::vector<Contact>& contacts, std::string_view user) {
                      [&](const Contact& c) { return c.user == user && !c.master_key.empty(); });
 }
 
+// A message from this profile's device, sealed to `recipients` and to the
+// archive key of `epoch`; the caller sets the text (and resend_of).
+protocol::SealRequest SealRequestFrom(const Profile& profile, const std::string& conversation_id,
+                                      const wire::EpochCertificateBody& epoch,
+                                      std::vector<protocol::Recipient> recipients, int64_t now_ms) {
+  protocol::SealRequest req;
+  req.conversation_id = conversation_id;
+  req.sender_user = profile.user;
+  req.sender_device = profile.device_id;
+  req.sent_at_ms = now_ms;
+  req.epoch_id = epoch.epoch_id();
+  req.archive_public.assign(epoch.public_key().begin(), epoch.public_key().end());
+  req.recipients = std::move(recipients);
+  return req;
+}
+
 // Verifies the certificate, that it is for our org, and returns its body.
 Result<wire::EpochCertificateBody> CheckEpoch(const Profile& profile,
                                               const wire::EpochCertificate& cert,
@@ -334,14 +350,8 @@ Result<wire::Envelope> Device::PrepareMessage(const wire::ConversationInfo& conv
   }
   if (recipients.empty()) return Status::FailedPrecondition("conversation has no other device");
 
-  protocol::SealRequest req;
-  req.conversation_id = conversation.conversation_id();
-  req.sender_user = profile_.user;
-  req.sender_device = profile_.device_id;
-  req.sent_at_ms = now_ms;
-  req.epoch_id = epoch.epoch_id();
-  req.archive_public.assign(epoch.public_key().begin(), epoch.public_key().end());
-  req.recipients = std::move(recipients);
+  protocol::SealRequest req = SealRequestFrom(profile_, conversation.conversation_id(), epoch,
+                                              std::move(recipients), now_ms);
   req.text = std::string(text);
   return protocol::SealMessage(req, signer_);
 }
@@ -467,14 +477,8 @@ Result<wire::Envelope> Device::PrepareResend(const wire::ResendRequest& request,
         d.user(), Bytes(d.device_id().begin(), d.device_id().end()),
         Bytes(d.prekey().public_key().begin(), d.prekey().public_key().end())});
   }
-  protocol::SealRequest req;
-  req.conversation_id = original->conversation_id;
-  req.sender_user = profile_.user;
-  req.sender_device = profile_.device_id;
-  req.sent_at_ms = now_ms;
-  req.epoch_id = epoch.epoch_id();
-  req.archive_public.assign(epoch.public_key().begin(), epoch.public_key().end());
-  req.recipients = std::move(recipients);
+  protocol::SealRequest req = SealRequestFrom(profile_, original->conversation_id, epoch,
+                                              std::move(recipients), now_ms);
   req.text = original->text;
   req.resend_of = original->message_id;
   return protocol::SealMessage(req, signer_);

@@ -32,6 +32,11 @@ LIB_SH = os.path.join(SOURCE_DIR, "scripts", "lib.sh")
 KEY_CUSTODIAN = "kim"
 
 
+def texts(messages):
+    """The texts of the messages `recv --json` printed that opened."""
+    return [m["text"] for m in messages if m["status"] == "ok"]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

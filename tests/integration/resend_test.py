@@ -21,7 +21,7 @@ import unittest
 import holdfast_pb2 as wire
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from harness import CLIENT, CLIENT_ENV, Deployment, run
+from harness import CLIENT, CLIENT_ENV, Deployment, run, texts
 
 # holdfast-client without the test passphrase: for profiles registered with
 # --insecure-plaintext-keys, whose identity key the raw client reads.
@@ -142,10 +142,6 @@ def sent(out):
     """(message id, conversation id) from the output of holdfast-client send."""
     line = [l for l in out.splitlines() if l.startswith("sent ")][0]
     return line.split()[1], line.split()[3]
-
-
-def texts(messages):
-    return [m["text"] for m in messages if m["status"] == "ok"]
 
 
 class ResendTest(unittest.TestCase):

@@ -15,11 +15,7 @@ import unittest
 
 import holdfast_pb2 as wire
 
-from harness import Deployment
-
-
-def texts(messages):
-    return [m["text"] for m in messages if m["status"] == "ok"]
+from harness import Deployment, texts
 
 
 class TrustTest(unittest.TestCase):
