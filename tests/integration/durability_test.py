@@ -57,9 +57,9 @@ class DurabilityTest(unittest.TestCase):
 
 class BackpressureTest(unittest.TestCase):
     """Ingest stalls (a transaction holds a lock on envelopes that lets
-    reads through but no insert): past
-    database.ingest_queue_max queued envelopes the gateway stops reading
-    from clients; once ingest moves again every submit is acknowledged."""
+    reads through but no insert): past database.ingest_queue_max queued
+    envelopes the gateway stops reading from clients; once ingest moves
+    again every submit is acknowledged."""
 
     SENDERS = ["s1", "s2", "s3", "s4", "s5"]
 
