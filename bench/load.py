@@ -19,6 +19,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,6 +27,37 @@ SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def metric(text, name, labels=""):
     m = re.search(r"^" + re.escape(name) + re.escape(labels) + r"\s+(\S+)$", text, re.M)
     return float(m.group(1)) if m else None
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds of the processes (that still exist)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state is field 3, utime 14 and stime 15 (1-based).
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def postgres_pids(pg_dir):
+    """The postmaster of the cluster in pg_dir and its children."""
+    with open(os.path.join(pg_dir, "data", "postmaster.pid")) as f:
+        master = int(f.readline())
+    pids = [master]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
+                        pids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
 
 
 def main():
@@ -87,7 +119,23 @@ def main():
             cmd += ["--mode", "load", "--senders", str(args.senders)]
         cmd += rest
         print("load.py: " + " ".join(cmd), file=sys.stderr)
+        # Where the CPU went during the run (the load generator's own is
+        # read from its rusage): tells which of the three is the bound.
+        pg_pids = postgres_pids(os.path.join(d.dir, "pg"))
+        cpu_before = {"gateway": cpu_seconds([d.gateway.pid]), "postgres": cpu_seconds(pg_pids)}
+        wall_before = time.monotonic()
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall = time.monotonic() - wall_before
+        # Backends that ended during the run are missed; PostgreSQL's are long-lived here.
+        cpu = {
+            "wall_s": round(wall, 1),
+            "gateway_s": round(cpu_seconds([d.gateway.pid]) - cpu_before["gateway"], 1),
+            "postgres_s": round(cpu_seconds(postgres_pids(os.path.join(d.dir, "pg"))) - cpu_before["postgres"], 1),
+            "load_gen_s": round(children_after.ru_utime + children_after.ru_stime -
+                                children_before.ru_utime - children_before.ru_stime, 1),
+        }
         lines = out.stdout.splitlines()
         result = None
         for line in lines:
@@ -117,6 +165,9 @@ def main():
             print("gateway metrics: " + ", ".join(f"{k} {v}" for k, v in gw.items()))
             print()
         result["gateway"] = gw
+        print("cpu over the whole run (setup, sealing and both phases): " +
+              ", ".join(f"{k} {v}" for k, v in cpu.items()))
+        result["cpu"] = cpu
         print(json.dumps(result, separators=(",", ":")))
     finally:
         d.close()

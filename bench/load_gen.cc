@@ -20,6 +20,7 @@
 // the timed traffic runs on the asynchronous connections below.
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -415,6 +416,41 @@ long ReadStatusKb(int pid, const char* field) {
   return -1;
 }
 
+// User + system CPU seconds of a process, from /proc/<pid>/stat; 0 if gone.
+double CpuSeconds(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::vector<std::string> fields;
+  std::string field;
+  for (char ch : stat.substr(close + 2)) {
+    if (ch == ' ') {
+      fields.push_back(field);
+      field.clear();
+    } else {
+      field += ch;
+    }
+  }
+  // After the command: state is the 1st field, utime the 12th, stime the 13th.
+  if (fields.size() < 13) return 0;
+  return static_cast<double>(std::stoll(fields[11]) + std::stoll(fields[12])) /
+         static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// CPU seconds of every process named "postgres" (the server and its backends).
+double PostgresCpuSeconds() {
+  double total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream comm(entry.path() / "comm");
+    std::string command;
+    if (std::getline(comm, command) && command == "postgres") total += CpuSeconds(std::stoi(name));
+  }
+  return total;
+}
+
 // Pages of memory all TCP sockets hold ("TCP: ... mem N" in /proc/net/sockstat).
 long TcpMemPages() {
   std::ifstream in("/proc/net/sockstat");
@@ -692,9 +728,15 @@ int main(int argc, char** argv) {
     uint64_t acked = 0, deliveries = 0;
     std::vector<double> latency_us;
     double offered = 0;
+    // Cores busy on average during the phase: which of the three is the bound.
+    double cores_load_gen = 0, cores_gateway = 0, cores_postgres = 0;
   };
+  const int self_pid = static_cast<int>(getpid());
   auto run_phase = [&](double phase_rate, double phase_seconds, const std::function<bool()>& stop) {
     w.stats.latency_us.clear();
+    const double cpu_self0 = CpuSeconds(self_pid);
+    const double cpu_gateway0 = gateway_pid ? CpuSeconds(gateway_pid) : 0;
+    const double cpu_postgres0 = PostgresCpuSeconds();
     const uint64_t acked0 = w.stats.acked, deliveries0 = w.stats.deliveries;
     const auto t0 = bench::Clock::now();
     uint64_t handed = 0;
@@ -735,6 +777,9 @@ int main(int argc, char** argv) {
     p.offered = phase_rate;
     // The clock for throughput stops when the last acknowledgement came.
     p.seconds = SecondsSince(t0);
+    p.cores_load_gen = (CpuSeconds(self_pid) - cpu_self0) / p.seconds;
+    p.cores_gateway = gateway_pid ? (CpuSeconds(gateway_pid) - cpu_gateway0) / p.seconds : 0;
+    p.cores_postgres = (PostgresCpuSeconds() - cpu_postgres0) / p.seconds;
     return p;
   };
 
@@ -861,7 +906,7 @@ int main(int argc, char** argv) {
             << size << "-byte messages (" << envelope_bytes << "-byte envelopes) to " << fanout
             << " recipient device(s), " << seconds << " s per phase; acknowledgements are durable\n\n";
   Table t({"phase", "offered msg/s", "acked msg/s", "deliveries/s", "p50 ms", "p90 ms", "p99 ms",
-           "p999 ms", "max ms"});
+           "p999 ms", "max ms", "cores load_gen/gateway/pg"});
   std::vector<JsonObject> rows;
   for (auto* p : {&max_phase, &half_phase}) {
     const bool is_max = p == &max_phase;
@@ -877,6 +922,11 @@ int main(int argc, char** argv) {
         .Num("deliveries_per_s", static_cast<double>(p->deliveries) / p->seconds, 0)
         .Int("acked", static_cast<long long>(p->acked));
     Percentiles(p->latency_us, row, cells);
+    cells.push_back(Fixed(p->cores_load_gen, 2) + "/" + Fixed(p->cores_gateway, 2) + "/" +
+                    Fixed(p->cores_postgres, 2));
+    row.Num("cores_load_gen", p->cores_load_gen, 2)
+        .Num("cores_gateway", p->cores_gateway, 2)
+        .Num("cores_postgres", p->cores_postgres, 2);
     t.Row(cells);
     rows.push_back(row);
   }
