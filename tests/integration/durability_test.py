@@ -107,10 +107,18 @@ class BackpressureTest(unittest.TestCase):
         self.locker.stdin.flush()
         self.assertEqual(self.locker.stdout.readline().strip(), "locked")
 
-        for user in self.SENDERS:
+        def send(user):
             self.senders.append(subprocess.Popen(
                 [CLIENT, "--profile", self.d.profile(user), "send", "--to", "bob", f"from {user}"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLIENT_ENV))
+
+        # The first envelope's group commit waits for the lock; only then do
+        # the others arrive, so they queue behind it instead of joining its batch.
+        send(self.SENDERS[0])
+        self.wait_for("the first commit to wait for the lock",
+                      lambda: self.d.psql("SELECT count(*) FROM pg_locks WHERE NOT granted") != ["0"])
+        for user in self.SENDERS[1:]:
+            send(user)
         self.wait_for("the ingest backlog",
                       lambda: self.metric("holdfast_ingest_backlogged") == 1 and
                       self.metric("holdfast_ingest_backpressure_pauses_total") >= 1)
