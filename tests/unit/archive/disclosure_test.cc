@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "archive_fixture.h"
+#include "enrolled_person.h"
 #include "holdfast/archive/compliance.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/hsm/token.h"
@@ -32,7 +33,6 @@ namespace {
 namespace fs = std::filesystem;
 using policy::Verdict;
 
-constexpr int64_t kHour = 3'600'000;
 constexpr int64_t kJan = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
 constexpr int64_t kFeb = 1'769'904'000'000;  // 2026-02-01T00:00:00Z
 constexpr uint32_t kEpoch = 1;
@@ -49,13 +49,6 @@ disclosure:
       - role: compliance_officer
         count: 2
 )";
-
-struct Person {
-  std::string user;
-  protocol::Ed25519KeyPair identity;
-  protocol::hpke::KeyPair prekey;
-  Bytes device_id;
-};
 
 Bytes ToBytes(std::string_view s) {
   ByteView v = AsBytes(s);
@@ -181,31 +174,9 @@ class DisclosureTest : public ArchiveTest {
   }
 
   void AddPerson(const std::string& user) {
-    Person p;
-    p.user = user;
-    auto identity = protocol::Ed25519Generate();
-    ASSERT_TRUE(identity.ok());
-    p.identity = std::move(identity).value();
-    auto prekey = protocol::hpke::GenerateKeyPair(protocol::hpke::KemId::kX25519HkdfSha256);
-    ASSERT_TRUE(prekey.ok());
-    p.prekey = std::move(prekey).value();
-    p.device_id = protocol::DeviceIdFor(p.identity.public_key);
-    auto signed_prekey =
-        protocol::SignPrekey(p.identity.private_key.view(), p.prekey.public_key, kJan);
-    ASSERT_TRUE(signed_prekey.ok());
-
-    ASSERT_TRUE(store_->CreateUser(user, user).ok());
-    auto code = store_->IssueEnrollmentCode(user, kHour);
-    ASSERT_TRUE(code.ok());
-    DeviceRecord device;
-    device.device_id = p.device_id;
-    device.identity_key = p.identity.public_key;
-    device.signed_prekey = ToBytes(signed_prekey->SerializeAsString());
-    // The export does not read device certificates; any bytes will do.
-    ASSERT_TRUE(store_->RegisterDevice(user, *code, Bytes(32, 0x4d), device,
-                                       [] { return Result<Bytes>(Bytes{0x0a, 0x00}); })
-                    .ok());
-    people_.emplace(user, std::move(p));
+    auto p = EnrollPerson(*store_, user, kJan);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    people_.emplace(user, std::move(p).value());
   }
 
   // Seals a message from `from` to the other person and ingests it.

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "archive_fixture.h"
+#include "enrolled_person.h"
 #include "holdfast/archive/compliance.h"
 #include "holdfast/archive/disclosure.h"
 #include "holdfast/archive/store.h"
@@ -98,12 +99,6 @@ class NoDestroyToken final : public hsm::Token {
   hsm::Token& real_;
 };
 
-struct Person {
-  protocol::Ed25519KeyPair identity;
-  protocol::hpke::KeyPair prekey;
-  Bytes device_id;
-};
-
 class ShreddingTest : public ArchiveTest {
  protected:
   // A fresh SoftHSM2 per test: keys are destroyed.
@@ -160,28 +155,9 @@ class ShreddingTest : public ArchiveTest {
   }
 
   void AddPerson(const std::string& user) {
-    Person p;
-    auto identity = protocol::Ed25519Generate();
-    ASSERT_TRUE(identity.ok());
-    p.identity = std::move(identity).value();
-    auto prekey = protocol::hpke::GenerateKeyPair(protocol::hpke::KemId::kX25519HkdfSha256);
-    ASSERT_TRUE(prekey.ok());
-    p.prekey = std::move(prekey).value();
-    p.device_id = protocol::DeviceIdFor(p.identity.public_key);
-    auto signed_prekey =
-        protocol::SignPrekey(p.identity.private_key.view(), p.prekey.public_key, kJan);
-    ASSERT_TRUE(signed_prekey.ok());
-    ASSERT_TRUE(store_->CreateUser(user, user).ok());
-    auto code = store_->IssueEnrollmentCode(user, kHour);
-    ASSERT_TRUE(code.ok());
-    DeviceRecord device;
-    device.device_id = p.device_id;
-    device.identity_key = p.identity.public_key;
-    device.signed_prekey = ToBytes(signed_prekey->SerializeAsString());
-    ASSERT_TRUE(store_->RegisterDevice(user, *code, Bytes(32, 0x4d), device,
-                                       [] { return Result<Bytes>(Bytes{0x0a, 0x00}); })
-                    .ok());
-    people_.emplace(user, std::move(p));
+    auto p = EnrollPerson(*store_, user, kJan);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    people_.emplace(user, std::move(p).value());
   }
 
   // Seals a message and ingests it. `dishonest` replaces the archive capsule
