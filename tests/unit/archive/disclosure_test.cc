@@ -33,6 +33,7 @@ namespace {
 namespace fs = std::filesystem;
 using policy::Verdict;
 
+constexpr int64_t kHour = 3'600'000;
 constexpr int64_t kJan = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
 constexpr int64_t kFeb = 1'769'904'000'000;  // 2026-02-01T00:00:00Z
 constexpr uint32_t kEpoch = 1;
