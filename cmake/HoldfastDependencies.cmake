@@ -7,6 +7,8 @@ pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
 pkg_check_modules(P11KIT REQUIRED IMPORTED_TARGET p11-kit-1)
 # OpenLDAP client library, for directory sign-in (libldap-dev).
 pkg_check_modules(LDAP REQUIRED IMPORTED_TARGET ldap lber)
+# Argon2id for client key stores and officer passwords (libargon2-dev).
+pkg_check_modules(ARGON2 REQUIRED IMPORTED_TARGET libargon2)
 find_package(yaml-cpp REQUIRED)
 find_package(Protobuf REQUIRED)
 find_package(Boost 1.74 REQUIRED)

@@ -9,10 +9,12 @@
 #include <Poco/Net/HTTPServerResponse.h>
 #include <Poco/Net/SSLManager.h>
 #include <Poco/Net/SecureServerSocket.h>
+#include <Poco/URI.h>
 
 #include <chrono>
 #include <mutex>
 
+#include "admin_api.h"
 #include "holdfast/archive/database.h"
 
 namespace holdfast::gateway {
@@ -106,6 +108,61 @@ class ReadyHandler final : public HTTPRequestHandler {
   HsmProbe& enrollment_hsm_;
 };
 
+// /api/v1: the admin REST API (admin_api.h).
+class ApiHandler final : public HTTPRequestHandler {
+ public:
+  explicit ApiHandler(AdminApi& api) : api_(api) {}
+  void handleRequest(HTTPServerRequest& req, HTTPServerResponse& res) override {
+    constexpr std::streamsize kMaxBody = 1 << 20;
+    ApiRequest request;
+    request.method = req.getMethod();
+    Poco::URI uri(req.getURI());
+    request.path = uri.getPath();
+    for (const auto& [key, value] : uri.getQueryParameters()) request.query[key] = value;
+    request.authorization = req.get("Authorization", "");
+    request.address = req.clientAddress().host().toString();
+    std::istream& in = req.stream();
+    std::string body;
+    char buf[8192];
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+      body.append(buf, static_cast<size_t>(in.gcount()));
+      if (static_cast<std::streamsize>(body.size()) > kMaxBody) {
+        Reply(res, HTTPResponse::HTTP_REQUEST_ENTITY_TOO_LARGE, "application/json",
+              "{\"error\":{\"code\":\"too_large\",\"message\":\"the body is over 1 MiB\"}}");
+        return;
+      }
+    }
+    request.body = std::move(body);
+    ApiResponse response = api_.Handle(request);
+    res.add("X-Content-Type-Options", "nosniff");
+    res.add("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; sandbox");
+    res.add("Strict-Transport-Security", "max-age=31536000");
+    if (!response.file_path.empty()) {
+      res.setStatus(static_cast<HTTPResponse::HTTPStatus>(response.status));
+      res.add("Cache-Control", "no-store");
+      res.add("Content-Disposition", "attachment; filename=\"" + response.download_name + "\"");
+      try {
+        res.sendFile(response.file_path, response.content_type);
+      } catch (const Poco::Exception&) {
+        Reply(res, HTTPResponse::HTTP_GONE, "application/json",
+              "{\"error\":{\"code\":\"gone\",\"message\":\"the file is no longer on this host\"}}");
+      }
+      return;
+    }
+    if (response.status == 204) {
+      res.setStatus(HTTPResponse::HTTP_NO_CONTENT);
+      res.add("Cache-Control", "no-store");
+      res.send();
+      return;
+    }
+    Reply(res, static_cast<HTTPResponse::HTTPStatus>(response.status), response.content_type,
+          response.body);
+  }
+
+ private:
+  AdminApi& api_;
+};
+
 class NotFoundHandler final : public HTTPRequestHandler {
  public:
   void handleRequest(HTTPServerRequest&, HTTPServerResponse& res) override {
@@ -116,10 +173,11 @@ class NotFoundHandler final : public HTTPRequestHandler {
 class Factory final : public Poco::Net::HTTPRequestHandlerFactory {
  public:
   Factory(const Config& c, Metrics& m, HsmProbe& h, HsmProbe& e)
-      : db_(c.database.conninfo), metrics_(m), hsm_(h), enrollment_hsm_(e) {}
+      : db_(c.database.conninfo), metrics_(m), hsm_(h), enrollment_hsm_(e), api_(c, m) {}
   HTTPRequestHandler* createRequestHandler(const HTTPServerRequest& req) override {
     std::string path = req.getURI();
     if (auto q = path.find('?'); q != std::string::npos) path.resize(q);
+    if (path.rfind("/api/", 0) == 0) return new ApiHandler(api_);
     if (req.getMethod() == "GET" || req.getMethod() == "HEAD") {
       if (path == "/livez") return new LiveHandler;
       if (path == "/readyz") return new ReadyHandler(db_, metrics_, hsm_, enrollment_hsm_);
@@ -133,6 +191,7 @@ class Factory final : public Poco::Net::HTTPRequestHandlerFactory {
   Metrics& metrics_;
   HsmProbe& hsm_;
   HsmProbe& enrollment_hsm_;
+  AdminApi api_;
 };
 
 class AdminPlaneImpl final : public AdminPlane {

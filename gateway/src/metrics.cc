@@ -131,6 +131,20 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                              "not_permitted"}) {
     rejects_->Add({{"reason", reason}});
   }
+  admin_requests_ = &BuildCounter().Name("holdfast_admin_api_requests_total")
+                         .Help("Admin API requests answered, by status class.")
+                         .Register(r);
+  admin_denied_ = &BuildCounter().Name("holdfast_admin_api_denied_total")
+                       .Help("Admin API requests refused for lack of authentication or rights.")
+                       .Register(r);
+  admin_sign_ins_ = &BuildCounter().Name("holdfast_admin_sign_ins_total")
+                         .Help("Officer sign-ins to the admin API, by result.")
+                         .Register(r);
+  for (const char* klass : {"2xx", "4xx", "5xx"}) admin_requests_->Add({{"status", klass}});
+  for (const char* reason : {"unauthenticated", "forbidden", "not_visible", "step_up"}) {
+    admin_denied_->Add({{"reason", reason}});
+  }
+  for (const char* result : {"ok", "failed", "locked"}) admin_sign_ins_->Add({{"result", result}});
   delivery_reports_ = &BuildCounter().Name("holdfast_delivery_reports_total")
                            .Help("Deliveries that devices reported as failing a check, by reason.")
                            .Register(r);
@@ -153,6 +167,19 @@ void Metrics::SetPolicyVersion(const std::string& version) {
       .Register(*registry_)
       .Add({{"version", version}})
       .Set(1);
+}
+
+prometheus::Counter& Metrics::admin_request(int status) {
+  const char* klass = status < 300 ? "2xx" : status < 400 ? "3xx" : status < 500 ? "4xx" : "5xx";
+  return admin_requests_->Add({{"status", klass}});
+}
+
+prometheus::Counter& Metrics::admin_denied(std::string_view reason) {
+  return admin_denied_->Add({{"reason", std::string(reason)}});
+}
+
+prometheus::Counter& Metrics::admin_sign_in(std::string_view result) {
+  return admin_sign_ins_->Add({{"result", std::string(result)}});
 }
 
 prometheus::Counter& Metrics::reject(const std::string& reason) {

@@ -80,6 +80,12 @@ class Metrics {
   prometheus::Counter* resend_sent;
   prometheus::Counter* resend_resent;
   prometheus::Counter* resend_closed;
+  // holdfast_admin_api_requests_total{status="2xx|4xx|5xx"}, by status class.
+  prometheus::Counter& admin_request(int status);
+  // holdfast_admin_api_denied_total{reason="unauthenticated|forbidden|not_visible|step_up"}
+  prometheus::Counter& admin_denied(std::string_view reason);
+  // holdfast_admin_sign_ins_total{result="ok|failed|locked"}
+  prometheus::Counter& admin_sign_in(std::string_view result);
   // Sets holdfast_policy_info{version="sha256:..."} to 1.
   void SetPolicyVersion(const std::string& version);
 
@@ -87,6 +93,9 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* rejects_;
   prometheus::Family<prometheus::Counter>* delivery_reports_;
+  prometheus::Family<prometheus::Counter>* admin_requests_;
+  prometheus::Family<prometheus::Counter>* admin_denied_;
+  prometheus::Family<prometheus::Counter>* admin_sign_ins_;
 };
 
 }  // namespace holdfast::gateway

@@ -7,7 +7,11 @@
 // The acting officer is named with --as and must be registered with
 // `officer add`. Whoever runs this tool on the host is trusted to say who
 // they are; the admin REST API and console authenticate officers instead.
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -26,6 +30,7 @@
 #include "holdfast/archive/compliance.h"
 #include "holdfast/archive/database.h"
 #include "holdfast/archive/disclosure.h"
+#include "holdfast/archive/officer_accounts.h"
 #include "holdfast/archive/shredding.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/base/time.h"
@@ -34,11 +39,13 @@
 #include "holdfast/gateway/key_export.h"
 #include "holdfast/gateway/json_quote.h"
 #include "holdfast/gateway/key_report.h"
+#include "holdfast/gateway/officer_auth.h"
 #include "holdfast/hsm/admin.h"
 #include "holdfast/hsm/token.h"
 #include "holdfast/policy/policy.h"
 #include "holdfast/policy/suite.h"
 #include "holdfast/protocol/identity.h"
+#include "holdfast/protocol/primitives.h"
 
 namespace {
 
@@ -86,6 +93,11 @@ Users:
 
 Compliance (every act is audited; --as names a registered officer):
   officer add NAME --role ROLE [--as NAME]
+  officer set-password NAME [--as NAME]  read the officer's admin API password from standard
+                                         input (at least 12 characters; stored as Argon2id)
+  officer totp NAME [--as NAME]          enroll a new TOTP second factor: prints the secret
+                                         (base32) and an otpauth:// URI for an authenticator app
+  officer disable NAME [--as NAME]       the officer can no longer sign in; sessions end
   case create --title TEXT --reference REF --as NAME
   hold add --case ID --custodian USER [--from DATE] [--to DATE] --as NAME
   disclosure request --case ID --custodian USER[,USER] --reference REF
@@ -95,6 +107,12 @@ Compliance (every act is audited; --as names a registered officer):
   disclosure export ID --as NAME [--out DIR]
   reports list [--since DATE]            delivery reports: messages a device received and
                                          rejected (bad signature, archive capsule mismatch, ...)
+
+Worker (holds the archive token; run one or more beside the gateway):
+  worker [--once] [--sign-every MINUTES] run the export jobs officers queue through the admin
+                                         API, resuming any whose worker stopped, and sign the
+                                         audit tree head every MINUTES (60) and when asked;
+                                         --once: do what is waiting, then exit
 
 Audit log (an RFC 6962 Merkle tree; tree heads signed by the org root in the HSM):
   audit list                             print every entry
@@ -143,7 +161,7 @@ Args ParseArgs(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string s = argv[i];
     if (s.rfind("--", 0) == 0) {
-      if (s == "--help" || s == "--json") {
+      if (s == "--help" || s == "--json" || s == "--once") {
         a.flags[s.substr(2)] = "";
         continue;
       }
@@ -381,6 +399,68 @@ int PolicyTest(const Args& a) {
   return failed > 0 ? 1 : 0;
 }
 
+
+std::atomic<bool> g_stop{false};
+
+// `worker`: export jobs and tree head signing, the two things that need the
+// archive token and that the gateway, which never logs in to it, asks for.
+int RunWorker(const Args& a, const gateway::Config& config, archive::Connection& conn,
+              archive::Compliance& compliance) {
+  const bool once = a.flags.count("once") > 0;
+  const int64_t sign_every_ms =
+      int64_t{60} * 1000 * (a.Flag("sign-every") ? ParseCount(*a.Flag("sign-every"), "--sign-every") : 60);
+  std::signal(SIGTERM, [](int) { g_stop = true; });
+  std::signal(SIGINT, [](int) { g_stop = true; });
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::string worker = std::string(host) + ":" + std::to_string(::getpid());
+  ASSIGN_OR_FAIL(token, AuditHsm(compliance, "worker", gateway::OpenToken(config)));
+  ASSIGN_OR_FAIL(listener, archive::Connection::Open(config.database.conninfo));
+  CHECK_OK(listener.Listen("holdfast_jobs"));
+  std::error_code ec;
+  std::filesystem::create_directories(config.export_dir, ec);
+  std::cout << "worker " << worker << " ready" << std::endl;
+  int64_t next_sign_ms = 0;
+  bool sign_asked = false;
+  while (!g_stop) {
+    for (;;) {
+      ASSIGN_OR_FAIL(job, archive::ClaimJob(conn, worker, 60'000));
+      if (!job) break;
+      ASSIGN_OR_FAIL(pol, policy::Policy::Load(config.policy_file));
+      auto summary = AuditHsm(compliance, "disclosure export",
+                              archive::RunJob(conn, *token, pol, *job, worker,
+                                              static_cast<size_t>(config.hsm.sessions)),
+                              /*only_unavailable=*/true);
+      if (summary.ok()) {
+        std::cout << "job " << *job << ": exported " << summary->message_count << " message(s) to "
+                  << summary->out_dir << std::endl;
+      } else {
+        std::cout << "job " << *job << ": " << summary.status().ToString() << std::endl;
+      }
+    }
+    if (sign_asked || NowMs() >= next_sign_ms) {
+      archive::AuditLog log(conn);
+      ASSIGN_OR_FAIL(size, log.Size());
+      ASSIGN_OR_FAIL(heads, log.Heads());
+      if (size > 0 && (heads.empty() || heads.back().head.tree_size < size)) {
+        auto head = log.SignTreeHead(*token, NowMs());
+        if (head.ok()) {
+          std::cout << "signed tree head: " << HeadLine(*head) << std::endl;
+        } else {
+          std::cout << "signing the tree head: " << head.status().ToString() << std::endl;
+        }
+      }
+      next_sign_ms = NowMs() + sign_every_ms;
+      sign_asked = false;
+    }
+    if (once) break;
+    auto notes = listener.AwaitNotifications(std::chrono::seconds(2));
+    if (!notes.ok()) return Fail(notes.status().WithContext("listening for jobs"));
+    for (const std::string& payload : *notes) sign_asked |= payload == "sign_head";
+  }
+  return 0;
+}
+
 int Run(const Args& a) {
   if (a.positional.empty() || a.flags.count("help")) {
     std::cout << kUsage;
@@ -550,6 +630,31 @@ int Run(const Args& a) {
     std::cout << "enrollment code for " << name << ": " << code << "  (single use, valid 7 days)\n";
     return 0;
   }
+  if (cmd == "officer" && (sub == "set-password" || sub == "totp" || sub == "disable")) {
+    const std::string name = arg(2);
+    const std::string actor = a.Flag("as").value_or("operator");
+    archive::OfficerAccounts accounts(conn);
+    if (sub == "set-password") {
+      std::string password;
+      std::getline(std::cin, password);
+      ASSIGN_OR_FAIL(hash, gateway::HashPassword(password));
+      SecureWipe(password.data(), password.size());
+      CHECK_OK(accounts.SetPassword(name, hash, actor));
+      std::cout << "password of " << name << " set\n";
+      return 0;
+    }
+    if (sub == "disable") {
+      CHECK_OK(accounts.Disable(name, actor));
+      std::cout << "officer " << name << " disabled; their sessions ended\n";
+      return 0;
+    }
+    SecretBytes secret(protocol::RandomBytes(20));
+    CHECK_OK(accounts.SetTotpSecret(name, secret.view(), actor));
+    std::cout << "TOTP secret for " << name << ": " << gateway::Base32(secret.view()) << "\n"
+              << gateway::TotpUri(config.org, name, secret.view()) << "\n";
+    return 0;
+  }
+  if (cmd == "worker") return RunWorker(a, config, conn, compliance);
   if (cmd == "officer" && sub == "add") {
     archive::Officer o{arg(2), Need(a, "role")};
     CHECK_OK(compliance.AddOfficer(o, a.Flag("as").value_or("operator")));
@@ -592,7 +697,11 @@ int Run(const Args& a) {
     const int64_t id = std::stoll(arg(2));
     if (sub == "approve") {
       ASSIGN_OR_FAIL(actor, Actor(compliance, a));
-      CHECK_OK(compliance.RecordApproval(id, {actor.name, actor.role, NowMs()}));
+      archive::ApprovalRecord approval;
+      approval.officer = actor.name;
+      approval.role = actor.role;
+      approval.at_ms = NowMs();
+      CHECK_OK(compliance.RecordApproval(id, approval));
       std::cout << "approval by " << actor.name << " (" << actor.role << ") recorded\n";
       ASSIGN_OR_FAIL(decision, archive::Decide(conn, pol, id));
       PrintDecision(decision);

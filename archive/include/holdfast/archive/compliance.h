@@ -25,6 +25,8 @@ struct CaseRecord {
   std::string legal_reference;
   std::string opened_by;
   std::string state;         // open | closed
+  int64_t opened_at_ms = 0;
+  int64_t closed_at_ms = 0;  // 0 while open
 };
 
 struct HoldRecord {
@@ -34,6 +36,13 @@ struct HoldRecord {
   int64_t from_ms = 0;
   int64_t to_ms = 0;
   std::string state;         // active | released
+  // Empty: every conversation of the custodian.
+  std::vector<std::string> conversations;
+  bool notify_custodian = false;
+  std::string created_by;
+  std::string release_requested_by;  // set while a release awaits approval
+  std::string release_reason;
+  std::string released_by;           // the approving officer
 };
 
 struct DisclosureRecord {
@@ -41,11 +50,12 @@ struct DisclosureRecord {
   int64_t case_id = 0;
   std::string purpose;       // legal_hold_export, lawful_request, ...
   std::vector<std::string> custodians;
+  std::vector<std::string> conversations;  // empty: every conversation of the custodians
   int64_t from_ms = 0;
   int64_t to_ms = 0;
   std::string legal_reference;
   std::string requester;
-  std::string state;         // pending | approved | denied | exported
+  std::string state;         // pending | approved | denied | exported | withdrawn
   std::string decision_rule;
   std::string policy_version;
 };
@@ -54,6 +64,24 @@ struct ApprovalRecord {
   std::string officer;
   std::string role;
   int64_t at_ms = 0;
+  // When the approving session last passed step-up authentication; 0: no
+  // step-up (holdfast-admin on the host).
+  int64_t step_up_at_ms = 0;
+  std::string comment;
+  // Whether the approval was given to the request's current scope; one given
+  // to another scope does not count (see ScopeDigest).
+  bool current_scope = true;
+};
+
+// SHA-256 of a canonical encoding of what a request discloses: purpose,
+// case, custodians and conversations (sorted), time range, legal reference.
+// An approval records the digest it was given to.
+Bytes ScopeDigest(const DisclosureRecord& request);
+
+// A page of a listing, newest first.
+struct PageRequest {
+  int64_t before_id = 0;  // the previous page's last id; 0: from the newest
+  int limit = 50;         // 1..200
 };
 
 class Compliance {
@@ -63,16 +91,44 @@ class Compliance {
   Status AddOfficer(const Officer& officer, const std::string& actor);
   Result<Officer> GetOfficer(const std::string& name);
 
+  Result<std::vector<Officer>> ListOfficers();
+
+  // The actor, when an officer, becomes the case's first member.
   Result<int64_t> CreateCase(const std::string& title, const std::string& legal_reference,
                              const std::string& actor);
   Result<CaseRecord> GetCase(int64_t case_id);
+  // Cases, newest first; with `member`, only the cases that officer belongs to.
+  Result<std::vector<CaseRecord>> ListCases(const PageRequest& page,
+                                            const std::string& member = "");
+  // kFailedPrecondition while a hold of the case is active or a job runs.
+  Status CloseCase(int64_t case_id, const std::string& actor);
+  Result<std::vector<std::string>> CaseMembers(int64_t case_id);
+  Result<bool> IsCaseMember(int64_t case_id, const std::string& officer);
+  Status AddCaseMember(int64_t case_id, const std::string& officer, const std::string& actor);
+
   Result<int64_t> AddHold(int64_t case_id, const std::string& custodian, int64_t from_ms,
                           int64_t to_ms, const std::string& actor);
+  // Places `hold` (case, custodian, range, conversations, notify_custodian).
+  // A notice to the custodian is queued when notify_custodian is set.
+  Result<int64_t> AddHold(const HoldRecord& hold, const std::string& actor);
+  Result<HoldRecord> GetHold(int64_t hold_id);
   Result<std::vector<HoldRecord>> HoldsOfCase(int64_t case_id);
+  // First step of a release: records who asks and why; the hold stays active.
+  Status RequestHoldRelease(int64_t hold_id, const std::string& reason, const std::string& actor);
+  // Second step: a compliance officer other than the one who asked releases
+  // the hold (kPermissionDenied otherwise). Queues the custodian's notice
+  // when the hold was placed with one.
+  Status ApproveHoldRelease(int64_t hold_id, const std::string& approver);
 
   Result<int64_t> FileDisclosure(const DisclosureRecord& request);
   Result<DisclosureRecord> GetDisclosure(int64_t request_id);
+  // Requests, newest first; with `case_id`, of that case only.
+  Result<std::vector<DisclosureRecord>> ListDisclosures(const PageRequest& page,
+                                                        int64_t case_id = 0);
+  // Records an approval of the request's current scope.
   Status RecordApproval(int64_t request_id, const ApprovalRecord& approval);
+  // An approver refuses: the request becomes denied, with the comment.
+  Status DenyDisclosure(int64_t request_id, const std::string& officer, const std::string& comment);
   Result<std::vector<ApprovalRecord>> ApprovalsOf(int64_t request_id);
   Status SetDisclosureState(int64_t request_id, const std::string& state,
                             const std::string& decision_rule, const std::string& policy_version,

@@ -12,7 +12,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "holdfast/archive/database.h"
 #include "holdfast/base/bytes.h"
@@ -69,5 +71,60 @@ struct ExportSummary {
 Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const policy::Policy& policy,
                                 int64_t request_id, const std::string& out_dir,
                                 const std::string& actor, size_t hsm_workers = 4);
+
+// ------------------------------------------------------------------ jobs
+//
+// An export runs as a job: queued by an officer (the admin API, or
+// RunExport above), run by a worker holding the archive token. A job
+// writes messages.jsonl into a work directory beside its package
+// directory, fsyncs it after every batch and records a checkpoint (the
+// last envelope written, the file's length, the counts); a job whose worker
+// stopped is claimed again and resumes there. Before every batch the job
+// re-decides the request under the policy and reads its cancel flag: a
+// withdrawn approval, a released hold or a cancel stops it, removes the
+// work directory and is audited. Nothing reaches the package directory
+// before the manifest is signed.
+
+struct JobRecord {
+  int64_t job_id = 0;
+  int64_t request_id = 0;
+  std::string state;  // queued | running | done | failed | cancelled
+  bool cancel_requested = false;
+  std::string requested_by;
+  std::string worker;
+  int64_t created_at_ms = 0;
+  int64_t started_at_ms = 0;
+  int64_t finished_at_ms = 0;
+  int64_t heartbeat_at_ms = 0;
+  int64_t total = 0;  // envelopes in scope; 0 until the job starts
+  int64_t done = 0;   // envelopes written
+  std::string package_dir;
+  std::string manifest_sha256;
+  std::string error;
+};
+
+// Queues an export of an allowed request into `package_dir` (absolute; it
+// must not exist, its parent must). kFailedPrecondition with the policy's
+// reasons when the request is not allowed or never decrypts (audited as
+// disclosure.export_refused), kAlreadyExists when a job of the request is
+// queued or running. Audited as disclosure.export_queued.
+Result<int64_t> QueueExport(Connection& conn, const policy::Policy& policy, int64_t request_id,
+                            const std::string& package_dir, const std::string& actor);
+Result<JobRecord> GetJob(Connection& conn, int64_t job_id);
+// Newest first.
+Result<std::vector<JobRecord>> JobsOfRequest(Connection& conn, int64_t request_id);
+// Asks a queued or running job to stop; a queued job is cancelled at once,
+// a running one at its next batch. Audited.
+Status CancelJob(Connection& conn, int64_t job_id, const std::string& actor);
+// Takes the oldest queued job, or a running one whose worker has not been
+// heard from for `stale_ms`, for `worker`; none: nullopt.
+Result<std::optional<int64_t>> ClaimJob(Connection& conn, const std::string& worker,
+                                        int64_t stale_ms);
+// Runs a claimed job to its end (done, failed or cancelled) and returns
+// what it wrote. `worker` must be the one that claimed it. Errors are also
+// recorded in the job; kUnavailable (database or HSM down) leaves the job
+// running so that it resumes from its checkpoint.
+Result<ExportSummary> RunJob(Connection& conn, hsm::Token& token, const policy::Policy& policy,
+                             int64_t job_id, const std::string& worker, size_t hsm_workers = 4);
 
 }  // namespace holdfast::archive
