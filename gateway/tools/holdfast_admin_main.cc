@@ -26,6 +26,7 @@
 #include "holdfast/archive/compliance.h"
 #include "holdfast/archive/database.h"
 #include "holdfast/archive/disclosure.h"
+#include "holdfast/archive/export_package.h"
 #include "holdfast/archive/shredding.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/base/time.h"
@@ -93,6 +94,11 @@ Compliance (every act is audited; --as names a registered officer):
   disclosure approve ID --as NAME
   disclosure show ID
   disclosure export ID --as NAME [--out DIR]
+  export verify DIR [--org-root HEX|KEYFILE]
+                                         check an export package offline (no configuration,
+                                         database or HSM): its signature, every file it lists,
+                                         and that it holds nothing else; exit status 1 if not
+                                         intact
   reports list [--since DATE]            delivery reports: messages a device received and
                                          rejected (bad signature, archive capsule mismatch, ...)
 
@@ -328,6 +334,38 @@ int VerifyCertFile(const Args& a) {
   return 0;
 }
 
+// `export verify`: reads only the package and the key file, if any.
+int VerifyExportPackage(const Args& a) {
+  if (a.positional.size() < 3) throw UsageError("missing DIR for 'export verify'");
+  Bytes pinned;
+  if (auto flag = a.Flag("org-root")) {
+    std::string text = *flag;  // hex, or a file holding PEM or hex
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(*flag, ec)) {
+      std::ifstream in(*flag, std::ios::binary);
+      std::ostringstream content;
+      content << in.rdbuf();
+      if (!in) return Fail(Status::NotFound("cannot read " + *flag));
+      text = content.str();
+    }
+    ASSIGN_OR_FAIL(key, gateway::ParseOrgRootKey(text));
+    pinned = key;
+  }
+  ASSIGN_OR_FAIL(report, archive::VerifyPackage(a.positional[2], pinned));
+  for (const auto& line : report.checked) std::cout << "ok       " << line << "\n";
+  for (const auto& line : report.problems) std::cout << "PROBLEM  " << line << "\n";
+  if (!report.intact()) {
+    std::cout << "export package NOT intact: " << report.problems.size() << " problem(s)\n";
+    return 1;
+  }
+  std::cout << "export package intact: request " << report.request_id << ", " << report.message_count
+            << " message(s), signed by org root key " << report.org_root_public_key
+            << (pinned.empty() ? " (named by the package itself: compare it with your copy, or pass --org-root)"
+                               : " (given with --org-root)")
+            << "\n";
+  return 0;
+}
+
 // Prints a bundle once it has verified as the JSON an auditor will read.
 int PrintBundle(const std::string& json) {
   auto parsed = archive::ParseProofBundle(json);
@@ -390,6 +428,9 @@ int Run(const Args& a) {
     return VerifyProofFile(a);
   }
   if (a.positional[0] == "verify-cert") return VerifyCertFile(a);
+  if (a.positional[0] == "export" && a.positional.size() > 1 && a.positional[1] == "verify") {
+    return VerifyExportPackage(a);
+  }
   if (a.positional[0] == "epoch" && a.positional.size() > 1 && a.positional[1] == "shred-verify") {
     return VerifyDeletionCertificateFile(a);
   }
