@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -554,8 +555,8 @@ struct FileDigest {
 
 // Opens `name` below `dir_fd` one component at a time, refusing symbolic
 // links and anything but directories on the way and a regular file at the
-// end, and hashes it. The error says what was wrong, for a report line.
-Result<FileDigest> HashBeneath(int dir_fd, std::string_view name) {
+// end. The error says what was wrong, for a report line.
+Result<int> OpenBeneath(int dir_fd, std::string_view name) {
   std::vector<std::string> parts;
   size_t start = 0;
   while (start <= name.size()) {
@@ -586,51 +587,54 @@ Result<FileDigest> HashBeneath(int dir_fd, std::string_view name) {
     ::close(fd);
     return Status::InvalidArgument("is not a regular file");
   }
-  protocol::Sha256Hasher hasher;
-  FileDigest digest;
+  return fd;
+}
+
+// Reads `fd` to its end, chunk by chunk, and closes it; stops early (and
+// says so) when `sink` returns false.
+Status Drain(int fd, const std::function<bool(std::string_view)>& sink) {
   char buf[1 << 16];
+  Status status;
   for (;;) {
     const ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      ::close(fd);
-      return Status::Unavailable(ErrnoMessage("cannot be read"));
+      status = Status::Unavailable(ErrnoMessage("cannot be read"));
+      break;
     }
     if (n == 0) break;
-    hasher.Update({reinterpret_cast<const uint8_t*>(buf), static_cast<size_t>(n)});
-    digest.bytes += static_cast<uint64_t>(n);
-    digest.lines += static_cast<uint64_t>(std::count(buf, buf + n, '\n'));
+    if (!sink(std::string_view(buf, static_cast<size_t>(n)))) {
+      status = Status::InvalidArgument("is too large");
+      break;
+    }
   }
   ::close(fd);
+  return status;
+}
+
+Result<FileDigest> HashBeneath(int dir_fd, std::string_view name) {
+  HF_ASSIGN_OR_RETURN(int fd, OpenBeneath(dir_fd, name));
+  protocol::Sha256Hasher hasher;
+  FileDigest digest;
+  HF_RETURN_IF_ERROR(Drain(fd, [&](std::string_view chunk) {
+    hasher.Update(AsBytes(chunk));
+    digest.bytes += chunk.size();
+    digest.lines += static_cast<uint64_t>(std::count(chunk.begin(), chunk.end(), '\n'));
+    return true;
+  }));
   digest.sha256 = ToHex(hasher.Finish());
   return digest;
 }
 
+// The manifest or its signature, whole.
 Result<std::string> ReadBeneath(int dir_fd, std::string_view name) {
-  const int fd = ::openat(dir_fd, std::string(name).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    if (errno == ENOENT) return Status::NotFound("is missing");
-    if (errno == ELOOP) return Status::InvalidArgument("is a symbolic link");
-    return Status::Unavailable(ErrnoMessage("cannot be opened"));
-  }
-  struct stat st{};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (64 << 20)) {
-    ::close(fd);
-    return Status::InvalidArgument("is not a regular file of at most 64 MiB");
-  }
+  constexpr size_t kMaxBytes = 64 << 20;
+  HF_ASSIGN_OR_RETURN(int fd, OpenBeneath(dir_fd, name));
   std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      ::close(fd);
-      return Status::Unavailable(ErrnoMessage("cannot be read"));
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
+  HF_RETURN_IF_ERROR(Drain(fd, [&](std::string_view chunk) {
+    out.append(chunk);
+    return out.size() <= kMaxBytes;
+  }));
   return out;
 }
 

@@ -321,14 +321,22 @@ class ExportPackageTest : public ::testing::Test {
     return Read(dir_ / ("conversations/" + ConversationFileStem(conversation_id) + ".html"));
   }
 
-  static bool Mentions(const PackageVerifyReport& r, const std::string& needle) {
-    return std::any_of(r.problems.begin(), r.problems.end(),
-                       [&](const std::string& p) { return p.find(needle) != std::string::npos; });
-  }
   static std::string Problems(const PackageVerifyReport& r) {
     std::string out;
     for (const auto& p : r.problems) out += "  " + p + "\n";
     return out;
+  }
+  // VerifyPackage reads `dir`, finds it not intact, and a problem line
+  // contains each of `needles`.
+  static void ExpectProblems(const fs::path& dir, ByteView pinned, const std::vector<std::string>& needles) {
+    auto r = VerifyPackage(dir.string(), pinned);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_FALSE(r->intact());
+    for (const std::string& needle : needles) {
+      EXPECT_TRUE(std::any_of(r->problems.begin(), r->problems.end(),
+                              [&](const std::string& p) { return p.find(needle) != std::string::npos; }))
+          << "no problem mentions \"" << needle << "\"; the problems:\n" << Problems(*r);
+    }
   }
 
   TempDir tmp_;
@@ -624,20 +632,14 @@ TEST_F(ExportPackageTest, AChangedByteInAnyListedFileIsFound) {
     std::string content = Read(copy / f.name);
     content[content.size() / 2] ^= 0x01;
     Write(copy / f.name, content);
-    auto r = VerifyPackage(copy.string(), root_.public_key());
-    ASSERT_TRUE(r.ok());
-    EXPECT_FALSE(r->intact());
-    EXPECT_TRUE(Mentions(*r, f.name + ": ")) << Problems(*r);
+    ExpectProblems(copy, root_.public_key(), {f.name + ": "});
   }
 }
 
 TEST_F(ExportPackageTest, ARemovedFileIsFound) {
   const fs::path copy = Copy();
   fs::remove(copy / "loadfile.dat");
-  auto r = VerifyPackage(copy.string(), root_.public_key());
-  ASSERT_TRUE(r.ok());
-  EXPECT_FALSE(r->intact());
-  EXPECT_TRUE(Mentions(*r, "loadfile.dat: is missing")) << Problems(*r);
+  ExpectProblems(copy, root_.public_key(), {"loadfile.dat: is missing"});
 }
 
 TEST_F(ExportPackageTest, AnExtraFileOrSymbolicLinkIsFound) {
@@ -646,12 +648,9 @@ TEST_F(ExportPackageTest, AnExtraFileOrSymbolicLinkIsFound) {
   fs::create_directory(copy / "sub");
   Write(copy / "sub" / "deeper.txt", "x");
   fs::create_symlink("/etc/hostname", copy / "link");
-  auto r = VerifyPackage(copy.string(), root_.public_key());
-  ASSERT_TRUE(r.ok());
-  EXPECT_FALSE(r->intact());
-  EXPECT_TRUE(Mentions(*r, "conversations/extra.eml: in the package but not listed")) << Problems(*r);
-  EXPECT_TRUE(Mentions(*r, "sub/deeper.txt: in the package but not listed")) << Problems(*r);
-  EXPECT_TRUE(Mentions(*r, "link: a symbolic link")) << Problems(*r);
+  ExpectProblems(copy, root_.public_key(),
+                 {"conversations/extra.eml: in the package but not listed",
+                  "sub/deeper.txt: in the package but not listed", "link: a symbolic link"});
 }
 
 TEST_F(ExportPackageTest, AnEditedManifestNoLongerVerifies) {
@@ -661,21 +660,14 @@ TEST_F(ExportPackageTest, AnEditedManifestNoLongerVerifies) {
   ASSERT_NE(at, std::string::npos) << manifest;
   manifest.replace(at, 17, "\"message_count\":5");
   Write(copy / "manifest.json", manifest);
-  auto r = VerifyPackage(copy.string(), root_.public_key());
-  ASSERT_TRUE(r.ok());
-  EXPECT_FALSE(r->intact());
-  EXPECT_TRUE(Mentions(*r, "manifest.sig: does not verify")) << Problems(*r);
-  EXPECT_TRUE(Mentions(*r, "message_count is 5")) << Problems(*r);
+  ExpectProblems(copy, root_.public_key(), {"manifest.sig: does not verify", "message_count is 5"});
 }
 
 TEST_F(ExportPackageTest, ASignatureByAnotherKeyIsFound) {
   // The same manifest, signed by another key.
   const fs::path copy = Copy();
   Sign(copy, Read(copy / "manifest.json"), other_);
-  auto r = VerifyPackage(copy.string(), root_.public_key());
-  ASSERT_TRUE(r.ok());
-  EXPECT_FALSE(r->intact());
-  EXPECT_TRUE(Mentions(*r, "manifest.sig: does not verify")) << Problems(*r);
+  ExpectProblems(copy, root_.public_key(), {"manifest.sig: does not verify"});
 
   // A forger's package that names and is signed by the forger's key is
   // self-consistent: only the pinned key tells.
@@ -684,19 +676,11 @@ TEST_F(ExportPackageTest, ASignatureByAnotherKeyIsFound) {
   auto self_consistent = VerifyPackage(forged.string(), {});
   ASSERT_TRUE(self_consistent.ok());
   EXPECT_TRUE(self_consistent->intact()) << Problems(*self_consistent);
-  auto against_pinned = VerifyPackage(forged.string(), root_.public_key());
-  ASSERT_TRUE(against_pinned.ok());
-  EXPECT_FALSE(against_pinned->intact());
-  EXPECT_TRUE(Mentions(*against_pinned, "not the pinned key")) << Problems(*against_pinned);
-  EXPECT_TRUE(Mentions(*against_pinned, "manifest.sig: does not verify")) << Problems(*against_pinned);
+  ExpectProblems(forged, root_.public_key(), {"not the pinned key", "manifest.sig: does not verify"});
 }
 
 TEST_F(ExportPackageTest, APinnedKeyThatDiffersIsFound) {
-  auto r = VerifyPackage(dir_.string(), other_.public_key());
-  ASSERT_TRUE(r.ok());
-  EXPECT_FALSE(r->intact());
-  EXPECT_TRUE(Mentions(*r, "not the pinned key")) << Problems(*r);
-  EXPECT_TRUE(Mentions(*r, "manifest.sig: does not verify")) << Problems(*r);
+  ExpectProblems(dir_, other_.public_key(), {"not the pinned key", "manifest.sig: does not verify"});
 }
 
 TEST_F(ExportPackageTest, ANameThatLeavesThePackageIsRefusedEvenWhenSignedAndHashed) {
@@ -704,44 +688,33 @@ TEST_F(ExportPackageTest, ANameThatLeavesThePackageIsRefusedEvenWhenSignedAndHas
   // the true key signed: the name alone makes it a problem.
   Write(tmp_.path() / "outside.txt", "outside");
   const PackageFileInfo outside = Describe(tmp_.path(), "outside.txt");
-  for (const std::string& name : {std::string("../outside.txt"), std::string("conversations/../../outside.txt"),
-                                  (tmp_.path() / "outside.txt").string(), std::string("./messages.jsonl"),
-                                  std::string("conversations//x")}) {
-    SCOPED_TRACE(name);
+  auto listing = [&](const std::string& name) {
     const fs::path copy = Copy();
     std::vector<PackageFileInfo> files = files_;
     files.push_back({name, outside.sha256, outside.bytes});
     Sign(copy, ManifestJson(files, root_.public_key(), 6), root_);
-    auto r = VerifyPackage(copy.string(), root_.public_key());
-    ASSERT_TRUE(r.ok());
-    EXPECT_FALSE(r->intact());
-    EXPECT_TRUE(Mentions(*r, "not a name a manifest may list")) << Problems(*r);
+    return copy;
+  };
+  for (const std::string& name : {std::string("../outside.txt"), std::string("conversations/../../outside.txt"),
+                                  (tmp_.path() / "outside.txt").string(), std::string("./messages.jsonl"),
+                                  std::string("conversations//x")}) {
+    SCOPED_TRACE(name);
+    ExpectProblems(listing(name), root_.public_key(), {"not a name a manifest may list"});
   }
   // A listed file reached through a symbolic link.
-  const fs::path copy = Copy();
+  const fs::path copy = listing("up/outside.txt");
   fs::create_symlink(tmp_.path(), copy / "up");
-  std::vector<PackageFileInfo> files = files_;
-  files.push_back({"up/outside.txt", outside.sha256, outside.bytes});
-  Sign(copy, ManifestJson(files, root_.public_key(), 6), root_);
-  auto r = VerifyPackage(copy.string(), root_.public_key());
-  ASSERT_TRUE(r.ok());
-  EXPECT_FALSE(r->intact());
-  EXPECT_TRUE(Mentions(*r, "up/outside.txt: has a symbolic link")) << Problems(*r);
+  ExpectProblems(copy, root_.public_key(), {"up/outside.txt: has a symbolic link"});
 }
 
 TEST_F(ExportPackageTest, AMissingSignatureOrManifestIsAProblemAMissingDirectoryAnError) {
   const fs::path no_sig = Copy();
   fs::remove(no_sig / "manifest.sig");
-  auto r = VerifyPackage(no_sig.string(), root_.public_key());
-  ASSERT_TRUE(r.ok());
-  EXPECT_TRUE(Mentions(*r, "manifest.sig is missing")) << Problems(*r);
+  ExpectProblems(no_sig, root_.public_key(), {"manifest.sig is missing"});
 
   const fs::path no_manifest = Copy();
   fs::remove(no_manifest / "manifest.json");
-  r = VerifyPackage(no_manifest.string(), root_.public_key());
-  ASSERT_TRUE(r.ok());
-  EXPECT_TRUE(Mentions(*r, "manifest.json is missing")) << Problems(*r);
-  EXPECT_TRUE(Mentions(*r, "loadfile.dat: not covered")) << Problems(*r);
+  ExpectProblems(no_manifest, root_.public_key(), {"manifest.json is missing", "loadfile.dat: not covered"});
 
   auto missing = VerifyPackage((tmp_.path() / "nowhere").string(), root_.public_key());
   ASSERT_FALSE(missing.ok());
