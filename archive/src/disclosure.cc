@@ -20,6 +20,8 @@
 
 #include "audit.h"
 #include "hold_capsule.h"
+#include "package_file.h"
+#include "holdfast/archive/export_package.h"
 #include "holdfast/archive/compliance.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/base/time.h"
@@ -36,6 +38,9 @@ using internal::Exec;
 using internal::JsonObject;
 using internal::Params;
 using internal::Transaction;
+using internal::ErrnoMessage;
+using internal::PackageFile;
+using internal::SyncDirectory;
 
 namespace fs = std::filesystem;
 
@@ -49,124 +54,6 @@ constexpr std::string_view kManifestFile = "manifest.json";
 constexpr std::string_view kSignatureFile = "manifest.sig";
 
 
-
-std::string ErrnoMessage(const std::string& what) { return what + ": " + std::strerror(errno); }
-
-// A file written and fsynced through a raw descriptor, hashed as it goes.
-class PackageFile {
- public:
-  static Result<PackageFile> Create(const fs::path& path) {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) return Status::Internal(ErrnoMessage("creating " + path.string()));
-    return PackageFile(fd);
-  }
-  // Opens a partly written file, keeps its first `keep` bytes (a
-  // checkpoint: what was fsynced and recorded), hashes them and appends
-  // after them. A missing file is created when `keep` is 0.
-  static Result<PackageFile> Resume(const fs::path& path, int64_t keep) {
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) return Status::Internal(ErrnoMessage("opening " + path.string()));
-    PackageFile file(fd);
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) return Status::Internal(ErrnoMessage("stat of " + path.string()));
-    if (st.st_size < keep) {
-      return Status::Internal(path.string() + " is shorter than its checkpoint (" +
-                              std::to_string(st.st_size) + " < " + std::to_string(keep) + " bytes)");
-    }
-    if (::ftruncate(fd, keep) != 0) return Status::Internal(ErrnoMessage("truncating " + path.string()));
-    std::string chunk(1 << 16, '\0');
-    for (int64_t off = 0; off < keep;) {
-      ssize_t n = ::pread(fd, chunk.data(), std::min<int64_t>(chunk.size(), keep - off), off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return Status::Internal(ErrnoMessage("reading " + path.string()));
-      file.hasher_->Update(AsBytes(std::string_view(chunk.data(), static_cast<size_t>(n))));
-      off += n;
-    }
-    file.bytes_ = static_cast<uint64_t>(keep);
-    if (::lseek(fd, keep, SEEK_SET) < 0) return Status::Internal(ErrnoMessage("seeking " + path.string()));
-    return file;
-  }
-
-  PackageFile(PackageFile&& other) noexcept : fd_(other.fd_), bytes_(other.bytes_) {
-    other.fd_ = -1;
-    hasher_.swap(other.hasher_);
-  }
-  PackageFile(const PackageFile&) = delete;
-  PackageFile& operator=(const PackageFile&) = delete;
-  PackageFile& operator=(PackageFile&&) = delete;
-  ~PackageFile() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
-  Status Write(std::string_view data) {
-    hasher_->Update(AsBytes(data));
-    bytes_ += data.size();
-    while (!data.empty()) {
-      ssize_t n = ::write(fd_, data.data(), data.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Status::Internal(ErrnoMessage("writing the export"));
-      }
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return Status::Ok();
-  }
-
-  Status Sync() {
-    if (::fdatasync(fd_) != 0) return Status::Internal(ErrnoMessage("fsync of the export"));
-    return Status::Ok();
-  }
-
-  // Flushes to disk and closes.
-  Status Close() {
-    int fd = fd_;
-    fd_ = -1;
-    if (::fsync(fd) != 0) {
-      Status s = Status::Internal(ErrnoMessage("fsync of the export"));
-      ::close(fd);
-      return s;
-    }
-    if (::close(fd) != 0) return Status::Internal(ErrnoMessage("closing the export"));
-    return Status::Ok();
-  }
-
-  Bytes Digest() { return hasher_->Finish(); }
-  uint64_t bytes() const { return bytes_; }
-
- private:
-  explicit PackageFile(int fd) : fd_(fd), hasher_(std::make_unique<protocol::Sha256Hasher>()) {}
-  int fd_;
-  std::unique_ptr<protocol::Sha256Hasher> hasher_;
-  uint64_t bytes_ = 0;
-};
-
-Status SyncDirectory(const fs::path& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Status::Internal(ErrnoMessage("opening " + dir.string()));
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return Status::Internal(ErrnoMessage("fsync of " + dir.string()));
-  return Status::Ok();
-}
-
-// Removes a temporary package directory unless released.
-class TempDirGuard {
- public:
-  explicit TempDirGuard(fs::path path) : path_(std::move(path)) {}
-  TempDirGuard(const TempDirGuard&) = delete;
-  TempDirGuard& operator=(const TempDirGuard&) = delete;
-  ~TempDirGuard() {
-    if (!path_.empty()) {
-      std::error_code ec;
-      fs::remove_all(path_, ec);
-    }
-  }
-  const fs::path& path() const { return path_; }
-  void Release() { path_.clear(); }
-
- private:
-  fs::path path_;
-};
 
 std::string JoinReasons(const policy::Decision& d) {
   std::string out;
@@ -842,7 +729,8 @@ Result<std::optional<int64_t>> ClaimJob(Connection& conn, const std::string& wor
 }
 
 Result<ExportSummary> RunJob(Connection& conn, hsm::Token& token, const policy::Policy& policy,
-                             int64_t job_id, const std::string& worker, size_t hsm_workers) {
+                             int64_t job_id, const std::string& worker, size_t hsm_workers,
+                             const std::string& org) {
   Connection::Impl& c = conn.impl();
   Checkpoint checkpoint;
   HF_ASSIGN_OR_RETURN(JobRecord job, ReadJob(c, job_id, &checkpoint));
@@ -957,6 +845,26 @@ Result<ExportSummary> RunJob(Connection& conn, hsm::Token& token, const policy::
                                           .String("sha256", ToHex(messages.Digest()))
                                           .Int("bytes", static_cast<int64_t>(messages.bytes()))
                                           .str()};
+    // The EML, HTML and load files are made from messages.jsonl alone, so a
+    // resumed job makes them again rather than trusting a partial set.
+    std::error_code ec;
+    fs::remove_all(work_dir / "conversations", ec);
+    fs::remove(work_dir / "loadfile.dat", ec);
+    PackageContext context;
+    context.request_id = request.request_id;
+    context.case_id = request.case_id;
+    context.purpose = request.purpose;
+    context.legal_reference = request.legal_reference;
+    context.org = org;
+    context.created_at_ms = NowMs();
+    HF_ASSIGN_OR_RETURN(auto derived, WriteDerivedFiles(work_dir.string(), context));
+    for (const PackageFileInfo& file : derived) {
+      files.push_back(JsonObject()
+                          .String("name", file.name)
+                          .String("sha256", file.sha256)
+                          .Int("bytes", static_cast<int64_t>(file.bytes))
+                          .str());
+    }
     return Finish(conn, token, request, job, work_dir, files, summary);
   };
 
@@ -975,13 +883,14 @@ Result<ExportSummary> RunJob(Connection& conn, hsm::Token& token, const policy::
 
 Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const policy::Policy& policy,
                                 int64_t request_id, const std::string& out_dir,
-                                const std::string& actor, size_t hsm_workers) {
+                                const std::string& actor, size_t hsm_workers,
+                                const std::string& org) {
   if (out_dir.empty()) return Status::InvalidArgument("no output directory");
   const std::string worker = "holdfast-admin:" + std::to_string(::getpid());
   HF_ASSIGN_OR_RETURN(int64_t job_id,
                       InsertJob(conn, policy, request_id,
                                 fs::absolute(out_dir).lexically_normal().string(), actor, worker));
-  return RunJob(conn, token, policy, job_id, worker, hsm_workers);
+  return RunJob(conn, token, policy, job_id, worker, hsm_workers, org);
 }
 
 }  // namespace holdfast::archive

@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "holdfast/archive/compliance.h"
+#include "holdfast/archive/export_package.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/base/time.h"
 #include "holdfast/protocol/envelope.h"
@@ -165,13 +166,7 @@ Result<VerifiedObject> VerifyManifest(const std::string& path, const std::string
                                       const std::optional<std::string>& signature_path) {
   const fs::path sig_path = signature_path ? fs::path(*signature_path) : fs::path(path).parent_path() / "manifest.sig";
   HF_ASSIGN_OR_RETURN(std::string sig_text, ReadFile(sig_path.string()));
-  while (!sig_text.empty() && std::isspace(static_cast<unsigned char>(sig_text.back()))) sig_text.pop_back();
-  auto sig = FromHex(sig_text);
-  if (!sig || sig->size() != 64) {
-    return Status::InvalidArgument(sig_path.string() + " is not a 64-byte signature in hex");
-  }
-  Status s = protocol::EcdsaP256Verify(org_root, Concat({AsBytes(protocol::labels::kManifestSig), AsBytes(manifest)}),
-                                       *sig);
+  Status s = archive::VerifyManifestSignature(manifest, sig_text, org_root);
   if (!s.ok()) return s.WithContext("export manifest " + path + " with signature " + sig_path.string());
   VerifiedObject v{SignedObject::kExportManifest, {}};
   v.facts.push_back("export manifest verified: signed by the org root " + protocol::Fingerprint(org_root));
@@ -196,7 +191,7 @@ Result<VerifiedObject> VerifyManifest(const std::string& path, const std::string
         auto f = files->getObject(static_cast<unsigned>(i));
         if (!f) continue;
         const std::string name = f->optValue<std::string>("name", "");
-        if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
+        if (!archive::IsSafePackageName(name)) {
           return Status::InvalidArgument("the manifest lists a file with an unusable name");
         }
         const fs::path beside = fs::path(path).parent_path() / name;

@@ -30,6 +30,7 @@
 #include "holdfast/archive/compliance.h"
 #include "holdfast/archive/database.h"
 #include "holdfast/archive/disclosure.h"
+#include "holdfast/archive/export_package.h"
 #include "holdfast/archive/officer_accounts.h"
 #include "holdfast/archive/shredding.h"
 #include "holdfast/archive/store.h"
@@ -105,6 +106,11 @@ Compliance (every act is audited; --as names a registered officer):
   disclosure approve ID --as NAME
   disclosure show ID
   disclosure export ID --as NAME [--out DIR]
+  export verify DIR [--org-root HEX|KEYFILE]
+                                         check an export package offline (no configuration,
+                                         database or HSM): its signature, every file it lists,
+                                         and that it holds nothing else; exit status 1 if not
+                                         intact
   reports list [--since DATE]            delivery reports: messages a device received and
                                          rejected (bad signature, archive capsule mismatch, ...)
 
@@ -346,6 +352,38 @@ int VerifyCertFile(const Args& a) {
   return 0;
 }
 
+// `export verify`: reads only the package and the key file, if any.
+int VerifyExportPackage(const Args& a) {
+  if (a.positional.size() < 3) throw UsageError("missing DIR for 'export verify'");
+  Bytes pinned;
+  if (auto flag = a.Flag("org-root")) {
+    std::string text = *flag;  // hex, or a file holding PEM or hex
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(*flag, ec)) {
+      std::ifstream in(*flag, std::ios::binary);
+      std::ostringstream content;
+      content << in.rdbuf();
+      if (!in) return Fail(Status::NotFound("cannot read " + *flag));
+      text = content.str();
+    }
+    ASSIGN_OR_FAIL(key, gateway::ParseOrgRootKey(text));
+    pinned = key;
+  }
+  ASSIGN_OR_FAIL(report, archive::VerifyPackage(a.positional[2], pinned));
+  for (const auto& line : report.checked) std::cout << "ok       " << line << "\n";
+  for (const auto& line : report.problems) std::cout << "PROBLEM  " << line << "\n";
+  if (!report.intact()) {
+    std::cout << "export package NOT intact: " << report.problems.size() << " problem(s)\n";
+    return 1;
+  }
+  std::cout << "export package intact: request " << report.request_id << ", " << report.message_count
+            << " message(s), signed by org root key " << report.org_root_public_key
+            << (pinned.empty() ? " (named by the package itself: compare it with your copy, or pass --org-root)"
+                               : " (given with --org-root)")
+            << "\n";
+  return 0;
+}
+
 // Prints a bundle once it has verified as the JSON an auditor will read.
 int PrintBundle(const std::string& json) {
   auto parsed = archive::ParseProofBundle(json);
@@ -429,7 +467,7 @@ int RunWorker(const Args& a, const gateway::Config& config, archive::Connection&
       ASSIGN_OR_FAIL(pol, policy::Policy::Load(config.policy_file));
       auto summary = AuditHsm(compliance, "disclosure export",
                               archive::RunJob(conn, *token, pol, *job, worker,
-                                              static_cast<size_t>(config.hsm.sessions)),
+                                              static_cast<size_t>(config.hsm.sessions), config.org),
                               /*only_unavailable=*/true);
       if (summary.ok()) {
         std::cout << "job " << *job << ": exported " << summary->message_count << " message(s) to "
@@ -470,6 +508,9 @@ int Run(const Args& a) {
     return VerifyProofFile(a);
   }
   if (a.positional[0] == "verify-cert") return VerifyCertFile(a);
+  if (a.positional[0] == "export" && a.positional.size() > 1 && a.positional[1] == "verify") {
+    return VerifyExportPackage(a);
+  }
   if (a.positional[0] == "epoch" && a.positional.size() > 1 && a.positional[1] == "shred-verify") {
     return VerifyDeletionCertificateFile(a);
   }
@@ -734,7 +775,8 @@ int Run(const Args& a) {
       ASSIGN_OR_FAIL(token, AuditHsm(compliance, cmd + " " + sub, gateway::OpenToken(config)));
       ASSIGN_OR_FAIL(summary, AuditHsm(compliance, "disclosure export",
                                             archive::RunExport(conn, *token, pol, id, out, actor.name,
-                                                               static_cast<size_t>(config.hsm.sessions)),
+                                                               static_cast<size_t>(config.hsm.sessions),
+                                                               config.org),
                                             /*only_unavailable=*/true));
       std::cout << "exported " << summary.message_count << " message(s) to " << summary.out_dir << "\n"
                 << "manifest sha256 " << summary.manifest_sha256 << ", signed by the org root\n";

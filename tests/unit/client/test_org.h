@@ -11,26 +11,12 @@
 
 #include "holdfast/base/bytes.h"
 #include "holdfast/client/device.h"
+#include "holdfast/testing/p256_key.h"
 
 namespace holdfast::client::testing {
 
 // An ECDSA P-256 signing key.
-class P256Key {
- public:
-  P256Key();
-  ~P256Key();
-  P256Key(const P256Key&) = delete;
-  P256Key& operator=(const P256Key&) = delete;
-
-  const Bytes& public_key() const { return public_key_; }  // 65-byte uncompressed point
-  // ECDSA over SHA-256(message), 64 bytes r||s.
-  Bytes Sign(ByteView message) const;
-
- private:
-  struct Key;
-  std::unique_ptr<Key> key_;
-  Bytes public_key_;
-};
+using ::holdfast::testing::P256Key;
 
 // `master_signed` countersigned by `enrollment_key`, carrying `key_certificate`
 // (which need not vouch for that key: tests forge chains with it).

@@ -3,6 +3,8 @@
 //
 // An export package is a directory holding
 //   messages.jsonl  one JSON object per message, in storage order;
+//   conversations/  an EML digest and an HTML transcript per conversation,
+//   loadfile.dat    a Concordance load file (export_package.h);
 //   manifest.json   what was exported, why, under which policy, and the
 //                   SHA-256 and size of every other file;
 //   manifest.sig    hex of the org root's ECDSA P-256 P1363 signature over
@@ -70,7 +72,8 @@ struct ExportSummary {
 // messages that fail for reasons of their own, never an HSM outage.
 Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const policy::Policy& policy,
                                 int64_t request_id, const std::string& out_dir,
-                                const std::string& actor, size_t hsm_workers = 4);
+                                const std::string& actor, size_t hsm_workers = 4,
+                                const std::string& org = "");
 
 // ------------------------------------------------------------------ jobs
 //
@@ -125,6 +128,7 @@ Result<std::optional<int64_t>> ClaimJob(Connection& conn, const std::string& wor
 // recorded in the job; kUnavailable (database or HSM down) leaves the job
 // running so that it resumes from its checkpoint.
 Result<ExportSummary> RunJob(Connection& conn, hsm::Token& token, const policy::Policy& policy,
-                             int64_t job_id, const std::string& worker, size_t hsm_workers = 4);
+                             int64_t job_id, const std::string& worker, size_t hsm_workers = 4,
+                             const std::string& org = "");
 
 }  // namespace holdfast::archive

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace holdfast {
 
@@ -17,5 +19,12 @@ enum class TimePrecision {
 
 // ISO-8601 in UTC. Negative times (before 1970) are handled.
 std::string FormatUtc(int64_t ms, TimePrecision precision);
+
+// Parses what FormatUtc writes with kSeconds or kMillis
+// ("2026-01-01T10:00:00Z", "2026-01-01T10:00:00.123Z"); nothing else.
+std::optional<int64_t> ParseUtc(std::string_view text);
+
+// RFC 5322 section 3.3 date-time in UTC: "Thu, 01 Jan 2026 10:00:00 +0000".
+std::string FormatRfc5322(int64_t ms);
 
 }  // namespace holdfast
