@@ -79,12 +79,6 @@ void Total(RetentionSweepReport& report) {
   }
 }
 
-std::string Int64Array(const std::vector<int64_t>& v) {
-  std::string out = "[";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
-  return out + "]";
-}
-
 // The audit detail of a sweep: counts per class, as JSON objects in order.
 std::string AuditDetail(const RetentionSweepReport& report, const SweepRow& row,
                         bool interrupted) {
@@ -107,7 +101,7 @@ std::string AuditDetail(const RetentionSweepReport& report, const SweepRow& row,
       .Int("deliveries_deleted", static_cast<int64_t>(report.deliveries_deleted))
       .Int("kept_by_hold", static_cast<int64_t>(report.kept_by_hold))
       .Raw("classes", classes)
-      .Raw("hold_ids", Int64Array(report.hold_ids));
+      .Raw("hold_ids", internal::JsonInt64Array(report.hold_ids));
   if (!row.resumed_by.empty()) {
     detail.String("started_by", row.actor)
         .Raw("resumed_by", internal::JsonStringArray(row.resumed_by));
@@ -116,8 +110,8 @@ std::string AuditDetail(const RetentionSweepReport& report, const SweepRow& row,
   return detail.str();
 }
 
-// Writes the row's counts and cursor (inserting it if new), in the caller's
-// transaction.
+// Writes the row's counts and cursor (inserting the row first if new), in
+// the caller's transaction.
 Status SaveRow(Connection::Impl& c, SweepRow& row, const RetentionSweepReport& report) {
   std::vector<std::string> names;
   std::vector<int64_t> deleted;
@@ -128,25 +122,12 @@ Status SaveRow(Connection::Impl& c, SweepRow& row, const RetentionSweepReport& r
     kept.push_back(static_cast<int64_t>(k.kept_by_hold));
   }
   if (row.sweep_id == 0) {
-    HF_ASSIGN_OR_RETURN(
-        auto r, Exec(c,
-                     "INSERT INTO retention_sweeps (actor, policy_version, cursor_epoch,"
-                     " cursor_envelope_id, examined, deliveries_deleted, classes, deleted,"
-                     " kept_by_hold, hold_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                     " RETURNING sweep_id",
-                     Params()
-                         .Text(row.actor)
-                         .Text(report.policy_version)
-                         .Int8(row.cursor_epoch)
-                         .Int8(row.cursor_envelope_id)
-                         .Int8(static_cast<int64_t>(report.examined))
-                         .Int8(static_cast<int64_t>(report.deliveries_deleted))
-                         .TextArray(names)
-                         .Int8Array(deleted)
-                         .Int8Array(kept)
-                         .Int8Array(report.hold_ids)));
+    HF_ASSIGN_OR_RETURN(auto r, Exec(c,
+                                     "INSERT INTO retention_sweeps (actor, policy_version,"
+                                     " cursor_epoch, cursor_envelope_id) VALUES ($1, $2, 0, 0)"
+                                     " RETURNING sweep_id",
+                                     Params().Text(row.actor).Text(report.policy_version)));
     row.sweep_id = r.Int(0, 0);
-    return Status::Ok();
   }
   return Exec(c,
               "UPDATE retention_sweeps SET cursor_epoch = $2, cursor_envelope_id = $3,"

@@ -92,12 +92,6 @@ Bytes HoldInfo(ByteView message_id) {
 
 ByteView View(const std::string& s) { return AsBytes(s); }
 
-std::string Int64Array(const std::vector<int64_t>& v) {
-  std::string out = "[";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
-  return out + "]";
-}
-
 Status Malformed(std::string_view what) {
   return Status::InvalidArgument("malformed " + std::string(what));
 }
@@ -705,7 +699,7 @@ Result<DeletionCertificate> ShredEpoch(Connection& conn, hsm::Token& token,
                                          .Int("epoch_id", epoch_id)
                                          .Int("rewrapped", static_cast<int64_t>(capsules.size()))
                                          .Int("held", static_cast<int64_t>(held.envelopes.size()))
-                                         .Raw("hold_ids", Int64Array(row->hold_ids))
+                                         .Raw("hold_ids", internal::JsonInt64Array(row->hold_ids))
                                          .String("policy_version", policy.version())
                                          .str()));
       HF_RETURN_IF_ERROR(tx.Commit());
@@ -768,7 +762,7 @@ Result<DeletionCertificate> ShredEpoch(Connection& conn, hsm::Token& token,
             .Int("envelopes_deleted", deleted)
             .Int("envelopes_rewrapped", static_cast<int64_t>(rewrapped.size()))
             .Int("envelopes_retained_unwrapped", static_cast<int64_t>(retained_unwrapped))
-            .Raw("hold_ids", Int64Array(locked->hold_ids))
+            .Raw("hold_ids", internal::JsonInt64Array(locked->hold_ids))
             .Int("destroyed_at_ms", locked->destroyed_at_ms)
             .Raw("approvers", internal::JsonStringArray(approvers))
             .String("executed_by", actor)
