@@ -102,7 +102,7 @@ std::string AuditDetail(const RetentionSweepReport& report, const SweepRow& row,
       .Int("kept_by_hold", static_cast<int64_t>(report.kept_by_hold))
       .Raw("classes", classes)
       .Raw("hold_ids", internal::JsonInt64Array(report.hold_ids));
-  if (!row.resumed_by.empty()) {
+  if (!row.resumed_by.empty() || interrupted) {
     detail.String("started_by", row.actor)
         .Raw("resumed_by", internal::JsonStringArray(row.resumed_by));
   }
@@ -252,9 +252,10 @@ class Sweep {
   Result<RetentionSweepReport> Run();
 
  private:
-  // One batch of up to batch_size envelopes of `epoch` after `after`, in
-  // one transaction; `last` is the sweep's final batch. Returns how many
-  // envelopes it examined and the last one's id.
+  // One batch of up to batch_size envelopes of `epoch` with ids above
+  // `after`, in one transaction. A batch of the last epoch that finds fewer
+  // than batch_size is the sweep's last: it completes the sweep's row and
+  // audits it. Returns how many envelopes it examined and the last one's id.
   Result<std::pair<int, int64_t>> Batch(uint32_t epoch, int64_t after, bool last_epoch);
   // Re-reads the held envelopes if the active holds changed since.
   Status RefreshHeld();

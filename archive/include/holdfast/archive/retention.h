@@ -53,8 +53,7 @@ struct RetentionSweepReport {
   // Envelopes examined (sent before examined_before_ms, outside the held
   // partition). Of a continued sweep, those of every run.
   uint64_t examined = 0;
-  // Every class of the policy, in the policy's order, then any class only
-  // an interrupted run under the same policy version counted (none).
+  // Every class of the policy, in the policy's order.
   std::vector<RetentionClassCount> classes;
   uint64_t deleted = 0;             // sum over classes
   uint64_t kept_by_hold = 0;        // sum over classes
