@@ -101,6 +101,16 @@ std::string JsonStringArray(const std::vector<std::string>& items) {
   return out;
 }
 
+std::string JsonInt64Array(const std::vector<int64_t>& items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    out += std::to_string(items[i]);
+  }
+  out.push_back(']');
+  return out;
+}
+
 void JsonObject::Key(std::string_view key) {
   if (body_.size() > 1) body_.push_back(',');
   body_ += JsonString(key);

@@ -12,6 +12,7 @@ namespace holdfast::archive::internal {
 // output is always valid JSON.
 std::string JsonString(std::string_view s);
 std::string JsonStringArray(const std::vector<std::string>& items);
+std::string JsonInt64Array(const std::vector<int64_t>& items);
 
 // `s` with every invalid UTF-8 byte and every NUL replaced by U+FFFD, cut at
 // a character boundary to at most `max_bytes`: text PostgreSQL accepts.

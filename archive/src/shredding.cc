@@ -21,6 +21,7 @@
 
 #include "audit.h"
 #include "hold_capsule.h"
+#include "holds.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/base/time.h"
 #include "holdfast/hsm/token.h"
@@ -91,12 +92,6 @@ Bytes HoldInfo(ByteView message_id) {
 
 ByteView View(const std::string& s) { return AsBytes(s); }
 
-std::string Int64Array(const std::vector<int64_t>& v) {
-  std::string out = "[";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
-  return out + "]";
-}
-
 Status Malformed(std::string_view what) {
   return Status::InvalidArgument("malformed " + std::string(what));
 }
@@ -134,26 +129,19 @@ struct HeldEnvelopes {
   std::vector<int64_t> hold_ids;                // holds that cover at least one
 };
 
-// The envelopes of the epoch that an active legal hold covers, with the
-// scope the disclosure export uses (Store::EnvelopesOfCustodian): sent by,
-// addressed to, or delivered to the custodian within the hold's range.
+// The envelopes of the epoch that an active legal hold covers
+// (internal::ForEachHeldEnvelope, the rule the retention sweep uses too).
 Result<HeldEnvelopes> HeldEnvelopesOfEpoch(Connection& conn, uint32_t epoch_id) {
-  HF_ASSIGN_OR_RETURN(auto holds, Exec(conn.impl(),
-                                       "SELECT hold_id, custodian, hf_ms(from_at), hf_ms(to_at)"
-                                       " FROM holds WHERE state = 'active' ORDER BY hold_id"));
-  Store store(conn);
   HeldEnvelopes held;
-  for (int i = 0; i < holds.rows(); ++i) {
-    HF_ASSIGN_OR_RETURN(auto found, store.EnvelopesOfCustodian(holds.Text(i, 1), holds.Int(i, 2),
-                                                               holds.Int(i, 3)));
-    bool covers = false;
-    for (StoredEnvelope& e : found) {
-      if (e.epoch_id != epoch_id) continue;
-      covers = true;
-      held.envelopes.emplace(e.envelope_id, std::move(e));
-    }
-    if (covers) held.hold_ids.push_back(holds.Int(i, 0));
-  }
+  HF_RETURN_IF_ERROR(internal::ForEachHeldEnvelope(
+      conn, std::nullopt, [&](int64_t hold_id, StoredEnvelope&& e) {
+        if (e.epoch_id != epoch_id) return Status::Ok();
+        if (held.hold_ids.empty() || held.hold_ids.back() != hold_id) {
+          held.hold_ids.push_back(hold_id);
+        }
+        held.envelopes.emplace(e.envelope_id, std::move(e));
+        return Status::Ok();
+      }));
   return held;
 }
 
@@ -711,7 +699,7 @@ Result<DeletionCertificate> ShredEpoch(Connection& conn, hsm::Token& token,
                                          .Int("epoch_id", epoch_id)
                                          .Int("rewrapped", static_cast<int64_t>(capsules.size()))
                                          .Int("held", static_cast<int64_t>(held.envelopes.size()))
-                                         .Raw("hold_ids", Int64Array(row->hold_ids))
+                                         .Raw("hold_ids", internal::JsonInt64Array(row->hold_ids))
                                          .String("policy_version", policy.version())
                                          .str()));
       HF_RETURN_IF_ERROR(tx.Commit());
@@ -774,7 +762,7 @@ Result<DeletionCertificate> ShredEpoch(Connection& conn, hsm::Token& token,
             .Int("envelopes_deleted", deleted)
             .Int("envelopes_rewrapped", static_cast<int64_t>(rewrapped.size()))
             .Int("envelopes_retained_unwrapped", static_cast<int64_t>(retained_unwrapped))
-            .Raw("hold_ids", Int64Array(locked->hold_ids))
+            .Raw("hold_ids", internal::JsonInt64Array(locked->hold_ids))
             .Int("destroyed_at_ms", locked->destroyed_at_ms)
             .Raw("approvers", internal::JsonStringArray(approvers))
             .String("executed_by", actor)

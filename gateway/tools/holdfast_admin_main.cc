@@ -32,6 +32,7 @@
 #include "holdfast/archive/disclosure.h"
 #include "holdfast/archive/export_package.h"
 #include "holdfast/archive/officer_accounts.h"
+#include "holdfast/archive/retention.h"
 #include "holdfast/archive/shredding.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/base/time.h"
@@ -120,6 +121,15 @@ Worker (holds the archive token; run one or more beside the gateway):
                                          audit tree head every MINUTES (60) and when asked;
                                          --once: do what is waiting, then exit
 
+Retention (per-class deletion; legal holds win):
+  retention sweep [--dry-run] [--as NAME]
+                                         delete every envelope whose retention class has run
+                                         out and that no active hold covers; a table per class
+                                         (daily from a timer, audited as system:retention
+                                         unless --as names an officer)
+  retention report                       what a sweep would delete now, per class, and what
+                                         holds keep (the same as sweep --dry-run)
+
 Audit log (an RFC 6962 Merkle tree; tree heads signed by the org root in the HSM):
   audit list                             print every entry
   audit heads                            print the signed tree heads
@@ -167,7 +177,7 @@ Args ParseArgs(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string s = argv[i];
     if (s.rfind("--", 0) == 0) {
-      if (s == "--help" || s == "--json" || s == "--once") {
+      if (s == "--help" || s == "--json" || s == "--once" || s == "--dry-run") {
         a.flags[s.substr(2)] = "";
         continue;
       }
@@ -497,6 +507,40 @@ int RunWorker(const Args& a, const gateway::Config& config, archive::Connection&
     for (const std::string& payload : *notes) sign_asked |= payload == "sign_head";
   }
   return 0;
+// `retention sweep` and `retention report`: one line per class.
+std::string RenderRetention(const archive::RetentionSweepReport& r) {
+  std::ostringstream out;
+  out << (r.dry_run ? "retention report (dry run, nothing deleted)" : "retention sweep") << " under policy "
+      << r.policy_version << "\n";
+  if (r.classes.empty()) {
+    out << "the policy has no retention section: every message is kept\n";
+    return out.str();
+  }
+  out << "examined " << r.examined << " envelope(s) sent before " << FormatMs(r.examined_before_ms)
+      << (r.resumed ? " (continuing an interrupted sweep)" : "") << "\n";
+  char line[160];
+  std::snprintf(line, sizeof line, "%-24s %6s %14s %13s\n", "class", "days",
+                r.dry_run ? "would delete" : "deleted", "kept by hold");
+  out << line;
+  for (const auto& c : r.classes) {
+    std::snprintf(line, sizeof line, "%-24s %6d %14llu %13llu\n", c.retention_class.c_str(), c.days,
+                  static_cast<unsigned long long>(c.deleted), static_cast<unsigned long long>(c.kept_by_hold));
+    out << line;
+  }
+  std::snprintf(line, sizeof line, "%-24s %6s %14llu %13llu\n", "total", "", static_cast<unsigned long long>(r.deleted),
+                static_cast<unsigned long long>(r.kept_by_hold));
+  out << line;
+  if (!r.hold_ids.empty()) {
+    out << "kept by hold(s):";
+    for (int64_t id : r.hold_ids) out << " " << id;
+    out << "\n";
+  }
+  if (r.unclassified > 0) out << r.unclassified << " envelope(s) of unknown conversations kept\n";
+  if (!r.dry_run) {
+    out << r.deliveries_deleted << " deliveries deleted\n";
+    if (r.sweep_id != 0) out << "recorded as sweep " << r.sweep_id << " (audit: retention.sweep)\n";
+  }
+  return out.str();
 }
 
 int Run(const Args& a) {
@@ -657,6 +701,18 @@ int Run(const Args& a) {
               << cert.envelopes_rewrapped << " re-wrapped for legal hold\n"
               << "deletion certificate: " << config.export_dir << "/"
               << archive::DeletionCertificateFileName(epoch_id) << "\n";
+    return 0;
+  }
+  if (cmd == "retention" && (sub == "sweep" || sub == "report")) {
+    ASSIGN_OR_FAIL(pol, policy::Policy::Load(config.policy_file));
+    archive::RetentionSweepOptions options;
+    options.dry_run = sub == "report" || a.flags.count("dry-run") > 0;
+    if (a.Flag("as")) {
+      ASSIGN_OR_FAIL(officer, Actor(compliance, a));
+      options.actor = officer.name;
+    }
+    ASSIGN_OR_FAIL(report, archive::SweepRetention(conn, pol, NowMs(), options));
+    std::cout << RenderRetention(report);
     return 0;
   }
   if (cmd == "user" && (sub == "add" || sub == "enroll")) {

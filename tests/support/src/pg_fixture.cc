@@ -1,5 +1,7 @@
 #include "holdfast/testing/pg_fixture.h"
 
+#include <libpq-fe.h>
+
 #include <memory>
 
 namespace holdfast::testing {
@@ -41,6 +43,20 @@ void PostgresTest::SetUp() {
   auto info = pg->CreateFreshDatabase();
   ASSERT_TRUE(info.ok()) << info.status().ToString();
   conninfo_ = *info;
+}
+
+int64_t PostgresTest::Count(const std::string& sql) {
+  PGconn* c = PQconnectdb(conninfo_.c_str());
+  PGresult* r = PQexec(c, sql.c_str());
+  int64_t n = -1;
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+    n = std::stoll(PQgetvalue(r, 0, 0));
+  } else {
+    ADD_FAILURE() << sql << ": " << PQerrorMessage(c);
+  }
+  PQclear(r);
+  PQfinish(c);
+  return n;
 }
 
 }  // namespace holdfast::testing

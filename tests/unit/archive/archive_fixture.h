@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <optional>
 
 #include "holdfast/archive/database.h"
@@ -31,6 +32,12 @@ class ArchiveTest : public holdfast::testing::PostgresTest {
     ASSERT_TRUE(other.ok()) << other.status().ToString();
     Status s = other->Execute(sql);
     ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+
+  // Deliveries whose envelope is gone; any deletion must leave none.
+  int64_t OrphanDeliveries() {
+    return Count("SELECT count(*) FROM deliveries d LEFT JOIN envelopes e USING (envelope_id)"
+                 " WHERE e.envelope_id IS NULL");
   }
 
   std::optional<Connection> conn_;

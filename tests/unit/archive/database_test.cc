@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <string>
 #include <thread>
 
 #include "archive_fixture.h"
@@ -27,16 +30,21 @@ TEST_F(DatabaseTest, MigrateIsIdempotent) {
   ASSERT_TRUE(Migrate(conn()).ok());
   EXPECT_TRUE(*store.UserExists("alice"));
 
-  auto other = Connection::Open(conninfo());
-  ASSERT_TRUE(other.ok());
-  ASSERT_TRUE(other->Execute("CREATE TABLE applied AS SELECT version FROM schema_migrations").ok());
-  // Every embedded migration is recorded once, in order from 1.
-  EXPECT_TRUE(other->Execute("DO $$ BEGIN"
-                             " IF (SELECT count(*) <> max(version) OR min(version) <> 1"
-                             "     FROM applied) THEN RAISE EXCEPTION 'gap'; END IF;"
-                             " IF (SELECT count(*) FROM applied) < 2 THEN"
-                             "   RAISE EXCEPTION 'too few'; END IF; END $$")
-                  .ok());
+  // Every embedded migration (one per archive/migrations/*.sql) is recorded
+  // once, from 1. Versions are taken by parallel branches, so a branch may
+  // have gaps until the others land.
+  int64_t files = 0;
+  int64_t highest = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(HOLDFAST_SOURCE_DIR "/archive/migrations")) {
+    if (entry.path().extension() != ".sql") continue;
+    ++files;
+    highest = std::max<int64_t>(highest, std::stoll(entry.path().filename().string()));
+  }
+  ASSERT_GE(files, 2);
+  EXPECT_EQ(Count("SELECT count(DISTINCT version) FROM schema_migrations"), files);
+  EXPECT_EQ(Count("SELECT min(version) FROM schema_migrations"), 1);
+  EXPECT_EQ(Count("SELECT max(version) FROM schema_migrations"), highest);
 }
 
 TEST_F(DatabaseTest, FreshDatabaseMigratesFromConcurrentProcesses) {

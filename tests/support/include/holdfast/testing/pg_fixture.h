@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
 
 #include "holdfast/testing/pg_cluster.h"
@@ -24,6 +25,10 @@ class PostgresTest : public ::testing::Test {
 
   TempPostgres& cluster() { return *SharedPostgres(); }
   const std::string& conninfo() const { return conninfo_; }
+  // The one value `sql` returns (one row, first column) as a number, read
+  // on a separate connection, as an operator with direct database access
+  // would. On any error: a test failure and -1.
+  int64_t Count(const std::string& sql);
 
  private:
   std::string conninfo_;
