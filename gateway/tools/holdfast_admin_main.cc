@@ -507,6 +507,8 @@ int RunWorker(const Args& a, const gateway::Config& config, archive::Connection&
     for (const std::string& payload : *notes) sign_asked |= payload == "sign_head";
   }
   return 0;
+}
+
 // `retention sweep` and `retention report`: one line per class.
 std::string RenderRetention(const archive::RetentionSweepReport& r) {
   std::ostringstream out;
