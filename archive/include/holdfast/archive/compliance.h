@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "holdfast/archive/audit_tree.h"
@@ -48,7 +49,13 @@ struct DisclosureRecord {
   std::string state;         // pending | approved | denied | exported
   std::string decision_rule;
   std::string policy_version;
+  // history_restore only: the 16-byte id of the device the custodian's
+  // history is restored to; empty for every other purpose.
+  Bytes target_device;
 };
+
+// The purpose of a history restore (history_restore.h).
+inline constexpr std::string_view kHistoryRestorePurpose = "history_restore";
 
 struct ApprovalRecord {
   std::string officer;
@@ -70,6 +77,9 @@ class Compliance {
                           int64_t to_ms, const std::string& actor);
   Result<std::vector<HoldRecord>> HoldsOfCase(int64_t case_id);
 
+  // kInvalidArgument unless target_device is 16 bytes for a history_restore
+  // and empty for any other purpose. Whether the device may receive the
+  // history is checked when the restore runs.
   Result<int64_t> FileDisclosure(const DisclosureRecord& request);
   Result<DisclosureRecord> GetDisclosure(int64_t request_id);
   Status RecordApproval(int64_t request_id, const ApprovalRecord& approval);
