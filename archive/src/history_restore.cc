@@ -288,7 +288,7 @@ Status Complete(Connection& conn, const DisclosureRecord& request, const std::st
   HF_RETURN_IF_ERROR(Exec(c, "SELECT pg_notify($1, $2)",
                           Params()
                               .Text(kRestoreChannel)
-                              .Text(std::to_string(request_id)))
+                              .Text(std::string(kRestorePayload) + std::to_string(request_id)))
                          .status());
   return tx.Commit();
 }

@@ -27,9 +27,12 @@ class Token;
 
 namespace holdfast::archive {
 
-// The channel a completed restore notifies (payload: the request id), so
-// that gateways push its notices to devices that are online.
+// The channel a completed restore notifies, with payload kRestorePayload
+// followed by the request id, so that gateways push its notices to devices
+// that are online. (Gateway node ids, the outbox channel's payloads, cannot
+// contain ':', so a listener on both channels tells them apart.)
 inline constexpr std::string_view kRestoreChannel = "holdfast_restore";
+inline constexpr std::string_view kRestorePayload = "restore:";
 
 struct RestoreSummary {
   int64_t request_id = 0;
