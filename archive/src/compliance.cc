@@ -38,7 +38,8 @@ Status RequireNonEmpty(std::string_view value, std::string_view what) {
 
 constexpr std::string_view kDisclosureColumns =
     "request_id, coalesce(case_id, 0), purpose, custodians, hf_ms(from_at), hf_ms(to_at),"
-    " legal_reference, requester, state, decision_rule, policy_version, conversations";
+    " legal_reference, requester, state, decision_rule, policy_version, conversations,"
+    " coalesce(target_device, ''::bytea)";
 
 constexpr std::string_view kCaseColumns =
     "case_id, title, legal_reference, opened_by, state, hf_ms(opened_at),"
@@ -96,6 +97,7 @@ DisclosureRecord DisclosureFromRow(const PgResult& r, int row) {
   d.decision_rule = r.Text(row, 9);
   d.policy_version = r.Text(row, 10);
   d.conversations = r.TextArray(row, 11);
+  d.target_device = r.Bytea(row, 12);
   return d;
 }
 
@@ -124,6 +126,7 @@ Bytes ScopeDigest(const DisclosureRecord& request) {
   field(std::to_string(request.from_ms));
   field(std::to_string(request.to_ms));
   field(request.legal_reference);
+  field(ToHex(request.target_device));
   return protocol::Sha256(AsBytes(encoded));
 }
 
@@ -459,6 +462,13 @@ Result<int64_t> Compliance::FileDisclosure(const DisclosureRecord& request) {
     HF_RETURN_IF_ERROR(RequireNonEmpty(conversation, "conversation id"));
   }
   if (request.from_ms >= request.to_ms) return Status::InvalidArgument("time range is empty");
+  if (request.purpose == kHistoryRestorePurpose) {
+    if (request.target_device.size() != 16) {
+      return Status::InvalidArgument("a history_restore request names its target device (16 bytes)");
+    }
+  } else if (!request.target_device.empty()) {
+    return Status::InvalidArgument("only a history_restore request names a target device");
+  }
   Connection::Impl& c = conn_.impl();
   HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
   Params p;
@@ -474,10 +484,15 @@ Result<int64_t> Compliance::FileDisclosure(const DisclosureRecord& request) {
       .Text(request.legal_reference)
       .Text(request.requester)
       .TextArray(request.conversations);
+  if (request.target_device.empty()) {
+    p.Null(internal::kByteaOid);
+  } else {
+    p.Bytea(request.target_device);
+  }
   auto r = Exec(c,
                 "INSERT INTO disclosure_requests (case_id, purpose, custodians, from_at, to_at,"
-                " legal_reference, requester, conversations)"
-                " VALUES ($1, $2, $3, hf_ts($4), hf_ts($5), $6, $7, $8) RETURNING request_id",
+                " legal_reference, requester, conversations, target_device)"
+                " VALUES ($1, $2, $3, hf_ts($4), hf_ts($5), $6, $7, $8, $9) RETURNING request_id",
                 p);
   if (!r.ok()) {
     if (r.status().code() == Code::kNotFound) {
@@ -486,17 +501,17 @@ Result<int64_t> Compliance::FileDisclosure(const DisclosureRecord& request) {
     return r.status();
   }
   int64_t request_id = r->Int(0, 0);
-  HF_RETURN_IF_ERROR(AppendAudit(c, request.requester, "disclosure.file",
-                                 JsonObject()
-                                     .Int("request_id", request_id)
-                                     .Int("case_id", request.case_id)
-                                     .String("purpose", request.purpose)
-                                     .Raw("custodians", internal::JsonStringArray(request.custodians))
-                                     .Raw("conversations", internal::JsonStringArray(request.conversations))
-                                     .Int("from_ms", request.from_ms)
-                                     .Int("to_ms", request.to_ms)
-                                     .String("legal_reference", request.legal_reference)
-                                     .str()));
+  JsonObject detail;
+  detail.Int("request_id", request_id)
+      .Int("case_id", request.case_id)
+      .String("purpose", request.purpose)
+      .Raw("custodians", internal::JsonStringArray(request.custodians))
+      .Raw("conversations", internal::JsonStringArray(request.conversations))
+      .Int("from_ms", request.from_ms)
+      .Int("to_ms", request.to_ms)
+      .String("legal_reference", request.legal_reference);
+  if (!request.target_device.empty()) detail.String("target_device", ToHex(request.target_device));
+  HF_RETURN_IF_ERROR(AppendAudit(c, request.requester, "disclosure.file", detail.str()));
   HF_RETURN_IF_ERROR(tx.Commit());
   return request_id;
 }

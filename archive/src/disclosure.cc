@@ -19,6 +19,7 @@
 #include <string_view>
 
 #include "audit.h"
+#include "disclosure_internal.h"
 #include "hold_capsule.h"
 #include "package_file.h"
 #include "holdfast/archive/export_package.h"
@@ -30,6 +31,7 @@
 #include "holdfast/protocol/labels.h"
 #include "holdfast/protocol/primitives.h"
 #include "json.h"
+#include "parallel_ecdh.h"
 #include "pg.h"
 
 namespace holdfast::archive {
@@ -41,6 +43,11 @@ using internal::Transaction;
 using internal::ErrnoMessage;
 using internal::PackageFile;
 using internal::SyncDirectory;
+using internal::AuditFailure;
+using internal::AuditRefusal;
+using internal::AuditStart;
+using internal::JoinReasons;
+using internal::ReasonsJson;
 
 namespace fs = std::filesystem;
 
@@ -55,13 +62,6 @@ constexpr std::string_view kSignatureFile = "manifest.sig";
 
 
 
-std::string JoinReasons(const policy::Decision& d) {
-  std::string out;
-  for (const std::string& r : d.reasons) out += (out.empty() ? "" : "; ") + r;
-  return out;
-}
-
-std::string ReasonsJson(const policy::Decision& d) { return internal::JsonStringArray(d.reasons); }
 
 // One line of messages.jsonl; opening failures are recorded in the line
 // rather than dropped, so the package accounts for every stored envelope.
@@ -96,37 +96,23 @@ class Exporter {
       if (!epoch_public.ok()) continue;
       jobs.push_back(Job{stored->envelope_id, std::move(parsed).value(), *epoch_public});
     }
+    std::vector<internal::EcdhJob> ecdh;
+    ecdh.reserve(jobs.size());
+    for (const Job& job : jobs) {
+      ecdh.push_back({job.parsed.content.archive().epoch_id(),
+                      AsBytes(job.parsed.content.archive().enc())});
+    }
     std::vector<std::optional<Result<std::string>>> results(jobs.size());
-    std::atomic<size_t> next{0};
-    std::mutex fatal_mu;
-    Status fatal;
-    auto work = [&] {
-      for (size_t i = next++; i < jobs.size(); i = next++) {
-        const Job& job = jobs[i];
-        auto dh = token_.DeriveEcdh(job.parsed.content.archive().epoch_id(),
-                                    AsBytes(job.parsed.content.archive().enc()));
-        if (!dh.ok()) {
-          if (dh.status().code() == Code::kUnavailable) {
-            std::lock_guard lock(fatal_mu);
-            if (fatal.ok()) fatal = dh.status();
-            next = jobs.size();  // stops the other workers early
+    HF_RETURN_IF_ERROR(internal::ParallelEcdh(
+        token_, ecdh, workers_, [&](size_t i, Result<SecretBytes> dh) {
+          if (!dh.ok()) return;  // kNotFound and the like: Export decides
+          auto message = protocol::OpenWithArchiveDh(jobs[i].parsed, dh->view(), *jobs[i].epoch_public);
+          if (message.ok()) {
+            results[i] = std::move(message->text);
+          } else {
+            results[i] = message.status();
           }
-          continue;  // kNotFound and the like: Export decides
-        }
-        auto message = protocol::OpenWithArchiveDh(job.parsed, dh->view(), *job.epoch_public);
-        if (message.ok()) {
-          results[i] = std::move(message->text);
-        } else {
-          results[i] = message.status();
-        }
-      }
-    };
-    std::vector<std::thread> threads;
-    const size_t count = std::min(workers_, jobs.size());
-    for (size_t t = 1; t < count; ++t) threads.emplace_back(work);
-    work();
-    for (std::thread& thread : threads) thread.join();
-    HF_RETURN_IF_ERROR(fatal.WithContext("HSM"));
+        }));
     for (size_t i = 0; i < jobs.size(); ++i) {
       if (results[i]) prefetched_.emplace(jobs[i].envelope_id, std::move(*results[i]));
     }
@@ -240,11 +226,23 @@ class Exporter {
   Status fatal_;
 };
 
+}  // namespace
+
+namespace internal {
+
+std::string JoinReasons(const policy::Decision& d) {
+  std::string out;
+  for (const std::string& r : d.reasons) out += (out.empty() ? "" : "; ") + r;
+  return out;
+}
+
+std::string ReasonsJson(const policy::Decision& d) { return internal::JsonStringArray(d.reasons); }
+
 Status AuditRefusal(Connection& conn, int64_t request_id, const std::string& actor,
-                    const policy::Decision& d) {
+                    const policy::Decision& d, std::string_view action) {
   Connection::Impl& c = conn.impl();
   HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
-  HF_RETURN_IF_ERROR(internal::AppendAudit(c, actor, "disclosure.export_refused",
+  HF_RETURN_IF_ERROR(internal::AppendAudit(c, actor, action,
                                            JsonObject()
                                                .Int("request_id", request_id)
                                                .String("verdict", policy::VerdictName(d.verdict))
@@ -255,14 +253,15 @@ Status AuditRefusal(Connection& conn, int64_t request_id, const std::string& act
   return tx.Commit();
 }
 
-// Recorded, and committed, before the first capsule is opened: plaintext
-// never exists, not even in a partial package after a crash, without an
-// audit event saying who started decrypting what under which decision.
+// Recorded, and committed, before the first capsule is opened: no content
+// key or plaintext exists, not even in a partial package after a crash,
+// without an audit event saying who started opening what under which
+// decision.
 Status AuditStart(Connection& conn, int64_t request_id, const std::string& actor,
-                  const policy::Decision& d, size_t envelopes) {
+                  const policy::Decision& d, size_t envelopes, std::string_view action) {
   Connection::Impl& c = conn.impl();
   HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
-  HF_RETURN_IF_ERROR(internal::AppendAudit(c, actor, "disclosure.export_started",
+  HF_RETURN_IF_ERROR(internal::AppendAudit(c, actor, action,
                                            JsonObject()
                                                .Int("request_id", request_id)
                                                .String("rule", d.rule)
@@ -272,13 +271,13 @@ Status AuditStart(Connection& conn, int64_t request_id, const std::string& actor
   return tx.Commit();
 }
 
-// A started export that failed: nothing was handed out, and the trail says
-// why after its export_started.
+// A started export or restore that failed: the trail says why after its
+// start event.
 Status AuditFailure(Connection& conn, int64_t request_id, const std::string& actor,
-                    const Status& error) {
+                    const Status& error, std::string_view action) {
   Connection::Impl& c = conn.impl();
   HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
-  HF_RETURN_IF_ERROR(internal::AppendAudit(c, actor, "disclosure.export_failed",
+  HF_RETURN_IF_ERROR(internal::AppendAudit(c, actor, action,
                                            JsonObject()
                                                .Int("request_id", request_id)
                                                .String("error", error.ToString())
@@ -286,7 +285,7 @@ Status AuditFailure(Connection& conn, int64_t request_id, const std::string& act
   return tx.Commit();
 }
 
-}  // namespace
+}  // namespace internal
 
 Result<policy::DisclosureFacts> DisclosureFactsOf(Connection& conn, int64_t request_id) {
   Compliance compliance(conn);
@@ -458,7 +457,7 @@ Result<int64_t> InsertJob(Connection& conn, const policy::Policy& policy, int64_
   if (auto blocked = ExportBlocked(decision, request.purpose)) {
     policy::Decision refused = decision;
     if (decision.verdict == policy::Verdict::kAllow) refused.reasons.insert(refused.reasons.begin(), *blocked);
-    HF_RETURN_IF_ERROR(AuditRefusal(conn, request_id, actor, refused));
+    HF_RETURN_IF_ERROR(AuditRefusal(conn, request_id, actor, refused, "disclosure.export_refused"));
     return Status::FailedPrecondition("export of request " + std::to_string(request_id) +
                                       " refused (" + *blocked + ")");
   }
@@ -772,7 +771,8 @@ Result<ExportSummary> RunJob(Connection& conn, hsm::Token& token, const policy::
                                .Int("after_envelope_id", checkpoint.envelope_id)
                                .str()));
     } else {
-      HF_RETURN_IF_ERROR(AuditStart(conn, job.request_id, actor, summary.decision, envelopes.size()));
+      HF_RETURN_IF_ERROR(AuditStart(conn, job.request_id, actor, summary.decision, envelopes.size(),
+                                    "disclosure.export_started"));
     }
     HF_ASSIGN_OR_RETURN(PackageFile messages,
                         PackageFile::Resume(work_dir / kMessagesFile, checkpoint.bytes));

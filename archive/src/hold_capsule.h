@@ -1,5 +1,6 @@
 // Opening archived envelopes whose epoch key may have been crypto-shredded,
-// shared by the disclosure export and the shredding ceremony.
+// shared by the disclosure export, the history restore and the shredding
+// ceremony.
 #pragma once
 
 #include "holdfast/archive/store.h"
@@ -22,6 +23,17 @@ namespace holdfast::archive::internal {
 Result<protocol::OpenedMessage> OpenArchived(Store& store, hsm::Token& token,
                                              const protocol::ParsedEnvelope& parsed,
                                              ByteView epoch_public);
+
+// OpenArchived without decrypting the body: the CEK, checked against the
+// archive capsule (recomputed and compared byte for byte) on either path.
+Result<SecretBytes> RecoverArchivedCek(Store& store, hsm::Token& token,
+                                       const protocol::ParsedEnvelope& parsed,
+                                       ByteView epoch_public);
+
+// The CEK of an envelope whose epoch key is gone, from its hold capsule.
+// kFailedPrecondition if it has none.
+Result<SecretBytes> CekOfShredded(Store& store, hsm::Token& token,
+                                  const protocol::ParsedEnvelope& parsed);
 
 // The CEK in a hold capsule, opened with ECDH by the key labelled
 // capsule.hold_key_label in the token. kCryptoFailure if it does not open.

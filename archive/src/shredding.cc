@@ -234,12 +234,16 @@ Result<int64_t> DropEpochPartitions(Connection::Impl& c, uint32_t epoch_id,
                           " (SELECT envelope_id FROM envelopes WHERE retention_epoch = $1)",
                           Params().Int8(epoch_id))
                          .status());
-  // Resend requests name envelopes the way deliveries do, without a key.
-  HF_RETURN_IF_ERROR(Exec(c,
-                          "DELETE FROM resend_requests WHERE envelope_id IN"
-                          " (SELECT envelope_id FROM envelopes WHERE retention_epoch = $1)",
-                          Params().Int8(epoch_id))
-                         .status());
+  // Resend requests and restored keys name envelopes the way deliveries
+  // do, without a key, and leave with them: a restored content key must not
+  // outlive the envelope (and epoch key) it opens.
+  for (const char* table : {"resend_requests", "restored_keys"}) {
+    HF_RETURN_IF_ERROR(Exec(c,
+                            "DELETE FROM " + std::string(table) + " WHERE envelope_id IN"
+                            " (SELECT envelope_id FROM envelopes WHERE retention_epoch = $1)",
+                            Params().Int8(epoch_id))
+                           .status());
+  }
   HF_RETURN_IF_ERROR(Exec(c, "DELETE FROM deliveries_default WHERE retention_epoch = $1",
                           Params().Int8(epoch_id))
                          .status());
@@ -400,6 +404,17 @@ Result<SecretBytes> OpenHoldCapsule(hsm::Token& token, const protocol::ParsedEnv
   return cek;
 }
 
+Result<SecretBytes> CekOfShredded(Store& store, hsm::Token& token,
+                                  const protocol::ParsedEnvelope& parsed) {
+  HF_ASSIGN_OR_RETURN(std::optional<HoldCapsuleRecord> capsule,
+                      store.HoldCapsuleOf(View(parsed.header.message_id())));
+  if (!capsule) {
+    return Status::FailedPrecondition(EpochText(parsed.content.archive().epoch_id()) +
+                                      " key was destroyed and the envelope has no hold capsule");
+  }
+  return OpenHoldCapsule(token, parsed, *capsule);
+}
+
 Result<protocol::OpenedMessage> OpenArchived(Store& store, hsm::Token& token,
                                              const protocol::ParsedEnvelope& parsed,
                                              ByteView epoch_public) {
@@ -407,14 +422,20 @@ Result<protocol::OpenedMessage> OpenArchived(Store& store, hsm::Token& token,
   auto dh = token.DeriveEcdh(epoch_id, View(parsed.content.archive().enc()));
   if (dh.ok()) return protocol::OpenWithArchiveDh(parsed, dh->view(), epoch_public);
   if (dh.status().code() != Code::kNotFound) return dh.status();
-  HF_ASSIGN_OR_RETURN(std::optional<HoldCapsuleRecord> capsule,
-                      store.HoldCapsuleOf(View(parsed.header.message_id())));
-  if (!capsule) {
-    return Status::FailedPrecondition(EpochText(epoch_id) +
-                                      " key was destroyed and the envelope has no hold capsule");
-  }
-  HF_ASSIGN_OR_RETURN(SecretBytes cek, OpenHoldCapsule(token, parsed, *capsule));
+  HF_ASSIGN_OR_RETURN(SecretBytes cek, CekOfShredded(store, token, parsed));
   return protocol::OpenWithCek(parsed, cek.view(), epoch_public);
+}
+
+Result<SecretBytes> RecoverArchivedCek(Store& store, hsm::Token& token,
+                                       const protocol::ParsedEnvelope& parsed,
+                                       ByteView epoch_public) {
+  const uint32_t epoch_id = parsed.content.archive().epoch_id();
+  auto dh = token.DeriveEcdh(epoch_id, View(parsed.content.archive().enc()));
+  if (dh.ok()) return protocol::RecoverArchiveCek(parsed, dh->view(), epoch_public);
+  if (dh.status().code() != Code::kNotFound) return dh.status();
+  HF_ASSIGN_OR_RETURN(SecretBytes cek, CekOfShredded(store, token, parsed));
+  HF_RETURN_IF_ERROR(protocol::VerifyArchiveCapsule(parsed, cek.view(), epoch_public));
+  return cek;
 }
 
 }  // namespace internal

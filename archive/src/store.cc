@@ -1083,6 +1083,71 @@ Result<int64_t> Store::CloseResendRequests(ByteView sender_device,
   return static_cast<int64_t>(r.affected());
 }
 
+Result<std::vector<RestoredKeyRecord>> Store::RestoredKeys(
+    ByteView device_id, const std::vector<int64_t>& envelope_ids) {
+  std::vector<RestoredKeyRecord> out;
+  if (envelope_ids.empty()) return out;
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT request_id, envelope_id, capsule FROM restored_keys"
+                                   " WHERE device_id = $1 AND envelope_id = ANY($2)"
+                                   " ORDER BY envelope_id",
+                                   Params().Bytea(device_id).Int8Array(envelope_ids)));
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) {
+    out.push_back(RestoredKeyRecord{r.Int(i, 0), r.Int(i, 1), r.Bytea(i, 2)});
+  }
+  return out;
+}
+
+Result<std::vector<RestoreNoticeRecord>> Store::OpenRestoreNotices(ByteView device_id,
+                                                                   int64_t after_notice_id,
+                                                                   int limit) {
+  if (limit <= 0) return Status::InvalidArgument("limit must be positive");
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT notice_id, request_id, user_name, target_device,"
+                                   " conversations, envelope_count, hf_ms(created_at)"
+                                   " FROM restore_notices"
+                                   " WHERE device_id = $1 AND acked_at IS NULL AND notice_id > $2"
+                                   " ORDER BY notice_id LIMIT $3",
+                                   Params().Bytea(device_id).Int8(after_notice_id).Int8(limit)));
+  std::vector<RestoreNoticeRecord> out;
+  for (int i = 0; i < r.rows(); ++i) {
+    RestoreNoticeRecord n;
+    n.notice_id = r.Int(i, 0);
+    n.request_id = r.Int(i, 1);
+    n.user = r.Text(i, 2);
+    n.target_device = r.Bytea(i, 3);
+    n.conversations = r.TextArray(i, 4);
+    std::sort(n.conversations.begin(), n.conversations.end());
+    n.envelope_count = r.Int(i, 5);
+    n.restored_at_ms = r.Int(i, 6);
+    out.push_back(std::move(n));
+  }
+  return out;
+}
+
+Result<int64_t> Store::AckRestoreNotices(ByteView device_id,
+                                         const std::vector<int64_t>& notice_ids) {
+  if (notice_ids.empty()) return int64_t{0};
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "UPDATE restore_notices SET acked_at = now()"
+                                   " WHERE device_id = $1 AND notice_id = ANY($2)"
+                                   " AND acked_at IS NULL",
+                                   Params().Bytea(device_id).Int8Array(notice_ids)));
+  return r.affected();
+}
+
+Result<std::vector<Bytes>> Store::DevicesToNotifyOfRestore(int64_t request_id) {
+  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(),
+                                   "SELECT device_id FROM restore_notices"
+                                   " WHERE request_id = $1 AND acked_at IS NULL"
+                                   " ORDER BY device_id",
+                                   Params().Int8(request_id)));
+  std::vector<Bytes> out;
+  for (int i = 0; i < r.rows(); ++i) out.push_back(r.Bytea(i, 0));
+  return out;
+}
+
 Result<uint64_t> Store::CountEnvelopes() {
   HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), "SELECT count(*) FROM envelopes"));
   return static_cast<uint64_t>(r.Int(0, 0));

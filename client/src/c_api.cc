@@ -262,6 +262,7 @@ hf_notice_kind KindOf(hfc::Notice::Kind kind) {
     case hfc::Notice::Kind::kMasterKeyChanged: return HF_NOTICE_MASTER_KEY_CHANGED;
     case hfc::Notice::Kind::kMembersChanged: return HF_NOTICE_MEMBERS_CHANGED;
     case hfc::Notice::Kind::kResent: return HF_NOTICE_RESENT;
+    case hfc::Notice::Kind::kHistoryRestored: return HF_NOTICE_HISTORY_RESTORED;
   }
   return HF_NOTICE_ARCHIVED;  // unreachable: the switch is exhaustive
 }

@@ -87,13 +87,18 @@ commands:
   history --conversation ID [--limit N] [--json]
       Print this user's stored history of a conversation, oldest first: the
       last N messages (default 50) the user sent or was sent. A message
-      sealed to none of this device's keys is listed as not readable here.
+      sealed to none of this device's keys is listed as not readable here,
+      unless the organisation restored the user's history to this device:
+      then it opens through the restored key and is marked restored.
   whoami
       Print the profile's user, device id, server and org.
 
 --json prints one object per message: message_id, conversation_id,
-sender_user, sender_device, sent_at_ms, text, status ("ok" or "rejected"),
-reason, notices. Rejected messages failed verification; their text is never
+sender_user, sender_device, sent_at_ms, text, resend_of, restored,
+restore_request_id, status ("ok" or "rejected"), reason, notices; and one
+object with status "notice" and kind "history_restored" per conversation a
+history restore concerns (conversation_id, user, request_id, target_device,
+text). Rejected messages failed verification; their text is never
 shown, and the gateway is told why (for the compliance team).
 
 Notices report what a user must know: that a conversation is archived by the
@@ -702,6 +707,8 @@ class Cli {
       o.set("sent_at_ms", static_cast<Poco::Int64>(shown.sent_at_ms));
       o.set("text", shown.text);
       o.set("resend_of", ToHex(shown.resend_of));
+      o.set("restored", shown.restore_request_id != 0);
+      o.set("restore_request_id", static_cast<Poco::UInt64>(shown.restore_request_id));
       o.set("status", r.ok() ? "ok" : "rejected");
       o.set("reason", reason);
       Poco::JSON::Array notices;
@@ -721,11 +728,43 @@ class Cli {
     out_ << "[" << FormatTime(shown.sent_at_ms) << "] " << ForTerminal(shown.conversation_id)
          << " " << ForTerminal(shown.sender_user) << ": ";
     if (r.ok()) {
-      out_ << ForTerminal(shown.text) << "\n";
+      out_ << ForTerminal(shown.text);
+      if (shown.restore_request_id != 0) {
+        out_ << " (restored under request " << shown.restore_request_id << ")";
+      }
+      out_ << "\n";
     } else {
       out_ << "REJECTED message " << ToHex(shown.message_id) << " (" << ForTerminal(reason)
            << ")\n";
     }
+  }
+
+  // Shows the history-restore notices the gateway pushed (9.12), in the
+  // conversations they concern, then acknowledges them: a notice not shown
+  // comes again at the next login.
+  Status ShowRestoreNotices(const Device& device, Session& session, bool json) {
+    std::vector<uint64_t> shown;
+    while (auto restored = session.TakeRestoreNotice()) {
+      for (const Notice& n : device.RestoreNotices(*restored)) {
+        if (!json) {
+          PrintNotice(n);
+          continue;
+        }
+        Poco::JSON::Object o(Poco::JSON_PRESERVE_KEY_ORDER);
+        o.set("status", "notice");
+        o.set("kind", std::string(NoticeKindName(n.kind)));
+        o.set("conversation_id", n.conversation_id);
+        o.set("user", n.user);
+        o.set("request_id", static_cast<Poco::UInt64>(restored->request_id()));
+        o.set("target_device", ToHex(n.device_id));
+        o.set("text", n.text);
+        o.stringify(out_);
+        out_ << "\n";
+      }
+      shown.push_back(restored->notice_id());
+    }
+    out_.flush();
+    return session.AckRestoreNotices(shown);
   }
 
   // Answers the resend requests the gateway pushed: seals each message
@@ -840,6 +879,7 @@ class Cli {
     for (;;) {
       if (listen && g_stop) break;
       if (Status s = AnswerResendRequests(*device, *session, json); !s.ok()) return Fail(s);
+      if (Status s = ShowRestoreNotices(*device, *session, json); !s.ok()) return Fail(s);
       auto next = session->NextDelivery(milliseconds(0));
       if (next.ok() && !*next) {
         if (Status s = flush(); !s.ok()) return Fail(s);
@@ -897,6 +937,7 @@ class Cli {
       }
     }
     if (Status s = flush(); !s.ok()) return Fail(s);
+    if (Status s = ShowRestoreNotices(*device, *session, json); !s.ok()) return Fail(s);
     (void)session->Close();
     return kExitOk;
   }
@@ -932,12 +973,11 @@ class Cli {
       if (!page->more() || page->entries_size() == 0) break;
       before = page->next();
     }
+    if (Status s = ShowRestoreNotices(*device, *session, json); !s.ok()) return Fail(s);
     for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
       wire::Deliver d;
       *d.mutable_envelope() = it->envelope();
-      if (it->has_sender()) *d.mutable_sender() = it->sender();
-      if (it->has_epoch()) *d.mutable_epoch() = it->epoch();
-      auto opened = device->OpenDelivery(d, NowMs());
+      auto opened = device->OpenHistoryEntry(*it, NowMs());
       if (!opened.ok() && opened.status().code() == Code::kNotFound) {
         opened = Status::NotFound("not sealed to this device");
       }

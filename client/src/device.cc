@@ -357,6 +357,40 @@ Result<wire::Envelope> Device::PrepareMessage(const wire::ConversationInfo& conv
 }
 
 Result<ReceivedMessage> Device::OpenDelivery(const wire::Deliver& delivery, int64_t now_ms) {
+  return Open(delivery, nullptr, now_ms);
+}
+
+Result<ReceivedMessage> Device::OpenHistoryEntry(const wire::HistoryEntry& entry, int64_t now_ms) {
+  wire::Deliver d;
+  *d.mutable_envelope() = entry.envelope();
+  if (entry.has_sender()) *d.mutable_sender() = entry.sender();
+  if (entry.has_epoch()) *d.mutable_epoch() = entry.epoch();
+  if (!entry.has_restored_capsule()) return Open(d, nullptr, now_ms);
+  HF_ASSIGN_OR_RETURN(ReceivedMessage m, Open(d, &entry.restored_capsule(), now_ms));
+  m.restore_request_id = entry.restore_request_id();
+  return m;
+}
+
+std::vector<Notice> Device::RestoreNotices(const wire::HistoryRestored& restored) const {
+  const Bytes target(restored.target_device().begin(), restored.target_device().end());
+  const std::string where = target == profile_.device_id ? "this device" : "device " + ToHex(target);
+  const std::string whose = restored.user() == profile_.user ? "Your" : restored.user() + "'s";
+  const std::string text = whose + " history (" + std::to_string(restored.envelope_count()) +
+                           " message(s)) was restored to " + where +
+                           " by the organisation under disclosure request " +
+                           std::to_string(restored.request_id());
+  std::vector<Notice> out;
+  for (const auto& c : restored.conversation_ids()) {
+    out.push_back(Notice{Notice::Kind::kHistoryRestored, c, restored.user(), target, text});
+  }
+  if (out.empty()) {
+    out.push_back(Notice{Notice::Kind::kHistoryRestored, {}, restored.user(), target, text});
+  }
+  return out;
+}
+
+Result<ReceivedMessage> Device::Open(const wire::Deliver& delivery,
+                                     const wire::DeviceCapsule* restored, int64_t now_ms) {
   if (!registered()) return Status::FailedPrecondition("device is not registered");
   const wire::DeviceInfo& sender = delivery.sender();
   auto certified = VerifyForProfile(profile_, sender);
@@ -388,9 +422,13 @@ Result<ReceivedMessage> Device::OpenDelivery(const wire::Deliver& delivery, int6
     prekeys.push_back(it->private_key.view());
   }
   HF_ASSIGN_OR_RETURN(auto opened,
-                      protocol::OpenMessage(parsed, View(sender.identity_key()),
-                                            profile_.device_id, prekeys,
-                                            View(epoch.public_key())));
+                      restored != nullptr
+                          ? protocol::OpenMessageWithCapsule(parsed, View(sender.identity_key()),
+                                                             *restored, profile_.device_id,
+                                                             prekeys, View(epoch.public_key()))
+                          : protocol::OpenMessage(parsed, View(sender.identity_key()),
+                                                  profile_.device_id, prekeys,
+                                                  View(epoch.public_key())));
   ReceivedMessage m;
   m.message_id.assign(opened.header.message_id().begin(), opened.header.message_id().end());
   m.conversation_id = opened.header.conversation_id();
@@ -579,6 +617,7 @@ std::string_view NoticeKindName(Notice::Kind kind) {
     case Notice::Kind::kMasterKeyChanged: return "master_key_changed";
     case Notice::Kind::kMembersChanged: return "members_changed";
     case Notice::Kind::kResent: return "resent";
+    case Notice::Kind::kHistoryRestored: return "history_restored";
   }
   return "unknown";
 }

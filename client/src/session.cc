@@ -17,6 +17,10 @@ Status Session::Stash(wire::ServerFrame frame) {
     resend_requests_.push_back(std::move(*frame.mutable_resend_request()));
     return Status::Ok();
   }
+  if (frame.request_id() == 0 && frame.kind_case() == wire::ServerFrame::kHistoryRestored) {
+    restore_notices_.push_back(std::move(*frame.mutable_history_restored()));
+    return Status::Ok();
+  }
   if (frame.request_id() == 0 && frame.kind_case() == wire::ServerFrame::kError) {
     return ServerError(frame.error());
   }
@@ -199,15 +203,19 @@ Result<std::optional<wire::Deliver>> Session::NextDelivery(std::chrono::millisec
   return std::optional<wire::Deliver>(std::move(d));
 }
 
+Status Session::SendAck(wire::ClientFrame frame) {
+  frame.set_request_id(next_request_id_++);
+  acks_.insert(frame.request_id());
+  // Answers to acks are optional; forget the oldest ids rather than grow forever.
+  while (acks_.size() > 1024) acks_.erase(acks_.begin());
+  return connection_.Send(frame, timeout_);
+}
+
 Status Session::Ack(const std::vector<uint64_t>& delivery_ids) {
   if (delivery_ids.empty()) return Status::Ok();
   wire::ClientFrame f;
-  f.set_request_id(next_request_id_++);
-  acks_.insert(f.request_id());
-  // Answers to acks are optional; forget the oldest ids rather than grow forever.
-  while (acks_.size() > 1024) acks_.erase(acks_.begin());
   for (uint64_t id : delivery_ids) f.mutable_delivery_ack()->add_delivery_ids(id);
-  return connection_.Send(f, timeout_);
+  return SendAck(std::move(f));
 }
 
 std::optional<wire::ResendRequest> Session::TakeResendRequest() {
@@ -220,11 +228,22 @@ std::optional<wire::ResendRequest> Session::TakeResendRequest() {
 Status Session::AckResendRequests(const std::vector<uint64_t>& request_ids) {
   if (request_ids.empty()) return Status::Ok();
   wire::ClientFrame f;
-  f.set_request_id(next_request_id_++);
-  acks_.insert(f.request_id());
-  while (acks_.size() > 1024) acks_.erase(acks_.begin());
   for (uint64_t id : request_ids) f.mutable_resend_ack()->add_request_ids(id);
-  return connection_.Send(f, timeout_);
+  return SendAck(std::move(f));
+}
+
+std::optional<wire::HistoryRestored> Session::TakeRestoreNotice() {
+  if (restore_notices_.empty()) return std::nullopt;
+  wire::HistoryRestored n = std::move(restore_notices_.front());
+  restore_notices_.pop_front();
+  return n;
+}
+
+Status Session::AckRestoreNotices(const std::vector<uint64_t>& notice_ids) {
+  if (notice_ids.empty()) return Status::Ok();
+  wire::ClientFrame f;
+  for (uint64_t id : notice_ids) f.mutable_history_restored_ack()->add_notice_ids(id);
+  return SendAck(std::move(f));
 }
 
 }  // namespace holdfast::client

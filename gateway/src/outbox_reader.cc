@@ -9,10 +9,13 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <stdexcept>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "delivery.h"
+#include "holdfast/archive/history_restore.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/base/time.h"
 #include "session.h"
@@ -78,6 +81,7 @@ Status OutboxReader::Open() {
                       archive::Connection::Open(hub_.config.database.conninfo));
   HF_RETURN_IF_ERROR(c.SetApplicationName(ApplicationName(node)));
   HF_RETURN_IF_ERROR(c.Listen(std::string(archive::kOutboxChannel)));
+  HF_RETURN_IF_ERROR(c.Listen(std::string(archive::kRestoreChannel)));
   if (!initialised_) {
     // Only what is stored from now on: devices read older deliveries at
     // login. A node that first appears later is read from its first row.
@@ -133,13 +137,52 @@ void OutboxReader::Run() {
       conn.reset();
       continue;
     }
+    // Completed history restores: their notices go to the devices online
+    // here now; the others get them at login.
+    std::vector<int64_t> restores;
+    for (const std::string& payload : *got) {
+      const std::string_view prefix = archive::kRestorePayload;
+      if (payload.compare(0, prefix.size(), prefix) != 0) continue;
+      try {
+        restores.push_back(std::stoll(payload.substr(prefix.size())));
+      } catch (const std::exception&) {
+      }
+    }
+    if (!restores.empty()) {
+      if (Status s = PushRestoreNotices(*conn, restores); !s.ok()) {
+        Log("restore notices", s);
+        conn.reset();
+        continue;
+      }
+    }
     // This node's own batches were pushed when they were stored.
-    const auto others = std::count_if(got->begin(), got->end(),
-                                      [&](const std::string& payload) { return payload != node; });
+    const auto others = std::count_if(got->begin(), got->end(), [&](const std::string& payload) {
+      return payload != node && payload.find(':') == std::string::npos;
+    });
     hub_.metrics.outbox_notifications->Increment(static_cast<double>(others));
     read = others > 0 || std::chrono::steady_clock::now() - last_read >= kPollInterval;
     if (read && others == 0) hub_.metrics.outbox_polls->Increment();
   }
+}
+
+Status OutboxReader::PushRestoreNotices(archive::Connection& conn,
+                                        const std::vector<int64_t>& request_ids) {
+  archive::Store store(conn);
+  std::vector<std::string> devices;
+  for (int64_t id : request_ids) {
+    HF_ASSIGN_OR_RETURN(auto found, store.DevicesToNotifyOfRestore(id));
+    for (const Bytes& d : found) devices.push_back(AsString(d));
+  }
+  if (devices.empty()) return Status::Ok();
+  boost::asio::post(hub_.io, [&hub = hub_, devices = std::move(devices)] {
+    for (const auto& device : devices) {
+      auto range = hub.online.equal_range(device);
+      for (auto it = range.first; it != range.second; ++it) {
+        if (auto s = it->second.lock()) s->RestoreNoticesCreated();
+      }
+    }
+  });
+  return Status::Ok();
 }
 
 Status OutboxReader::ReadNew(archive::Connection& conn) {

@@ -6,6 +6,10 @@
 // them whose device is online here, and posts their Deliver frames to the
 // sessions on the I/O thread. A lost connection is reopened with backoff
 // and reading resumes from the last seqs seen, so nothing is skipped.
+//
+// The same connection LISTENs on archive::kRestoreChannel: a completed
+// history restore's notices are pushed to its user's devices online here
+// (the others get them at their next login).
 #pragma once
 
 #include <condition_variable>
@@ -15,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "holdfast/archive/database.h"
 #include "hub.h"
@@ -44,6 +49,9 @@ class OutboxReader {
   void Run();
   Status Open();
   Status ReadNew(archive::Connection& conn);
+  // Tells the sessions of devices online here that have notices of these
+  // completed history restores to send them.
+  Status PushRestoreNotices(archive::Connection& conn, const std::vector<int64_t>& request_ids);
   bool Stopping();
 
   Hub& hub_;

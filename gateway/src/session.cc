@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -162,6 +163,33 @@ Result<ResendRecipients> CheckResendRecipients(archive::Store& store,
   return out;
 }
 
+// Gives each entry of `history` (built from `page`, in order) the capsule a
+// history restore sealed to `device` for its envelope, if there is one
+// (docs/protocol.md 9.10).
+Status AddRestoredCapsules(archive::Store& store, const std::string& user, const Bytes& device,
+                           const std::vector<archive::StoredEnvelope>& page,
+                           wire::History& history) {
+  std::vector<int64_t> ids;
+  for (int i = 0; i < history.entries_size(); ++i) ids.push_back(page[i].envelope_id);
+  HF_ASSIGN_OR_RETURN(auto keys, store.RestoredKeys(device, ids));
+  if (keys.empty()) return Status::Ok();
+  std::map<int64_t, const archive::RestoredKeyRecord*> by_envelope;
+  for (const auto& k : keys) by_envelope.emplace(k.envelope_id, &k);
+  for (int i = 0; i < history.entries_size(); ++i) {
+    auto it = by_envelope.find(page[i].envelope_id);
+    if (it == by_envelope.end()) continue;
+    const Bytes& capsule = it->second->capsule;  // enc (32) || ct (48)
+    wire::HistoryEntry& entry = *history.mutable_entries(i);
+    wire::DeviceCapsule& restored = *entry.mutable_restored_capsule();
+    restored.set_user(user);
+    restored.set_device_id(AsString(device));
+    restored.set_enc(AsString(ByteView(capsule).subspan(0, 32)));
+    restored.set_ct(AsString(ByteView(capsule).subspan(32)));
+    entry.set_restore_request_id(static_cast<uint64_t>(it->second->request_id));
+  }
+  return Status::Ok();
+}
+
 class SessionImpl final : public Session {
  public:
   SessionImpl(tcp::socket socket, ssl::context& tls, Hub& hub)
@@ -191,6 +219,10 @@ class SessionImpl final : public Session {
 
   void ResendRequestsCreated() override {
     if (resend_ready_ && !closing_) FetchResendRequests();
+  }
+
+  void RestoreNoticesCreated() override {
+    if (resend_ready_ && !closing_) FetchRestoreNotices();
   }
 
   // Closes once every queued frame is written: an acknowledgement or a
@@ -472,6 +504,9 @@ class SessionImpl final : public Session {
       case wire::ClientFrame::kGetHistory:
         if (!RequireAuth(rid)) return;
         return OnGetHistory(rid, f.get_history());
+      case wire::ClientFrame::kHistoryRestoredAck:
+        if (!RequireAuth(rid)) return;
+        return OnHistoryRestoredAck(f.history_restored_ack());
       case wire::ClientFrame::kResendAck:
         if (!RequireAuth(rid)) return;
         return OnResendAck(f.resend_ack());
@@ -855,6 +890,65 @@ class SessionImpl final : public Session {
         });
   }
 
+  // Sends this device's restore notices not yet acknowledged, those after
+  // the last one sent on this connection (docs/protocol.md 9.12). A device
+  // has few (one per restore of its user), so there is no paging.
+  void FetchRestoreNotices() {
+    if (notices_fetching_) {
+      notices_refetch_ = true;
+      return;
+    }
+    notices_fetching_ = true;
+    constexpr int kMax = 64;
+    const Bytes device = device_id_;
+    const int64_t after = notice_cursor_;
+    struct Notices {
+      std::vector<std::string> frames;
+      int64_t last_notice_id = 0;
+    };
+    OnDatabase<Notices>(
+        [device, after](archive::Store& store) -> Result<Notices> {
+          Notices out;
+          HF_ASSIGN_OR_RETURN(auto open, store.OpenRestoreNotices(device, after, kMax));
+          for (const auto& n : open) {
+            out.last_notice_id = n.notice_id;
+            wire::ServerFrame f;
+            auto* hr = f.mutable_history_restored();
+            hr->set_notice_id(static_cast<uint64_t>(n.notice_id));
+            hr->set_request_id(static_cast<uint64_t>(n.request_id));
+            hr->set_user(n.user);
+            hr->set_target_device(AsString(n.target_device));
+            for (const auto& c : n.conversations) hr->add_conversation_ids(c);
+            hr->set_envelope_count(static_cast<uint64_t>(n.envelope_count));
+            hr->set_restored_at_ms(n.restored_at_ms);
+            out.frames.push_back(f.SerializeAsString());
+          }
+          return out;
+        },
+        [self = Self()](Result<Notices> r) {
+          self->notices_fetching_ = false;
+          if (r.ok()) {
+            for (auto& f : r->frames) self->Enqueue(std::make_shared<const std::string>(std::move(f)));
+            self->notice_cursor_ = std::max(self->notice_cursor_, r->last_notice_id);
+          }
+          if (self->notices_refetch_ && !self->closing_) {
+            self->notices_refetch_ = false;
+            self->FetchRestoreNotices();
+          }
+        });
+  }
+
+  void OnHistoryRestoredAck(const wire::HistoryRestoredAck& ack) {
+    std::vector<int64_t> ids;
+    for (uint64_t id : ack.notice_ids()) {
+      if (id <= uint64_t{INT64_MAX}) ids.push_back(static_cast<int64_t>(id));
+    }
+    const Bytes device = device_id_;
+    OnDatabase<int64_t>(
+        [device, ids](archive::Store& store) { return store.AckRestoreNotices(device, ids); },
+        [](Result<int64_t>) {});
+  }
+
   // Loads queued deliveries; sends `first` (if any) before them.
   void FetchPending(std::shared_ptr<wire::ServerFrame> first) {
     constexpr int kPage = 256;
@@ -893,6 +987,7 @@ class SessionImpl final : public Session {
           if (first) {
             self->resend_ready_ = true;
             self->FetchResendRequests();
+            self->FetchRestoreNotices();  // 9.12, like resend requests
           }
         });
   }
@@ -1032,8 +1127,9 @@ class SessionImpl final : public Session {
       bool not_member = false;
       wire::ServerFrame frame;
     };
+    const Bytes device = device_id_;
     OnDatabase<Answer>(
-        [id, user, before, limit, notice](archive::Store& store) -> Result<Answer> {
+        [id, user, device, before, limit, notice](archive::Store& store) -> Result<Answer> {
           Answer a;
           // One more than asked tells whether older entries exist.
           auto page = store.ConversationHistory(user, id, before, limit + 1);
@@ -1060,6 +1156,7 @@ class SessionImpl final : public Session {
             h->mutable_next()->set_sent_at_ms(e.sent_at_ms);
             h->mutable_next()->set_envelope_id(static_cast<uint64_t>(e.envelope_id));
           }
+          HF_RETURN_IF_ERROR(AddRestoredCapsules(store, user, device, *page, *h));
           return a;
         },
         [self = Self(), rid](Result<Answer> r) {
@@ -1412,6 +1509,10 @@ class SessionImpl final : public Session {
   bool resend_fetching_ = false;
   bool resend_refetch_ = false;  // more were created while fetching
   bool resend_more_ = false;     // the last page was full
+  // Restore notices (9.12): the last notice id sent on this connection.
+  int64_t notice_cursor_ = 0;
+  bool notices_fetching_ = false;
+  bool notices_refetch_ = false;
 };
 
 }  // namespace

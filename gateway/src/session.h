@@ -23,6 +23,8 @@ class Session : public std::enable_shared_from_this<Session> {
   virtual void Push(std::shared_ptr<const std::string> frame) = 0;
   // New resend requests for this device were created: send them.
   virtual void ResendRequestsCreated() = 0;
+  // A history restore recorded notices for this device: send them.
+  virtual void RestoreNoticesCreated() = 0;
   virtual void Close() = 0;
   // Reads again if it paused for ingest backpressure.
   virtual void Resume() = 0;

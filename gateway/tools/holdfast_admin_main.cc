@@ -31,6 +31,7 @@
 #include "holdfast/archive/database.h"
 #include "holdfast/archive/disclosure.h"
 #include "holdfast/archive/export_package.h"
+#include "holdfast/archive/history_restore.h"
 #include "holdfast/archive/officer_accounts.h"
 #include "holdfast/archive/retention.h"
 #include "holdfast/archive/shredding.h"
@@ -104,9 +105,13 @@ Compliance (every act is audited; --as names a registered officer):
   hold add --case ID --custodian USER [--from DATE] [--to DATE] --as NAME
   disclosure request --case ID --custodian USER[,USER] --reference REF
                      [--purpose legal_hold_export] [--from DATE] [--to DATE] --as NAME
+  disclosure request --purpose history_restore --custodian USER --target-device HEX
+                     [--from DATE] [--to DATE] --as NAME
   disclosure approve ID --as NAME
   disclosure show ID
   disclosure export ID --as NAME [--out DIR]
+  disclosure restore ID --as NAME        history_restore: re-seal the custodian's message
+                                         keys to the target device; decrypts no body
   export verify DIR [--org-root HEX|KEYFILE]
                                          check an export package offline (no configuration,
                                          database or HSM): its signature, every file it lists,
@@ -779,12 +784,19 @@ int Run(const Args& a) {
     if (sub == "request") {
       ASSIGN_OR_FAIL(actor, Actor(compliance, a));
       archive::DisclosureRecord r;
-      r.case_id = std::stoll(Need(a, "case"));
       r.purpose = a.Flag("purpose").value_or("legal_hold_export");
+      // A history restore names the device instead of a case and reference.
+      const bool restore = r.purpose == archive::kHistoryRestorePurpose;
+      r.case_id = restore && !a.Flag("case") ? 0 : std::stoll(Need(a, "case"));
+      if (restore) {
+        auto device = FromHex(Need(a, "target-device"));
+        if (!device) return Fail(Status::InvalidArgument("--target-device must be hex"));
+        r.target_device = *device;
+      }
       r.custodians = SplitList(Need(a, "custodian"));
       r.from_ms = a.Flag("from") ? ParseDate(*a.Flag("from")) : 0;
       r.to_ms = a.Flag("to") ? ParseDate(*a.Flag("to")) : int64_t{253402300799000};
-      r.legal_reference = Need(a, "reference");
+      r.legal_reference = restore ? a.Flag("reference").value_or("") : Need(a, "reference");
       r.requester = actor.name;
       r.state = "pending";
       ASSIGN_OR_FAIL(id, compliance.FileDisclosure(r));
@@ -810,12 +822,29 @@ int Run(const Args& a) {
       ASSIGN_OR_FAIL(r, compliance.GetDisclosure(id));
       std::cout << "request " << r.request_id << " case " << r.case_id << " purpose " << r.purpose
                 << " state " << r.state << " requested by " << r.requester << "\n";
+      if (!r.target_device.empty()) std::cout << "  target device " << ToHex(r.target_device) << "\n";
       ASSIGN_OR_FAIL(approvals, compliance.ApprovalsOf(id));
       for (const auto& ap : approvals) {
         std::cout << "  approved by " << ap.officer << " (" << ap.role << ") at " << FormatMs(ap.at_ms) << "\n";
       }
       ASSIGN_OR_FAIL(decision, archive::Decide(conn, pol, id));
       PrintDecision(decision);
+      return 0;
+    }
+    if (sub == "restore") {
+      ASSIGN_OR_FAIL(actor, Actor(compliance, a));
+      ASSIGN_OR_FAIL(token, AuditHsm(compliance, cmd + " " + sub, gateway::OpenToken(config)));
+      ASSIGN_OR_FAIL(summary, AuditHsm(compliance, "disclosure restore",
+                                       archive::RunHistoryRestore(conn, *token, pol, id, actor.name,
+                                                                  static_cast<size_t>(config.hsm.sessions)),
+                                       /*only_unavailable=*/true));
+      std::cout << "restored " << summary.restored << " of " << summary.envelopes << " message(s) of "
+                << summary.custodian << " to device " << ToHex(summary.target_device) << "\n"
+                << "notices recorded for " << summary.notified_devices << " device(s)\n";
+      if (summary.skipped) {
+        std::cout << "warning: " << summary.skipped
+                  << " message(s) could not be restored; see the disclosure.restore audit event\n";
+      }
       return 0;
     }
     if (sub == "export") {

@@ -147,6 +147,11 @@ Result<SecretBytes> CheckCek(Result<SecretBytes> cek, std::string_view what) {
   return cek;
 }
 
+Result<OpenedMessage> OpenVerifiedWithCapsule(const ParsedEnvelope& parsed,
+                                              const wire::DeviceCapsule& capsule,
+                                              const std::vector<ByteView>& my_prekey_privates,
+                                              ByteView archive_public);
+
 Status CheckName(const std::string& name, std::string_view what) {
   if (name.size() > kMaxNameSize) {
     return Status::InvalidArgument(std::string("envelope: ") + std::string(what) + " too long");
@@ -237,6 +242,20 @@ Result<wire::EpochCertificateBody> VerifyEpochCertificate(const wire::EpochCerti
 
 // ----------------------------------------------------------------- sealing
 
+Result<wire::DeviceCapsule> SealDeviceCapsule(ByteView cek, ByteView header_bytes,
+                                              const Recipient& recipient) {
+  if (cek.size() != kCekSize) return Status::InvalidArgument("device capsule: CEK must be 32 bytes");
+  HF_ASSIGN_OR_RETURN(hpke::Sealed sealed,
+                      hpke::Seal(hpke::kDeviceSuite, recipient.prekey_public,
+                                 AsBytes(labels::kDeviceCapsuleInfo), header_bytes, cek));
+  wire::DeviceCapsule capsule;
+  capsule.set_user(recipient.user);
+  capsule.set_device_id(AsString(recipient.device_id));
+  capsule.set_enc(AsString(sealed.enc));
+  capsule.set_ct(AsString(sealed.ct));
+  return capsule;
+}
+
 Result<wire::ArchiveCapsule> ComputeArchiveCapsule(ByteView cek, ByteView message_id,
                                                    uint32_t epoch_id, ByteView archive_public,
                                                    ByteView header_bytes) {
@@ -306,16 +325,9 @@ Result<wire::Envelope> SealMessage(const SealRequest& request, const Ed25519Sign
   HF_ASSIGN_OR_RETURN(Bytes body, EncryptBody(cek.view(), View(header_bytes), request.text));
   content.set_body(AsString(body));
   for (const Recipient& r : request.recipients) {
-    auto sealed = hpke::Seal(hpke::kDeviceSuite, r.prekey_public,
-                             AsBytes(labels::kDeviceCapsuleInfo), View(header_bytes), cek.view());
-    if (!sealed.ok()) {
-      return sealed.status().WithContext("seal: device " + ToHex(r.device_id));
-    }
-    wire::DeviceCapsule* capsule = content.add_devices();
-    capsule->set_user(r.user);
-    capsule->set_device_id(AsString(r.device_id));
-    capsule->set_enc(AsString(sealed->enc));
-    capsule->set_ct(AsString(sealed->ct));
+    auto capsule = SealDeviceCapsule(cek.view(), View(header_bytes), r);
+    if (!capsule.ok()) return capsule.status().WithContext("seal: device " + ToHex(r.device_id));
+    *content.add_devices() = std::move(capsule).value();
   }
   HF_ASSIGN_OR_RETURN(*content.mutable_archive(),
                       ComputeArchiveCapsule(cek.view(), message_id, request.epoch_id,
@@ -452,6 +464,39 @@ Result<OpenedMessage> OpenMessage(const ParsedEnvelope& parsed, ByteView sender_
     }
   }
   if (mine == nullptr) return Status::NotFound("envelope: no capsule for this device");
+  return OpenVerifiedWithCapsule(parsed, *mine, my_prekey_privates, archive_public);
+}
+
+Result<OpenedMessage> OpenMessageWithCapsule(const ParsedEnvelope& parsed,
+                                             ByteView sender_identity_public,
+                                             const wire::DeviceCapsule& capsule,
+                                             ByteView my_device_id,
+                                             const std::vector<ByteView>& my_prekey_privates,
+                                             ByteView archive_public) {
+  if (my_prekey_privates.empty()) return Status::InvalidArgument("open: no prekey");
+  HF_RETURN_IF_ERROR(VerifyEnvelopeSignature(parsed, sender_identity_public));
+  if (capsule.device_id() != AsString(my_device_id)) {
+    return Status::InvalidArgument("open: the capsule is for another device");
+  }
+  if (capsule.enc().size() != 32 || capsule.ct().size() != 48) {
+    return Status::CryptoFailure("device capsule: enc must be 32 bytes and ct 48");
+  }
+  return OpenVerifiedWithCapsule(parsed, capsule, my_prekey_privates, archive_public);
+}
+
+Status VerifyArchiveCapsule(const ParsedEnvelope& parsed, ByteView cek, ByteView archive_public) {
+  if (cek.size() != kCekSize) return Status::CryptoFailure("CEK is not 32 bytes");
+  return CheckArchiveCapsule(parsed, cek, archive_public);
+}
+
+namespace {
+
+// OpenMessage after the signature check, with the device capsule found.
+Result<OpenedMessage> OpenVerifiedWithCapsule(const ParsedEnvelope& parsed,
+                                              const wire::DeviceCapsule& capsule,
+                                              const std::vector<ByteView>& my_prekey_privates,
+                                              ByteView archive_public) {
+  const wire::DeviceCapsule* mine = &capsule;
   const ByteView header_bytes = View(parsed.content.header());
   // Opening with a wrong X25519 key fails the AEAD tag (kCryptoFailure);
   // any other failure is about the capsule itself and ends the search.
@@ -467,6 +512,8 @@ Result<OpenedMessage> OpenMessage(const ParsedEnvelope& parsed, ByteView sender_
                       DecryptBody(cek.view(), header_bytes, View(parsed.content.body())));
   return OpenedMessage{parsed.header, std::move(text)};
 }
+
+}  // namespace
 
 Result<OpenedMessage> OpenWithArchiveDh(const ParsedEnvelope& parsed, ByteView dh,
                                         ByteView archive_public) {

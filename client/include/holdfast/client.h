@@ -268,7 +268,8 @@ typedef enum hf_notice_kind {
   HF_NOTICE_DEVICE_REMOVED = 2,      /* a device seen before is no longer listed */
   HF_NOTICE_MASTER_KEY_CHANGED = 3,  /* a member's master key differs from the one seen before */
   HF_NOTICE_MEMBERS_CHANGED = 4,     /* a group's membership changed */
-  HF_NOTICE_RESENT = 5               /* the message was sealed again for this device */
+  HF_NOTICE_RESENT = 5,              /* the message was sealed again for this device */
+  HF_NOTICE_HISTORY_RESTORED = 6     /* the organisation restored the user's history to a device */
 } hf_notice_kind;
 
 typedef struct hf_notices hf_notices;

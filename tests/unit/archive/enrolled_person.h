@@ -19,10 +19,11 @@ struct Person {
   Bytes device_id;
 };
 
-// Creates `user` and enrolls one device with a fresh identity key and an
-// X25519 prekey signed at `prekey_created_ms`. The device certificate is
+// EnrollDevice enrolls one more device of the existing `user`, with a fresh
+// identity key and an X25519 prekey signed at `prekey_created_ms`;
+// EnrollPerson creates `user` first. The device certificate is
 // placeholder bytes: archive code never reads it.
-inline Result<Person> EnrollPerson(Store& store, const std::string& user,
+inline Result<Person> EnrollDevice(Store& store, const std::string& user,
                                    int64_t prekey_created_ms) {
   Person p;
   p.user = user;
@@ -33,7 +34,6 @@ inline Result<Person> EnrollPerson(Store& store, const std::string& user,
   HF_ASSIGN_OR_RETURN(auto signed_prekey, protocol::SignPrekey(p.identity.private_key.view(),
                                                                p.prekey.public_key,
                                                                prekey_created_ms));
-  HF_RETURN_IF_ERROR(store.CreateUser(user, user));
   HF_ASSIGN_OR_RETURN(auto code, store.IssueEnrollmentCode(user, 3'600'000));
   DeviceRecord device;
   device.device_id = p.device_id;
@@ -43,6 +43,12 @@ inline Result<Person> EnrollPerson(Store& store, const std::string& user,
   HF_RETURN_IF_ERROR(store.RegisterDevice(user, code, Bytes(32, 0x4d), device,
                                           [] { return Result<Bytes>(Bytes{0x0a, 0x00}); }));
   return p;
+}
+
+inline Result<Person> EnrollPerson(Store& store, const std::string& user,
+                                   int64_t prekey_created_ms) {
+  HF_RETURN_IF_ERROR(store.CreateUser(user, user));
+  return EnrollDevice(store, user, prekey_created_ms);
 }
 
 }  // namespace holdfast::archive

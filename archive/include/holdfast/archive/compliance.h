@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "holdfast/archive/audit_tree.h"
@@ -58,7 +59,13 @@ struct DisclosureRecord {
   std::string state;         // pending | approved | denied | exported | withdrawn
   std::string decision_rule;
   std::string policy_version;
+  // history_restore only: the 16-byte id of the device the custodian's
+  // history is restored to; empty for every other purpose.
+  Bytes target_device;
 };
+
+// The purpose of a history restore (history_restore.h).
+inline constexpr std::string_view kHistoryRestorePurpose = "history_restore";
 
 struct ApprovalRecord {
   std::string officer;
@@ -74,7 +81,8 @@ struct ApprovalRecord {
 };
 
 // SHA-256 of a canonical encoding of what a request discloses: purpose,
-// case, custodians and conversations (sorted), time range, legal reference.
+// case, custodians and conversations (sorted), time range, legal reference,
+// target device.
 // An approval records the digest it was given to.
 Bytes ScopeDigest(const DisclosureRecord& request);
 
@@ -120,6 +128,9 @@ class Compliance {
   // when the hold was placed with one.
   Status ApproveHoldRelease(int64_t hold_id, const std::string& approver);
 
+  // kInvalidArgument unless target_device is 16 bytes for a history_restore
+  // and empty for any other purpose. Whether the device may receive the
+  // history is checked when the restore runs.
   Result<int64_t> FileDisclosure(const DisclosureRecord& request);
   Result<DisclosureRecord> GetDisclosure(int64_t request_id);
   // Requests, newest first; with `case_id`, of that case only.

@@ -159,6 +159,27 @@ struct HoldCapsuleRecord {
   int64_t rewrapped_at_ms = 0;
 };
 
+// A content key the history restore re-sealed to a device
+// (history_restore.h): capsule = enc (32 bytes) || ct (48 bytes) of a device
+// capsule for that device.
+struct RestoredKeyRecord {
+  int64_t request_id = 0;
+  int64_t envelope_id = 0;
+  Bytes capsule;
+};
+
+// "Your history was restored to target_device under request request_id",
+// recorded for one device of the user (docs/protocol.md 9.12).
+struct RestoreNoticeRecord {
+  int64_t notice_id = 0;
+  int64_t request_id = 0;
+  std::string user;
+  Bytes target_device;
+  std::vector<std::string> conversations;  // sorted
+  int64_t envelope_count = 0;
+  int64_t restored_at_ms = 0;
+};
+
 // How long a queued delivery waits for its device; a device enrolled later
 // gets resend requests only for envelopes queued within this period.
 inline constexpr int64_t kQueueTtlMs = 30LL * 24 * 3600 * 1000;
@@ -368,6 +389,20 @@ class Store {
   Result<std::vector<StoredEnvelope>> ConversationHistory(const std::string& user,
                                                           const std::string& conversation_id,
                                                           HistoryCursor before, int limit);
+
+  // ---- history restore (history_restore.h; docs/protocol.md 9.10, 9.12)
+  // The restored keys of `device_id` among `envelope_ids`, by envelope id.
+  Result<std::vector<RestoredKeyRecord>> RestoredKeys(ByteView device_id,
+                                                      const std::vector<int64_t>& envelope_ids);
+  // Notices of `device_id` not yet acknowledged, with notice_id >
+  // after_notice_id, by notice id, at most `limit`.
+  Result<std::vector<RestoreNoticeRecord>> OpenRestoreNotices(ByteView device_id,
+                                                              int64_t after_notice_id, int limit);
+  // Acknowledges notices of `device_id`; other devices' ids and notices
+  // acknowledged before are ignored. Returns how many it acknowledged.
+  Result<int64_t> AckRestoreNotices(ByteView device_id, const std::vector<int64_t>& notice_ids);
+  // The devices with an unacknowledged notice of restore request `request_id`.
+  Result<std::vector<Bytes>> DevicesToNotifyOfRestore(int64_t request_id);
 
   // ---- resend requests (docs/protocol.md 9.11)
   // Open requests of `sender_device` with request_id > after_request_id,

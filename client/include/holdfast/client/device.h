@@ -29,6 +29,7 @@ struct Notice {
     kMasterKeyChanged,  // a member's master key differs from the one seen before
     kMembersChanged,    // a group's membership changed
     kResent,            // the message was sealed again for this device (9.11)
+    kHistoryRestored,   // the organisation restored the user's history to a device (9.12)
   };
   Kind kind;
   std::string conversation_id;
@@ -64,6 +65,9 @@ struct ReceivedMessage {
   int64_t sent_at_ms = 0;
   std::string text;
   Bytes resend_of;  // a re-sent message: the original's id; else empty
+  // Opened through a capsule a history restore sealed to this device
+  // (9.10): the disclosure request's id; 0 for an ordinary message.
+  uint64_t restore_request_id = 0;
   std::vector<Notice> notices;  // raised by the sender's device, before the message
 };
 
@@ -180,6 +184,16 @@ class Device {
   // kCryptoFailure with a message starting "archive capsule mismatch".
   // Records the sender's device; a device not seen before yields a notice.
   Result<ReceivedMessage> OpenDelivery(const wire::Deliver& delivery, int64_t now_ms);
+  // A history entry (9.10) with the checks of OpenDelivery. An entry with a
+  // restored capsule is opened through it instead of the envelope's own
+  // capsules (the device was never addressed): the capsule must name this
+  // device, and the CEK it holds must reproduce the envelope's archive
+  // capsule byte for byte, so the gateway can hand over only the key the
+  // sender sealed to the archive. The message is marked restored.
+  Result<ReceivedMessage> OpenHistoryEntry(const wire::HistoryEntry& entry, int64_t now_ms);
+  // The notices to show for a history restore (9.12): one in each
+  // conversation concerned, or one account notice if none is listed.
+  std::vector<Notice> RestoreNotices(const wire::HistoryRestored& restored) const;
 
   // ----------------------------------------------------- resend (9.11)
   // Records a message this device sealed (`envelope`, from PrepareMessage)
@@ -214,6 +228,10 @@ class Device {
 
  private:
   // `signer` holds the identity key from profile.identity_private, loaded once.
+  // OpenDelivery, through `restored` (a restored capsule) when not null.
+  Result<ReceivedMessage> Open(const wire::Deliver& delivery, const wire::DeviceCapsule* restored,
+                               int64_t now_ms);
+
   Device(Profile profile, protocol::Ed25519Signer signer)
       : profile_(std::move(profile)),
         identity_public_(signer.public_key()),

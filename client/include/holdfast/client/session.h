@@ -56,6 +56,13 @@ class Session {
   // Closes resend requests; like a DeliveryAck, nothing answers it.
   Status AckResendRequests(const std::vector<uint64_t>& request_ids);
 
+  // History-restore notices (docs/protocol.md 9.12) pushed so far, oldest
+  // first, kept here until taken.
+  std::optional<wire::HistoryRestored> TakeRestoreNotice();
+  // Acknowledges restore notices once shown; nothing answers it. A notice
+  // not acknowledged comes again at the next login.
+  Status AckRestoreNotices(const std::vector<uint64_t>& notice_ids);
+
   Status Close() { return connection_.Close(std::chrono::seconds(2)); }
 
  private:
@@ -63,12 +70,16 @@ class Session {
   Result<wire::ServerFrame> Call(wire::ClientFrame frame);
   // Files a frame that is not the awaited answer; errors on anything unexpected.
   Status Stash(wire::ServerFrame frame);
+  // Sends an acknowledgement with a fresh request id, without waiting: the
+  // gateway answers it only with an error, which Stash then reports.
+  Status SendAck(wire::ClientFrame frame);
 
   Connection connection_;
   std::chrono::milliseconds timeout_;
   uint64_t next_request_id_ = 1;
   std::deque<wire::Deliver> pushed_;
   std::deque<wire::ResendRequest> resend_requests_;
+  std::deque<wire::HistoryRestored> restore_notices_;
   // Request ids of sent DeliveryAcks; the gateway need not answer them.
   std::set<uint64_t> acks_;
 };

@@ -82,6 +82,15 @@ Result<wire::Envelope> SealMessage(const SealRequest& request, ByteView sender_i
 // that sends many messages does.
 Result<wire::Envelope> SealMessage(const SealRequest& request, const Ed25519Signer& sender);
 
+// The CEK sealed to one device (docs/protocol.md 7.1 step 6): device suite,
+// a fresh ephemeral key, info labels::kDeviceCapsuleInfo, the header bytes as
+// associated data. The recipient's user and device id are copied into the
+// capsule; only prekey_public is used for sealing. Also how a history
+// restore (docs/protocol.md 9.10) re-seals an archived message's CEK to a
+// new device, so that the device opens it with its ordinary capsule code.
+Result<wire::DeviceCapsule> SealDeviceCapsule(ByteView cek, ByteView header_bytes,
+                                              const Recipient& recipient);
+
 // The archive capsule for a CEK, message id and header; deterministic.
 Result<wire::ArchiveCapsule> ComputeArchiveCapsule(ByteView cek, ByteView message_id,
                                                    uint32_t epoch_id, ByteView archive_public,
@@ -128,14 +137,34 @@ Result<OpenedMessage> OpenMessage(const ParsedEnvelope& parsed, ByteView sender_
                                   const std::vector<ByteView>& my_prekey_privates,
                                   ByteView archive_public);
 
+// OpenMessage with a capsule carried outside the envelope: a restored
+// capsule of a history entry (docs/protocol.md 9.10), sealed to this device
+// after the fact by a history restore. The same checks in the same order:
+// signature, the capsule opened with one of the prekeys, the archive capsule
+// recomputed from the CEK and compared byte for byte, body. `capsule` must
+// name `my_device_id`.
+Result<OpenedMessage> OpenMessageWithCapsule(const ParsedEnvelope& parsed,
+                                             ByteView sender_identity_public,
+                                             const wire::DeviceCapsule& capsule,
+                                             ByteView my_device_id,
+                                             const std::vector<ByteView>& my_prekey_privates,
+                                             ByteView archive_public);
+
 // Disclosure side: opens the archive capsule given DH(sk_epoch, enc) computed
 // in the HSM, checks the capsule is the deterministic one for the recovered
 // CEK, and decrypts the body. The signature is checked separately.
 Result<OpenedMessage> OpenWithArchiveDh(const ParsedEnvelope& parsed, ByteView dh,
                                         ByteView archive_public);
-// OpenWithArchiveDh without decrypting the body: the checked CEK.
+// OpenWithArchiveDh without decrypting the body: the checked CEK. A history
+// restore uses it: it re-seals the CEK to the user's new device and never
+// reads a body.
 Result<SecretBytes> RecoverArchiveCek(const ParsedEnvelope& parsed, ByteView dh,
                                       ByteView archive_public);
+// Checks that `cek` (obtained elsewhere, e.g. from a hold capsule) is the one
+// the envelope's archive capsule carries: recomputes the capsule with the
+// epoch public key and compares it byte for byte. kCryptoFailure starting
+// "archive capsule mismatch" if not. Decrypts nothing.
+Status VerifyArchiveCapsule(const ParsedEnvelope& parsed, ByteView cek, ByteView archive_public);
 // Opens with a CEK obtained elsewhere (a hold capsule, docs/archive.md):
 // recomputes the archive capsule from it with the epoch public key alone,
 // compares it byte for byte, and decrypts the body.
