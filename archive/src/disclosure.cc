@@ -23,6 +23,7 @@
 #include "hold_capsule.h"
 #include "package_file.h"
 #include "holdfast/archive/export_package.h"
+#include "holdfast/archive/history_restore.h"
 #include "holdfast/archive/compliance.h"
 #include "holdfast/archive/store.h"
 #include "holdfast/base/time.h"
@@ -419,7 +420,10 @@ std::optional<std::string> ExportBlocked(const policy::Decision& d, const std::s
   if (d.verdict != policy::Verdict::kAllow) {
     return std::string(policy::VerdictName(d.verdict)) + ", " + d.rule + ": " + JoinReasons(d);
   }
-  if (!d.decrypt) return "purpose " + purpose + " never decrypts message bodies";
+  // history_restore re-seals keys and never decrypts; its job restores.
+  if (!d.decrypt && purpose != "history_restore") {
+    return "purpose " + purpose + " never decrypts message bodies";
+  }
   return std::nullopt;
 }
 
@@ -748,6 +752,29 @@ Result<ExportSummary> RunJob(Connection& conn, hsm::Token& token, const policy::
   summary.out_dir = target.string();
   const bool resuming = checkpoint.bytes > 0 || checkpoint.envelope_id > 0;
   enum class Stop { kNone, kCancelled, kTakenOver } stop = Stop::kNone;
+
+  if (request.purpose == "history_restore") {
+    // The restore keeps its own checkpoints (restored_keys) and audit trail.
+    auto restored = RunHistoryRestore(conn, token, policy, job.request_id, actor, hsm_workers);
+    if (!restored.ok()) {
+      EndJob(conn, job, work_dir, "failed", restored.status().ToString(), actor,
+             "disclosure.job_failed");
+      return restored.status();
+    }
+    HF_RETURN_IF_ERROR(Exec(c,
+                            "UPDATE disclosure_jobs SET state = 'done', finished_at = now(),"
+                            " total = $2, done = $3 WHERE job_id = $1 AND worker = $4",
+                            Params()
+                                .Int8(job_id)
+                                .Int8(static_cast<int64_t>(restored->envelopes))
+                                .Int8(static_cast<int64_t>(restored->restored))
+                                .Text(worker))
+                           .status());
+    summary.out_dir.clear();
+    summary.message_count = restored->restored;
+    summary.decision = restored->decision;
+    return summary;
+  }
 
   // Everything from here on ends the job on failure.
   auto run = [&]() -> Status {

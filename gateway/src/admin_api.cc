@@ -220,6 +220,7 @@ Object::Ptr RequestJson(const archive::DisclosureRecord& r) {
   o->set("legal_reference", r.legal_reference);
   o->set("requester", r.requester);
   o->set("state", r.state);
+  if (!r.target_device.empty()) o->set("target_device", ToHex(r.target_device));
   return o;
 }
 
@@ -814,6 +815,13 @@ class AdminApi::Impl {
     r.from_ms = *from;
     r.to_ms = *to;
     r.legal_reference = b.String("legal_reference").value_or("");
+    if (auto device = b.String("target_device")) {
+      auto bytes = FromHex(*device);
+      if (!bytes || bytes->size() != 16) {
+        return ApiError{400, "invalid_argument", "target_device is a 16-byte device id in hex"};
+      }
+      r.target_device = std::move(*bytes);
+    }
     r.requester = who.name();
     // Helpdesk and supervisors file only their own purposes, without a case.
     if ((who.role() == "helpdesk" && r.purpose != "history_restore") ||

@@ -484,7 +484,10 @@ int RunWorker(const Args& a, const gateway::Config& config, archive::Connection&
                               archive::RunJob(conn, *token, pol, *job, worker,
                                               static_cast<size_t>(config.hsm.sessions), config.org),
                               /*only_unavailable=*/true);
-      if (summary.ok()) {
+      if (summary.ok() && summary->out_dir.empty()) {
+        std::cout << "job " << *job << ": restored " << summary->message_count << " message key(s)"
+                  << std::endl;
+      } else if (summary.ok()) {
         std::cout << "job " << *job << ": exported " << summary->message_count << " message(s) to "
                   << summary->out_dir << std::endl;
       } else {

@@ -348,6 +348,44 @@ class AdminApiTest(unittest.TestCase):
         status, _ = self.call("GET", "/session", who="hank")
         self.assertEqual(status, 401)
 
+    def test_9_history_restore_needs_a_fresh_step_up_and_runs_as_a_job(self):
+        d = self.d
+        self.sign_in("hank")  # signed out by test_8
+        d.enroll("alice", profile="alice-new", certify_with="alice")
+        with open(os.path.join(d.profile("alice-new"), "profile.json")) as f:
+            device = json.load(f)["device_id"]
+        status, req = self.call("POST", "/requests",
+                                {"purpose": "history_restore", "custodians": ["alice"],
+                                 "target_device": device}, who="hank")
+        self.assertEqual(status, 201, req)
+        self.assertEqual((req["target_device"], req["decision"]["verdict"]), (device, "needs-approval"))
+        rid = req["request_id"]
+        # Visible to compliance officers (its approvers), not to counsel.
+        status, _ = self.call("GET", f"/requests/{rid}", who="lena")
+        self.assertEqual(status, 404)
+        # A step-up older than the policy's five minutes is refused.
+        d.psql("UPDATE admin_sessions SET step_up_at = now() - interval '10 minutes'"
+               " WHERE officer = 'nina' AND ended_at IS NULL")
+        status, body = self.call("POST", f"/requests/{rid}/approve", {}, who="nina")
+        self.assertEqual((status, body["error"]["code"]), (403, "step_up_required"))
+        status, body = self.call("POST", "/session/step-up", {"totp": "123456"}, who="nina")
+        self.assertEqual(status, 401)
+        status, body = self.call("POST", "/session/step-up", {"totp": self.code("nina")}, who="nina")
+        self.assertEqual(status, 200, body)
+        status, body = self.call("POST", f"/requests/{rid}/approve", {"comment": "lost phone"}, who="nina")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["decision"]["verdict"], "allow")
+        status, job = self.call("POST", f"/requests/{rid}/export", who="hank")
+        self.assertEqual(status, 202, job)
+        self.assertIn(f"job {job['job_id']}: restored 2 message key(s)", self.worker_once())
+        status, job = self.call("GET", f"/jobs/{job['job_id']}", who="hank")
+        self.assertEqual((job["state"], job["done"]), ("done", 2))
+        conversation = d.psql("SELECT conversation_id FROM conversations WHERE kind = 'direct'")[0]
+        out = d.client("alice-new", "history", "--conversation", conversation, "--json").stdout
+        entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+        texts = sorted(e["text"] for e in entries if e.get("status") == "ok" and e.get("restored"))
+        self.assertEqual(texts, ["Not on this channel, please", "Q3 numbers before the call"])
+
     # ------------------------------------------------------------ fixtures
 
     def file_and_approve(self):

@@ -107,7 +107,8 @@ struct JobRecord {
 };
 
 // Queues an export of an allowed request into `package_dir` (absolute; it
-// must not exist, its parent must). kFailedPrecondition with the policy's
+// must not exist, its parent must), or the restore of an allowed
+// history_restore request. kFailedPrecondition with the policy's
 // reasons when the request is not allowed or never decrypts (audited as
 // disclosure.export_refused), kAlreadyExists when a job of the request is
 // queued or running. Audited as disclosure.export_queued.
@@ -124,7 +125,9 @@ Status CancelJob(Connection& conn, int64_t job_id, const std::string& actor);
 Result<std::optional<int64_t>> ClaimJob(Connection& conn, const std::string& worker,
                                         int64_t stale_ms);
 // Runs a claimed job to its end (done, failed or cancelled) and returns
-// what it wrote. `worker` must be the one that claimed it. Errors are also
+// what it wrote. A job of a history_restore request runs RunHistoryRestore
+// (history_restore.h) instead: no package, message_count is the number of
+// keys restored. `worker` must be the one that claimed it. Errors are also
 // recorded in the job; kUnavailable (database or HSM down) leaves the job
 // running so that it resumes from its checkpoint.
 Result<ExportSummary> RunJob(Connection& conn, hsm::Token& token, const policy::Policy& policy,
