@@ -32,7 +32,7 @@ namespace fs = std::filesystem;
 using Poco::JSON::Array;
 using Poco::JSON::Object;
 
-std::string Iso(int64_t ms) { return ms == 0 ? "" : FormatUtc(ms, TimePrecision::kMillis); }
+std::string Iso(int64_t ms) { return FormatUtc(ms, TimePrecision::kMillis); }
 
 Object::Ptr NewObject() { return new Object(Poco::JSON_PRESERVE_KEY_ORDER); }
 
