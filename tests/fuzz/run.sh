@@ -18,7 +18,7 @@ build=${HOLDFAST_BUILD:-$root/build}/fuzz
 cxx=${HOLDFAST_FUZZ_CXX:-clang++}
 jobs=${HOLDFAST_FUZZ_JOBS:-2}
 targets=(fuzz_envelope fuzz_client_frame fuzz_device_cert fuzz_client_state fuzz_hpke fuzz_policy
-  fuzz_config)
+  fuzz_config fuzz_export_package)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
