@@ -415,13 +415,15 @@ fs::path WorkDirOf(const fs::path& package_dir, int64_t job_id) {
          ("." + package_dir.filename().string() + ".job-" + std::to_string(job_id));
 }
 
-// Why a decision does not let an export go on, or nothing if it does.
-std::optional<std::string> ExportBlocked(const policy::Decision& d, const std::string& purpose) {
+// Why a decision does not let a job go on, or nothing if it does. A
+// history_restore job re-seals keys (RunHistoryRestore) and is allowed
+// only where `restore_allowed`: never on the way to a package directory.
+std::optional<std::string> ExportBlocked(const policy::Decision& d, const std::string& purpose,
+                                         bool restore_allowed = true) {
   if (d.verdict != policy::Verdict::kAllow) {
     return std::string(policy::VerdictName(d.verdict)) + ", " + d.rule + ": " + JoinReasons(d);
   }
-  // history_restore re-seals keys and never decrypts; its job restores.
-  if (!d.decrypt && purpose != "history_restore") {
+  if (!d.decrypt && !(restore_allowed && purpose == "history_restore")) {
     return "purpose " + purpose + " never decrypts message bodies";
   }
   return std::nullopt;
@@ -449,7 +451,7 @@ Result<std::map<int64_t, StoredEnvelope>> EnvelopesInScope(Store& store,
 
 Result<int64_t> InsertJob(Connection& conn, const policy::Policy& policy, int64_t request_id,
                           const std::string& package_dir, const std::string& actor,
-                          const std::string& run_by) {
+                          const std::string& run_by, bool restore_allowed) {
   Compliance compliance(conn);
   HF_ASSIGN_OR_RETURN(DisclosureRecord request, compliance.GetDisclosure(request_id));
   if (request.state != "pending" && request.state != "approved") {
@@ -458,7 +460,7 @@ Result<int64_t> InsertJob(Connection& conn, const policy::Policy& policy, int64_
   }
   HF_ASSIGN_OR_RETURN(policy::DisclosureFacts facts, DisclosureFactsOf(conn, request_id));
   policy::Decision decision = policy.Decide(facts);
-  if (auto blocked = ExportBlocked(decision, request.purpose)) {
+  if (auto blocked = ExportBlocked(decision, request.purpose, restore_allowed)) {
     policy::Decision refused = decision;
     if (decision.verdict == policy::Verdict::kAllow) refused.reasons.insert(refused.reasons.begin(), *blocked);
     HF_RETURN_IF_ERROR(AuditRefusal(conn, request_id, actor, refused, "disclosure.export_refused"));
@@ -673,7 +675,7 @@ Status Finish(Connection& conn, hsm::Token& token, const DisclosureRecord& reque
 
 Result<int64_t> QueueExport(Connection& conn, const policy::Policy& policy, int64_t request_id,
                             const std::string& package_dir, const std::string& actor) {
-  return InsertJob(conn, policy, request_id, package_dir, actor, "");
+  return InsertJob(conn, policy, request_id, package_dir, actor, "", /*restore_allowed=*/true);
 }
 
 Result<JobRecord> GetJob(Connection& conn, int64_t job_id) { return ReadJob(conn.impl(), job_id); }
@@ -916,7 +918,8 @@ Result<ExportSummary> RunExport(Connection& conn, hsm::Token& token, const polic
   const std::string worker = "holdfast-admin:" + std::to_string(::getpid());
   HF_ASSIGN_OR_RETURN(int64_t job_id,
                       InsertJob(conn, policy, request_id,
-                                fs::absolute(out_dir).lexically_normal().string(), actor, worker));
+                                fs::absolute(out_dir).lexically_normal().string(), actor, worker,
+                                /*restore_allowed=*/false));
   return RunJob(conn, token, policy, job_id, worker, hsm_workers, org);
 }
 
