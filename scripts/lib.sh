@@ -10,7 +10,8 @@ HOLDFAST_PACKAGES=(
   libpoco-dev libyaml-cpp-dev prometheus-cpp-dev libboost-dev
   libprotobuf-dev protobuf-compiler libp11-kit-dev
   softhsm2 opensc libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-protobuf python3-cryptography prometheus curl procps
+  python3 python3-protobuf python3-cryptography python3-yaml python3-jsonschema
+  prometheus curl procps
   libargon2-dev
   libldap-dev slapd ldap-utils
   clang libclang-rt-14-dev

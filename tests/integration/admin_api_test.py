@@ -10,14 +10,10 @@ Real gateway, PostgreSQL and SoftHSM2 (harness.py); the TOTP codes and the
 manifest signature are computed here in Python from the RFCs.
 """
 
-import base64
 import hashlib
-import hmac
 import json
 import os
 import ssl
-import struct
-import time
 import unittest
 import urllib.error
 import urllib.request
@@ -26,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from harness import Deployment, run, ADMIN
+from harness import Deployment, OfficerCodes, totp
 
 MANIFEST_LABEL = b"holdfast/v1 export-manifest"
 PASSWORD = "correct horse battery staple"
@@ -38,19 +34,6 @@ OFFICERS = {
     "aubrey": "auditor",
     "hank": "helpdesk",
 }
-
-
-def totp(secret_b32, step):
-    """RFC 6238 with SHA-1, 6 digits, 30-second steps."""
-    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
-    mac = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
-    offset = mac[-1] & 0x0F
-    value = struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF
-    return f"{value % 1000000:06d}"
-
-
-def now_step():
-    return int(time.time()) // 30
 
 
 class AdminApiTest(unittest.TestCase):
@@ -65,15 +48,11 @@ class AdminApiTest(unittest.TestCase):
         d.client("bob", "send", "--to", "alice", "Not on this channel, please")
         d.recv("bob")
         d.recv("alice")
-        cls.secrets = {}
+        cls.codes = OfficerCodes()
         for name, role in OFFICERS.items():
-            d.admin("officer", "add", name, "--role", role)
-            run([ADMIN, "--config", d.config, "officer", "set-password", name], input=PASSWORD + "\n")
-            out = d.admin("officer", "totp", name).stdout
-            cls.secrets[name] = out.split(": ", 1)[1].split()[0]
+            d.add_officer(name, role, PASSWORD, cls.codes)
         cls.ctx = ssl.create_default_context(cafile=d.ca)
         cls.tokens = {}
-        cls.used_steps = {}
 
     @classmethod
     def tearDownClass(cls):
@@ -103,14 +82,7 @@ class AdminApiTest(unittest.TestCase):
 
     @classmethod
     def code(cls, name):
-        """A code for a time step this officer has not used yet (the
-        server accepts one step of drift either way, each step once)."""
-        step = max(now_step(), cls.used_steps.get(name, -1) + 1)
-        if step > now_step() + 1:
-            time.sleep(30 - time.time() % 30 + 1)
-            step = max(now_step(), cls.used_steps.get(name, -1) + 1)
-        cls.used_steps[name] = step
-        return totp(cls.secrets[name], step)
+        return cls.codes.code(name)
 
     def sign_in(self, name):
         status, body = self.call("POST", "/session",
@@ -147,10 +119,10 @@ class AdminApiTest(unittest.TestCase):
         for name in OFFICERS:
             self.sign_in(name)
         # A code is good once: signing in again with the same step fails.
-        step = self.used_steps["olivia"]
+        step = self.codes.used_steps["olivia"]
         status, _ = self.call("POST", "/session",
                               {"name": "olivia", "password": PASSWORD,
-                               "totp": totp(self.secrets["olivia"], step)})
+                               "totp": totp(self.codes.secrets["olivia"], step)})
         self.assertEqual(status, 401)
         status, me = self.call("GET", "/session", who="olivia")
         self.assertEqual((status, me["role"]), (200, "compliance_officer"))

@@ -7,12 +7,16 @@ holdfast-client processes. Binary paths come from the environment that CTest
 sets (HOLDFAST_GATEWAY, HOLDFAST_ADMIN, HOLDFAST_CLIENT, HOLDFAST_SOURCE_DIR).
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import time
@@ -35,6 +39,37 @@ KEY_CUSTODIAN = "kim"
 def texts(messages):
     """The texts of the messages `recv --json` printed that opened."""
     return [m["text"] for m in messages if m["status"] == "ok"]
+
+
+def totp(secret_b32, step):
+    """RFC 6238 with SHA-1, 6 digits, 30-second steps."""
+    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    mac = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF
+    return f"{value % 1000000:06d}"
+
+
+def now_step():
+    return int(time.time()) // 30
+
+
+class OfficerCodes:
+    """The TOTP secrets of admin API officers, and a code for each sign-in
+    or step-up for a time step the officer has not used yet (the gateway
+    accepts one step of drift either way, each step once)."""
+
+    def __init__(self):
+        self.secrets = {}
+        self.used_steps = {}
+
+    def code(self, name):
+        step = max(now_step(), self.used_steps.get(name, -1) + 1)
+        if step > now_step() + 1:
+            time.sleep(30 - time.time() % 30 + 1)
+            step = max(now_step(), self.used_steps.get(name, -1) + 1)
+        self.used_steps[name] = step
+        return totp(self.secrets[name], step)
 
 
 def free_port():
@@ -230,6 +265,14 @@ ports_file: {ports_file}
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
+
+    def add_officer(self, name, role, password, codes):
+        """Registers an officer who can sign in to the admin API with
+        `password` and a TOTP code; the secret goes into `codes`."""
+        self.admin("officer", "add", name, "--role", role)
+        run([ADMIN, "--config", self.config, "officer", "set-password", name], input=password + "\n")
+        out = self.admin("officer", "totp", name).stdout
+        codes.secrets[name] = out.split(": ", 1)[1].split()[0]
 
     def add_user(self, user, server=None):
         self.admin("user", "add", user)
