@@ -112,11 +112,20 @@ class Body {
     }
   }
 
+  // A member of another type than asked for is remembered as absent, and
+  // TypeError() then names it: a handler never acts on a body it misread.
   std::optional<std::string> String(const std::string& key) const {
     if (!o_->has(key) || o_->isNull(key)) return std::nullopt;
     Poco::Dynamic::Var v = o_->get(key);
-    if (!v.isString()) return std::nullopt;
+    if (!v.isString()) {
+      Wrong(key, "a string");
+      return std::nullopt;
+    }
     return v.extract<std::string>();
+  }
+  std::optional<ApiError> TypeError() const {
+    if (wrong_.empty()) return std::nullopt;
+    return ApiError{400, "invalid_argument", wrong_};
   }
   std::string Need(const std::string& key, std::vector<std::string>& missing) const {
     auto v = String(key);
@@ -129,6 +138,7 @@ class Body {
     Array::Ptr a = o_->getArray(key);
     if (!a) {
       *bad = true;
+      Wrong(key, "an array of strings");
       return out;
     }
     for (size_t i = 0; i < a->size(); ++i) {
@@ -144,18 +154,29 @@ class Body {
   std::optional<int64_t> Int(const std::string& key) const {
     if (!o_->has(key) || o_->isNull(key)) return std::nullopt;
     Poco::Dynamic::Var v = o_->get(key);
-    if (!v.isInteger()) return std::nullopt;
+    if (!v.isInteger()) {
+      Wrong(key, "an integer");
+      return std::nullopt;
+    }
     return v.convert<int64_t>();
   }
   bool Bool(const std::string& key) const {
-    if (!o_->has(key)) return false;
+    if (!o_->has(key) || o_->isNull(key)) return false;
     Poco::Dynamic::Var v = o_->get(key);
-    return v.isBoolean() && v.extract<bool>();
+    if (!v.isBoolean()) {
+      Wrong(key, "true or false");
+      return false;
+    }
+    return v.extract<bool>();
   }
 
  private:
   explicit Body(Object::Ptr o) : o_(std::move(o)) {}
+  void Wrong(const std::string& key, const char* what) const {
+    if (wrong_.empty()) wrong_ = key + " must be " + what;
+  }
   Object::Ptr o_;
+  mutable std::string wrong_;
 };
 
 // "2026-01-31" (midnight UTC) or an ISO 8601 date and time with zone.
@@ -330,7 +351,13 @@ class AdminApi::Impl {
     return e;
   }
 
-  Result<policy::Policy> LoadPolicy() { return policy::Policy::Load(config_.policy_file); }
+  // A missing or broken policy file is the server's fault, never the
+  // caller's: 503, and nothing is decided.
+  Result<policy::Policy> LoadPolicy() {
+    auto pol = policy::Policy::Load(config_.policy_file);
+    if (!pol.ok()) return Status::Unavailable("the policy cannot be loaded: " + pol.status().message());
+    return pol;
+  }
 
   // ------------------------------------------------------------ routing
 
@@ -431,6 +458,7 @@ class AdminApi::Impl {
     const std::string name = b.String("name").value_or("");
     const std::string password = b.String("password").value_or("");
     const std::string code = b.String("totp").value_or("");
+    if (auto e = b.TypeError()) return *e;
     const ApiError failed{401, "sign_in_failed", "name, password or code not accepted"};
     archive::OfficerAccounts accounts(conn);
     auto officer = accounts.Get(name);
@@ -443,10 +471,12 @@ class AdminApi::Impl {
                                    kMaxFailedSignIns, kSignInLockMs);
       return failed;
     }
+    // A locked officer gets the answer an unknown name gets, so lockouts
+    // do not tell which names exist; the audit trail says "locked".
     if (officer->locked_until_ms > NowMs()) {
       metrics_.admin_sign_in("locked").Increment();
       (void)accounts.RecordFailure(name, req.address, "locked", kMaxFailedSignIns, kSignInLockMs);
-      return ApiError{429, "locked", "too many failed sign-ins; try again later"};
+      return failed;
     }
     const bool password_ok = !officer->password_hash.empty() &&
                              CheckPassword(password, officer->password_hash);
@@ -525,9 +555,13 @@ class AdminApi::Impl {
     archive::OfficerAccounts accounts(conn);
     auto officer = accounts.Get(who.name());
     if (!officer.ok()) return FromStatus(officer.status());
-    const int64_t step = MatchTotp(officer->totp_secret.view(),
-                                   std::get<Body>(body).String("totp").value_or(""),
-                                   TotpStep(NowMs() / 1000));
+    const std::string code = std::get<Body>(body).String("totp").value_or("");
+    if (auto e = std::get<Body>(body).TypeError()) return *e;
+    // Failed step-ups count towards the lockout, and a locked officer cannot
+    // step up: a stolen session cannot be used to guess codes.
+    const int64_t step = officer->locked_until_ms > NowMs()
+                             ? -1
+                             : MatchTotp(officer->totp_secret.view(), code, TotpStep(NowMs() / 1000));
     bool fresh = false;
     if (step >= 0) {
       auto used = accounts.UseTotpStep(who.name(), step);
@@ -537,7 +571,7 @@ class AdminApi::Impl {
     if (!fresh) {
       (void)accounts.RecordFailure(who.name(), req.address, "step-up: bad or reused code",
                                    kMaxFailedSignIns, kSignInLockMs);
-      return ApiError{401, "step_up_failed", "the code was not accepted"};
+      return ApiError{403, "step_up_failed", "the code was not accepted; the session is still valid"};
     }
     if (Status s = accounts.StepUp(who.token_digest); !s.ok()) return FromStatus(s);
     Object::Ptr o = NewObject();
@@ -588,6 +622,12 @@ class AdminApi::Impl {
     return VisibleCase(conn, who, case_id);
   }
 
+  // The page size archive::Compliance applies to Page(req).limit.
+  static int ClampedLimit(const ApiRequest& req) {
+    const int limit = Page(req).limit;
+    return limit < 1 ? 50 : std::min(limit, 200);
+  }
+
   static archive::PageRequest Page(const ApiRequest& req) {
     archive::PageRequest page;
     if (auto it = req.query.find("before"); it != req.query.end()) page.before_id = Id(it->second).value_or(0);
@@ -608,7 +648,7 @@ class AdminApi::Impl {
     for (const auto& c : *cases) a->add(CaseJson(c));
     Object::Ptr o = NewObject();
     o->set("cases", a);
-    if (!cases->empty()) o->set("next_before", cases->back().case_id);
+    if (static_cast<int>(cases->size()) == ClampedLimit(req)) o->set("next_before", cases->back().case_id);
     return Json(200, o);
   }
 
@@ -620,9 +660,11 @@ class AdminApi::Impl {
     const Body& b = std::get<Body>(body);
     std::vector<std::string> missing;
     const std::string title = b.Need("title", missing);
+    const std::string reference = b.String("legal_reference").value_or("");
+    if (auto e = b.TypeError()) return *e;
     if (!missing.empty()) return ApiError{400, "invalid_argument", "title is required"};
     archive::Compliance compliance(conn);
-    auto id = compliance.CreateCase(title, b.String("legal_reference").value_or(""), who.name());
+    auto id = compliance.CreateCase(title, reference, who.name());
     if (!id.ok()) return FromStatus(id.status());
     auto kase = compliance.GetCase(*id);
     if (!kase.ok()) return FromStatus(kase.status());
@@ -663,11 +705,24 @@ class AdminApi::Impl {
                                  const Caller& who, int64_t case_id) {
     auto kase = ActableCase(conn, who, case_id);
     if (auto* e = std::get_if<ApiError>(&kase)) return *e;
+    if (!IsRole(who.role(), {"compliance_officer", "legal_counsel"})) {
+      return Forbidden("adding members to a case");
+    }
     auto body = Body::Parse(req.body);
     if (auto* e = std::get_if<ApiError>(&body)) return *e;
     std::vector<std::string> missing;
     const std::string officer = std::get<Body>(body).Need("officer", missing);
+    if (auto e = std::get<Body>(body).TypeError()) return *e;
     if (!missing.empty()) return ApiError{400, "invalid_argument", "officer is required"};
+    // A case team is made of compliance officers and counsel; auditors see
+    // every case without being members.
+    auto member = archive::Compliance(conn).GetOfficer(officer);
+    if (!member.ok()) return FromStatus(member.status());
+    if (!IsRole(member->role, {"compliance_officer", "legal_counsel"})) {
+      return ApiError{400, "invalid_argument",
+                      officer + " is a " + member->role +
+                          "; a case team has compliance officers and legal counsel"};
+    }
     if (Status s = archive::Compliance(conn).AddCaseMember(case_id, officer, who.name()); !s.ok()) {
       return FromStatus(s);
     }
@@ -698,6 +753,7 @@ class AdminApi::Impl {
     hold.from_ms = *from;
     hold.to_ms = *to;
     hold.notify_custodian = b.Bool("notify_custodian");
+    if (auto e = b.TypeError()) return *e;
     archive::Compliance compliance(conn);
     auto id = compliance.AddHold(hold, who.name());
     if (!id.ok()) return FromStatus(id.status());
@@ -734,9 +790,9 @@ class AdminApi::Impl {
     auto body = Body::Parse(req.body);
     if (auto* e = std::get_if<ApiError>(&body)) return *e;
     archive::Compliance compliance(conn);
-    if (Status s = compliance.RequestHoldRelease(
-            hold_id, std::get<Body>(body).String("reason").value_or(""), who.name());
-        !s.ok()) {
+    const std::string reason = std::get<Body>(body).String("reason").value_or("");
+    if (auto e = std::get<Body>(body).TypeError()) return *e;
+    if (Status s = compliance.RequestHoldRelease(hold_id, reason, who.name()); !s.ok()) {
       return FromStatus(s);
     }
     return GetHold(conn, who, hold_id);
@@ -790,7 +846,9 @@ class AdminApi::Impl {
     }
     Object::Ptr o = NewObject();
     o->set("requests", a);
-    if (!requests->empty()) o->set("next_before", requests->back().request_id);
+    if (static_cast<int>(requests->size()) == ClampedLimit(req)) {
+      o->set("next_before", requests->back().request_id);
+    }
     return Json(200, o);
   }
 
@@ -823,6 +881,7 @@ class AdminApi::Impl {
       r.target_device = std::move(*bytes);
     }
     r.requester = who.name();
+    if (auto e = b.TypeError()) return *e;
     // Helpdesk and supervisors file only their own purposes, without a case.
     if ((who.role() == "helpdesk" && r.purpose != "history_restore") ||
         (who.role() == "supervisor" && r.purpose != "supervision_review")) {
@@ -913,6 +972,7 @@ class AdminApi::Impl {
     approval.at_ms = NowMs();
     approval.step_up_at_ms = who.session.step_up_at_ms;
     approval.comment = std::get<Body>(body).String("comment").value_or("");
+    if (auto e = std::get<Body>(body).TypeError()) return *e;
     if (Status s = archive::Compliance(conn).RecordApproval(request_id, approval); !s.ok()) {
       if (s.code() == Code::kAlreadyExists) {
         return ApiError{409, "already_approved", s.message(), "forbidden"};
@@ -923,8 +983,11 @@ class AdminApi::Impl {
     auto decision = archive::Decide(conn, *pol, request_id);
     if (!decision.ok()) return FromStatus(decision.status());
     if (decision->verdict == policy::Verdict::kAllow) {
-      (void)archive::Compliance(conn).SetDisclosureState(request_id, "approved", decision->rule,
-                                                         decision->policy_version, who.name());
+      if (Status s = archive::Compliance(conn).SetDisclosureState(
+              request_id, "approved", decision->rule, decision->policy_version, who.name());
+          !s.ok()) {
+        return FromStatus(s);
+      }
     }
     return GetRequest(conn, who, request_id);
   }
@@ -936,8 +999,9 @@ class AdminApi::Impl {
     if (!IsRole(who.role(), {"compliance_officer", "legal_counsel"})) return Forbidden("denying a request");
     auto body = Body::Parse(req.body);
     if (auto* e = std::get_if<ApiError>(&body)) return *e;
-    if (Status s = archive::Compliance(conn).DenyDisclosure(
-            request_id, who.name(), std::get<Body>(body).String("comment").value_or(""));
+    const std::string comment = std::get<Body>(body).String("comment").value_or("");
+    if (auto e = std::get<Body>(body).TypeError()) return *e;
+    if (Status s = archive::Compliance(conn).DenyDisclosure(request_id, who.name(), comment);
         !s.ok()) {
       return FromStatus(s);
     }
@@ -1046,6 +1110,13 @@ class AdminApi::Impl {
     if (!in) return ApiError{410, "gone", "the package is no longer on this host"};
     std::stringstream manifest;
     manifest << in.rdbuf();
+    Object::Ptr detail = NewObject();
+    detail->set("request_id", request_id);
+    detail->set("file", "manifest.json");
+    if (Status s = archive::Compliance(conn).Audit(who.name(), "export.download", Stringify(detail));
+        !s.ok()) {
+      return FromStatus(s);
+    }
     ApiResponse r;
     r.body = manifest.str();
     return r;
@@ -1060,6 +1131,7 @@ class AdminApi::Impl {
     bool listed = name == "manifest.json" || name == "manifest.sig";
     if (!listed) {
       std::ifstream in(base / "manifest.json", std::ios::binary);
+      if (!in) return ApiError{410, "gone", "the package is no longer on this host"};
       std::stringstream text;
       text << in.rdbuf();
       try {
@@ -1104,7 +1176,7 @@ class AdminApi::Impl {
     archive::PageRequest page = Page(req);
     int64_t end = page.before_id > 0 ? std::min<int64_t>(page.before_id, static_cast<int64_t>(*size))
                                      : static_cast<int64_t>(*size);
-    const int limit = std::clamp(page.limit, 1, 200);
+    const int limit = page.limit < 1 ? 50 : std::min(page.limit, 200);
     auto action = req.query.find("action");
     auto actor = req.query.find("actor");
     Array::Ptr a = new Array;
@@ -1221,6 +1293,7 @@ class AdminApi::Impl {
     facts.requester = who.name();
     facts.requester_role = who.role();
     facts.case_open = b.Bool("case_open");
+    if (auto e = b.TypeError()) return *e;
     facts.now_ms = NowMs();
     archive::Compliance compliance(conn);
     for (const std::string& name : approvers) {

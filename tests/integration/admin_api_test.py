@@ -341,7 +341,7 @@ class AdminApiTest(unittest.TestCase):
         status, body = self.call("POST", f"/requests/{rid}/approve", {}, who="nina")
         self.assertEqual((status, body["error"]["code"]), (403, "step_up_required"))
         status, body = self.call("POST", "/session/step-up", {"totp": "123456"}, who="nina")
-        self.assertEqual(status, 401)
+        self.assertEqual((status, body["error"]["code"]), (403, "step_up_failed"))
         status, body = self.call("POST", "/session/step-up", {"totp": self.code("nina")}, who="nina")
         self.assertEqual(status, 200, body)
         status, body = self.call("POST", f"/requests/{rid}/approve", {"comment": "lost phone"}, who="nina")

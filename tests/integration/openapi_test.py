@@ -194,7 +194,7 @@ class OpenApiTest(unittest.TestCase):
         # Session, step-up, officers.
         me = api("GET", "/session", 200, who="olivia")
         self.assertEqual(me["role"], "compliance_officer")
-        api("POST", "/session/step-up", 401, {"totp": "000000"}, who="olivia", code="step_up_failed")
+        api("POST", "/session/step-up", 403, {"totp": "000000"}, who="olivia", code="step_up_failed")
         api("POST", "/session/step-up", 200, {"totp": self.codes.code("olivia")}, who="olivia")
         self.assertEqual(len(api("GET", "/officers", 200, who="aubrey")["officers"]), 5)
         api("GET", "/officers", 403, who="lena", code="forbidden")
@@ -210,7 +210,7 @@ class OpenApiTest(unittest.TestCase):
         api("POST", f"/cases/{cid}/holds", 403, {"custodian": "bob"}, who="lena", code="forbidden")
         hold = api("POST", f"/cases/{cid}/holds", 201, {"custodian": "bob", "notify_custodian": True},
                    who="olivia")
-        self.assertEqual((hold["from"], hold["to"]), ("", "9999-12-31T23:59:59.000Z"))
+        self.assertEqual((hold["from"], hold["to"]), ("1970-01-01T00:00:00.000Z", "9999-12-31T23:59:59.000Z"))
         api("GET", f"/holds/{hold['hold_id']}", 200, who="aubrey")
         self.assertEqual([c["case_id"] for c in api("GET", "/cases?limit=10", 200, who="lena")["cases"]], [cid])
         detail = api("GET", f"/cases/{cid}", 200, who="aubrey")
