@@ -72,6 +72,31 @@ HoldRecord HoldFromRow(const PgResult& r, int row) {
   return h;
 }
 
+// SELECT `columns` `rest` (the FROM clause on), each row mapped by `row`.
+template <typename Record>
+Result<std::vector<Record>> SelectAll(Connection::Impl& c, std::string_view columns,
+                                      std::string_view rest, const Params& params,
+                                      Record (*row)(const PgResult&, int)) {
+  std::string sql = "SELECT ";
+  sql += columns;
+  sql += rest;
+  HF_ASSIGN_OR_RETURN(auto r, Exec(c, sql, params));
+  std::vector<Record> out;
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) out.push_back(row(r, i));
+  return out;
+}
+
+// The one row SelectAll finds, or kNotFound saying `missing`.
+template <typename Record>
+Result<Record> SelectOne(Connection::Impl& c, std::string_view columns, std::string_view rest,
+                         int64_t id, const std::string& missing,
+                         Record (*row)(const PgResult&, int)) {
+  HF_ASSIGN_OR_RETURN(auto rows, SelectAll(c, columns, rest, Params().Int8(id), row));
+  if (rows.empty()) return Status::NotFound(missing);
+  return std::move(rows.front());
+}
+
 int ClampLimit(int limit) { return limit < 1 ? 50 : limit > 200 ? 200 : limit; }
 
 // The notice text a custodian's apps show; it names the case number only.
@@ -189,29 +214,19 @@ Result<int64_t> Compliance::CreateCase(const std::string& title,
 }
 
 Result<CaseRecord> Compliance::GetCase(int64_t case_id) {
-  std::string sql = "SELECT ";
-  sql += kCaseColumns;
-  sql += " FROM cases WHERE case_id = $1";
-  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), sql, Params().Int8(case_id)));
-  if (r.rows() == 0) return Status::NotFound("no case " + std::to_string(case_id));
-  return CaseFromRow(r, 0);
+  return SelectOne(conn_.impl(), kCaseColumns, " FROM cases WHERE case_id = $1", case_id,
+                   "no case " + std::to_string(case_id), CaseFromRow);
 }
 
 Result<std::vector<CaseRecord>> Compliance::ListCases(const PageRequest& page,
                                                       const std::string& member) {
-  std::string sql = "SELECT ";
-  sql += kCaseColumns;
-  sql +=
-      " FROM cases c WHERE ($1 = 0 OR case_id < $1)"
-      " AND ($2 = '' OR EXISTS (SELECT 1 FROM case_members m"
-      "      WHERE m.case_id = c.case_id AND m.officer = $2))"
-      " ORDER BY case_id DESC LIMIT $3";
-  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), sql,
-                                   Params().Int8(page.before_id).Text(member).Int8(
-                                       ClampLimit(page.limit))));
-  std::vector<CaseRecord> out;
-  for (int i = 0; i < r.rows(); ++i) out.push_back(CaseFromRow(r, i));
-  return out;
+  return SelectAll(conn_.impl(), kCaseColumns,
+                   " FROM cases c WHERE ($1 = 0 OR case_id < $1)"
+                   " AND ($2 = '' OR EXISTS (SELECT 1 FROM case_members m"
+                   "      WHERE m.case_id = c.case_id AND m.officer = $2))"
+                   " ORDER BY case_id DESC LIMIT $3",
+                   Params().Int8(page.before_id).Text(member).Int8(ClampLimit(page.limit)),
+                   CaseFromRow);
 }
 
 Status Compliance::CloseCase(int64_t case_id, const std::string& actor) {
@@ -352,12 +367,8 @@ Result<int64_t> Compliance::AddHold(const HoldRecord& hold, const std::string& a
 }
 
 Result<HoldRecord> Compliance::GetHold(int64_t hold_id) {
-  std::string sql = "SELECT ";
-  sql += kHoldColumns;
-  sql += " FROM holds WHERE hold_id = $1";
-  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), sql, Params().Int8(hold_id)));
-  if (r.rows() == 0) return Status::NotFound("no hold " + std::to_string(hold_id));
-  return HoldFromRow(r, 0);
+  return SelectOne(conn_.impl(), kHoldColumns, " FROM holds WHERE hold_id = $1", hold_id,
+                   "no hold " + std::to_string(hold_id), HoldFromRow);
 }
 
 Status Compliance::RequestHoldRelease(int64_t hold_id, const std::string& reason,
@@ -440,13 +451,8 @@ Status Compliance::ApproveHoldRelease(int64_t hold_id, const std::string& approv
 }
 
 Result<std::vector<HoldRecord>> Compliance::HoldsOfCase(int64_t case_id) {
-  std::string sql = "SELECT ";
-  sql += kHoldColumns;
-  sql += " FROM holds WHERE case_id = $1 ORDER BY hold_id";
-  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), sql, Params().Int8(case_id)));
-  std::vector<HoldRecord> out;
-  for (int i = 0; i < r.rows(); ++i) out.push_back(HoldFromRow(r, i));
-  return out;
+  return SelectAll(conn_.impl(), kHoldColumns, " FROM holds WHERE case_id = $1 ORDER BY hold_id",
+                   Params().Int8(case_id), HoldFromRow);
 }
 
 // --------------------------------------------------------------- disclosure
@@ -517,41 +523,30 @@ Result<int64_t> Compliance::FileDisclosure(const DisclosureRecord& request) {
 }
 
 Result<DisclosureRecord> Compliance::GetDisclosure(int64_t request_id) {
-  std::string sql = "SELECT ";
-  sql += kDisclosureColumns;
-  sql += " FROM disclosure_requests WHERE request_id = $1";
-  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), sql, Params().Int8(request_id)));
-  if (r.rows() == 0) return Status::NotFound("no disclosure request " + std::to_string(request_id));
-  return DisclosureFromRow(r, 0);
+  return SelectOne(conn_.impl(), kDisclosureColumns,
+                   " FROM disclosure_requests WHERE request_id = $1", request_id,
+                   "no disclosure request " + std::to_string(request_id), DisclosureFromRow);
 }
 
 Result<std::vector<DisclosureRecord>> Compliance::ListDisclosures(const PageRequest& page,
                                                                   int64_t case_id) {
-  std::string sql = "SELECT ";
-  sql += kDisclosureColumns;
-  sql +=
-      " FROM disclosure_requests WHERE ($1 = 0 OR request_id < $1)"
-      " AND ($2 = 0 OR case_id = $2) ORDER BY request_id DESC LIMIT $3";
-  HF_ASSIGN_OR_RETURN(auto r, Exec(conn_.impl(), sql,
-                                   Params().Int8(page.before_id).Int8(case_id).Int8(
-                                       ClampLimit(page.limit))));
-  std::vector<DisclosureRecord> out;
-  for (int i = 0; i < r.rows(); ++i) out.push_back(DisclosureFromRow(r, i));
-  return out;
+  return SelectAll(conn_.impl(), kDisclosureColumns,
+                   " FROM disclosure_requests WHERE ($1 = 0 OR request_id < $1)"
+                   " AND ($2 = 0 OR case_id = $2) ORDER BY request_id DESC LIMIT $3",
+                   Params().Int8(page.before_id).Int8(case_id).Int8(ClampLimit(page.limit)),
+                   DisclosureFromRow);
 }
 
 Status Compliance::RecordApproval(int64_t request_id, const ApprovalRecord& approval) {
   HF_RETURN_IF_ERROR(RequireNonEmpty(approval.officer, "approving officer"));
   Connection::Impl& c = conn_.impl();
   HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
-  std::string sql = "SELECT ";
-  sql += kDisclosureColumns;
-  sql += " FROM disclosure_requests WHERE request_id = $1 FOR UPDATE";
-  HF_ASSIGN_OR_RETURN(auto req, Exec(c, sql, Params().Int8(request_id)));
-  if (req.rows() == 0) {
-    return Status::NotFound("no disclosure request " + std::to_string(request_id));
-  }
-  const DisclosureRecord request = DisclosureFromRow(req, 0);
+  HF_ASSIGN_OR_RETURN(const DisclosureRecord request,
+                      SelectOne(c, kDisclosureColumns,
+                                " FROM disclosure_requests WHERE request_id = $1 FOR UPDATE",
+                                request_id,
+                                "no disclosure request " + std::to_string(request_id),
+                                DisclosureFromRow));
   if (request.state != "pending") {
     return Status::FailedPrecondition("disclosure request " + std::to_string(request_id) +
                                       " is " + request.state + ", not pending");

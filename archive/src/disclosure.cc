@@ -231,6 +231,19 @@ class Exporter {
 
 namespace internal {
 
+Result<std::string> LockOpenRequest(Connection::Impl& c, int64_t request_id,
+                                    std::string_view what) {
+  HF_ASSIGN_OR_RETURN(auto state, Exec(c,
+                                       "SELECT state FROM disclosure_requests"
+                                       " WHERE request_id = $1 FOR UPDATE",
+                                       Params().Int8(request_id)));
+  if (state.rows() == 0 || (state.Text(0, 0) != "pending" && state.Text(0, 0) != "approved")) {
+    return Status::FailedPrecondition("disclosure request " + std::to_string(request_id) +
+                                      " changed state during the " + std::string(what));
+  }
+  return state.Text(0, 0);
+}
+
 std::string JoinReasons(const policy::Decision& d) {
   std::string out;
   for (const std::string& r : d.reasons) out += (out.empty() ? "" : "; ") + r;
@@ -619,14 +632,7 @@ Status Finish(Connection& conn, hsm::Token& token, const DisclosureRecord& reque
   const fs::path target(job.package_dir);
   Connection::Impl& c = conn.impl();
   HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
-  HF_ASSIGN_OR_RETURN(auto state, Exec(c,
-                                       "SELECT state FROM disclosure_requests"
-                                       " WHERE request_id = $1 FOR UPDATE",
-                                       Params().Int8(request_id)));
-  if (state.rows() == 0 || (state.Text(0, 0) != "pending" && state.Text(0, 0) != "approved")) {
-    return Status::FailedPrecondition("disclosure request " + std::to_string(request_id) +
-                                      " changed state during the export");
-  }
+  HF_ASSIGN_OR_RETURN(const std::string from, internal::LockOpenRequest(c, request_id, "export"));
   HF_ASSIGN_OR_RETURN(auto mine, Exec(c,
                                       "UPDATE disclosure_jobs SET state = 'done', finished_at = now(),"
                                       " manifest_sha256 = $2 WHERE job_id = $1 AND worker = $3"
@@ -648,7 +654,7 @@ Status Finish(Connection& conn, hsm::Token& token, const DisclosureRecord& reque
       JsonObject()
           .Int("request_id", request_id)
           .Int("job_id", job.job_id)
-          .String("from", state.Text(0, 0))
+          .String("from", from)
           .String("rule", decision.rule)
           .String("policy_version", decision.policy_version)
           .Int("message_count", static_cast<int64_t>(summary.message_count))

@@ -27,4 +27,10 @@ Status AuditStart(Connection& conn, int64_t request_id, const std::string& actor
 Status AuditFailure(Connection& conn, int64_t request_id, const std::string& actor,
                     const Status& error, std::string_view action);
 
+// Locks request `request_id` until the transaction ends and returns its
+// state, which must still be pending or approved: kFailedPrecondition
+// "... changed state during the <what>" otherwise.
+Result<std::string> LockOpenRequest(Connection::Impl& c, int64_t request_id,
+                                    std::string_view what);
+
 }  // namespace holdfast::archive::internal

@@ -239,14 +239,7 @@ Status Complete(Connection& conn, const DisclosureRecord& request, const std::st
   Connection::Impl& c = conn.impl();
   const int64_t request_id = request.request_id;
   HF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(c));
-  HF_ASSIGN_OR_RETURN(auto state, Exec(c,
-                                       "SELECT state FROM disclosure_requests"
-                                       " WHERE request_id = $1 FOR UPDATE",
-                                       Params().Int8(request_id)));
-  if (state.rows() == 0 || (state.Text(0, 0) != "pending" && state.Text(0, 0) != "approved")) {
-    return Status::FailedPrecondition("disclosure request " + std::to_string(request_id) +
-                                      " changed state during the restore");
-  }
+  HF_ASSIGN_OR_RETURN(const std::string from, internal::LockOpenRequest(c, request_id, "restore"));
   const policy::Decision& decision = summary.decision;
   HF_RETURN_IF_ERROR(Exec(c,
                           "UPDATE disclosure_requests SET state = 'exported', decision_rule = $2,"
@@ -274,7 +267,7 @@ Status Complete(Connection& conn, const DisclosureRecord& request, const std::st
       c, actor, kDone,
       JsonObject()
           .Int("request_id", request_id)
-          .String("from", state.Text(0, 0))
+          .String("from", from)
           .String("rule", decision.rule)
           .String("policy_version", decision.policy_version)
           .String("custodian", summary.custodian)
